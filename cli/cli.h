@@ -1,0 +1,41 @@
+/*
+ * The rumpblk(1) command: shared helpers and one entry point per
+ * subcommand.  The command uses the library's public API only.
+ */
+#ifndef RUMPBLK_CLI_H
+#define RUMPBLK_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <rumpblk/rumpblk.h>
+
+extern const char *progname;
+
+/* Print "rumpblk: " and the message to stderr. */
+void	cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Parse a size: decimal digits with an optional K, M, G or T suffix
+ * (powers of 1024; "KiB"/"k" spellings too).  0 or EINVAL/ERANGE.
+ */
+int	cli_parse_size(const char *, uint64_t *);
+/* Parse an unsigned number in [min, max]; 0 or EINVAL/ERANGE. */
+int	cli_parse_uint(const char *, uint64_t min, uint64_t max, uint64_t *);
+
+/* Write a JSON string literal (quotes and escapes) to f. */
+void	cli_json_string(FILE *, const char *);
+/* "regular file", "block device", "character device" */
+const char *cli_ftype_name(enum rumpblk_ftype);
+
+struct cli_cmd {
+	const char	*name;
+	int		(*main)(int argc, char **argv);
+	const char	*summary;
+};
+
+int	cmd_info(int, char **);
+int	cmd_create(int, char **);
+
+#endif

@@ -1,0 +1,69 @@
+/*
+ * rumpblk create: make a sparse image of a given size.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static void
+create_usage(FILE *f)
+{
+	fprintf(f, "usage: rumpblk create IMAGE SIZE\n\n"
+	    "Create IMAGE as a sparse file of SIZE bytes (K, M, G, T\n"
+	    "suffixes are powers of 1024).  An existing file is never\n"
+	    "overwritten.\n");
+}
+
+int
+cmd_create(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	uint64_t size;
+	int c, fd, error;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'h') {
+			create_usage(stdout);
+			return 0;
+		}
+		create_usage(stderr);
+		return 2;
+	}
+	if (argc - optind != 2) {
+		cli_err("create: expected IMAGE and SIZE (try 'rumpblk create "
+		    "--help')");
+		return 2;
+	}
+	if (cli_parse_size(argv[optind + 1], &size) != 0 ||
+	    size > (uint64_t)INT64_MAX) {
+		cli_err("create: SIZE '%s' is not a size (e.g. 512M, 2G)",
+		    argv[optind + 1]);
+		return 2;
+	}
+	fd = open(argv[optind], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd == -1) {
+		cli_err("%s: %s", argv[optind], strerror(errno));
+		return 1;
+	}
+	if (ftruncate(fd, (off_t)size) == -1) {
+		error = errno;
+		close(fd);
+		unlink(argv[optind]);
+		cli_err("%s: cannot make it %" PRIu64 " bytes: %s",
+		    argv[optind], size, strerror(error));
+		return 1;
+	}
+	if (close(fd) == -1) {
+		cli_err("%s: %s", argv[optind], strerror(errno));
+		return 1;
+	}
+	return 0;
+}

@@ -1,0 +1,187 @@
+/*
+ * rumpblk info: register an image as a unit and describe it.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void
+info_usage(FILE *f)
+{
+	fprintf(f, "usage: rumpblk info [--json] [--offset N] [--size N] "
+	    "[--backend B]\n"
+	    "                    [--sector-size N] IMAGE\n\n"
+	    "Describe IMAGE as a rumpblk unit: file type, size, sector size,\n"
+	    "the disklabel the unit reports and the backend in use (auto\n"
+	    "shows what it picks).  Nothing is written to IMAGE.\n\n"
+	    "  --json            one JSON object on standard output\n"
+	    "  --offset N        the unit starts N bytes into IMAGE\n"
+	    "  --size N          the unit is N bytes (default: the rest)\n"
+	    "  --backend B       auto, mmap, pio, direct or uring\n"
+	    "  --sector-size N   512, 1024, ..., 65536\n"
+	    "Sizes take K, M, G and T suffixes (powers of 1024).\n");
+}
+
+static void
+print_text(const char *image, const struct rumpblk_unitinfo *ui,
+    const struct rumpblk_disklabel *dl, const char *asked)
+{
+	printf("image:        %s\n", image);
+	printf("type:         %s\n", cli_ftype_name(ui->ui_ftype));
+	printf("size:         %" PRIu64 " bytes\n", ui->ui_size);
+	if (ui->ui_offset != 0 || ui->ui_size != ui->ui_hostsize)
+		printf("window:       offset %" PRIu64 " of %" PRIu64
+		    " host bytes\n", ui->ui_offset, ui->ui_hostsize);
+	printf("sector size:  %u\n", ui->ui_secsize);
+	printf("sectors:      %" PRIu64 "%s\n", ui->ui_size / ui->ui_secsize,
+	    ui->ui_size % ui->ui_secsize ? " (and a partial one)" : "");
+	printf("access:       %s\n", ui->ui_mode & RUMPBLK_FWRITE ?
+	    "read-write" : "read-only");
+	printf("backend:      %s (asked: %s)\n",
+	    rumpblk_backend_name(ui->ui_backend), asked);
+	if (ui->ui_backend == RUMPBLK_BACKEND_MMAP)
+		printf("windows:      %u x %" PRIu64 " bytes\n",
+		    ui->ui_wincount, ui->ui_winsize);
+	printf("disklabel:    type %.16s, pack %.16s, %u sectors of %u bytes, "
+	    "%u partition(s)\n", dl->d_typename, dl->d_packname,
+	    dl->d_secperunit, dl->d_secsize, dl->d_npartitions);
+	printf("partition a:  %u sectors at %u\n", dl->d_partitions[0].p_size,
+	    dl->d_partitions[0].p_offset);
+	printf("checksum:     0x%04x\n", dl->d_checksum);
+}
+
+static void
+print_json(const char *image, const struct rumpblk_unitinfo *ui,
+    const struct rumpblk_disklabel *dl, const char *asked)
+{
+	printf("{\"image\":");
+	cli_json_string(stdout, image);
+	printf(",\"type\":");
+	cli_json_string(stdout, cli_ftype_name(ui->ui_ftype));
+	printf(",\"size\":%" PRIu64 ",\"offset\":%" PRIu64
+	    ",\"host_size\":%" PRIu64 ",\"sector_size\":%u,\"sectors\":%"
+	    PRIu64 ",\"read_only\":%s,\"backend\":\"%s\","
+	    "\"backend_requested\":\"%s\"",
+	    ui->ui_size, ui->ui_offset, ui->ui_hostsize, ui->ui_secsize,
+	    ui->ui_size / ui->ui_secsize,
+	    ui->ui_mode & RUMPBLK_FWRITE ? "false" : "true",
+	    rumpblk_backend_name(ui->ui_backend), asked);
+	if (ui->ui_backend == RUMPBLK_BACKEND_MMAP)
+		printf(",\"winsize\":%" PRIu64 ",\"wincount\":%u",
+		    ui->ui_winsize, ui->ui_wincount);
+	printf(",\"disklabel\":{\"magic\":%u,\"magic2\":%u,\"type\":%u,"
+	    "\"typename\":\"%.16s\",\"packname\":\"%.16s\",\"secsize\":%u,"
+	    "\"secperunit\":%u,\"npartitions\":%u,\"checksum\":%u,"
+	    "\"partitions\":[{\"size\":%u,\"offset\":%u,\"fstype\":%u}]}}\n",
+	    dl->d_magic, dl->d_magic2, dl->d_type, dl->d_typename,
+	    dl->d_packname, dl->d_secsize, dl->d_secperunit,
+	    dl->d_npartitions, dl->d_checksum, dl->d_partitions[0].p_size,
+	    dl->d_partitions[0].p_offset, dl->d_partitions[0].p_fstype);
+}
+
+int
+cmd_info(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "offset", required_argument, NULL, 'o' },
+		{ "size", required_argument, NULL, 's' },
+		{ "backend", required_argument, NULL, 'b' },
+		{ "sector-size", required_argument, NULL, 'S' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct rumpblk_config cfg;
+	struct rumpblk_unitinfo ui;
+	struct rumpblk_disklabel dl;
+	struct rumpblk *rb;
+	uint64_t offset = 0, size = RUMPBLK_SIZENOTSET, v;
+	const char *image;
+	bool json = false;
+	int c, error, unit;
+
+	rumpblk_config_init(&cfg);
+	rumpblk_config_from_env(&cfg, NULL);
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j':
+			json = true;
+			break;
+		case 'o':
+			if (cli_parse_size(optarg, &offset) != 0) {
+				cli_err("--offset: '%s' is not a size", optarg);
+				return 2;
+			}
+			break;
+		case 's':
+			if (cli_parse_size(optarg, &size) != 0) {
+				cli_err("--size: '%s' is not a size", optarg);
+				return 2;
+			}
+			break;
+		case 'b':
+			if (rumpblk_backend_parse(optarg, &cfg.backend) != 0) {
+				cli_err("--backend: unknown backend '%s' (auto, "
+				    "mmap, pio, direct or uring)", optarg);
+				return 2;
+			}
+			break;
+		case 'S':
+			if (cli_parse_size(optarg, &v) != 0 || v < 512 ||
+			    v > 65536 || (v & (v - 1)) != 0) {
+				cli_err("--sector-size: '%s' is not a power of "
+				    "two from 512 to 65536", optarg);
+				return 2;
+			}
+			cfg.sectshift = (unsigned)__builtin_ctzll(v);
+			break;
+		case 'h':
+			info_usage(stdout);
+			return 0;
+		default:
+			info_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		cli_err("info: expected one IMAGE (try 'rumpblk info --help')");
+		return 2;
+	}
+	image = argv[optind];
+	if ((error = rumpblk_create(&cfg, &rb)) != 0) {
+		cli_err("cannot create an instance: %s", strerror(error));
+		return 1;
+	}
+	if ((error = rumpblk_register(rb, image, offset, size, &unit)) != 0) {
+		if (error == EINVAL && (offset != 0 ||
+		    size != RUMPBLK_SIZENOTSET))
+			cli_err("%s: offset %" PRIu64 " and size are past the "
+			    "end of the file, or it is not a file or device",
+			    image, offset);
+		else if (error == EINVAL)
+			cli_err("%s: not a regular file or device, or empty",
+			    image);
+		else if (error == EOPNOTSUPP)
+			cli_err("%s: cannot tell the size of this character "
+			    "device; give --size", image);
+		else
+			cli_err("%s: %s", image, strerror(error));
+		rumpblk_destroy(rb);
+		return 1;
+	}
+	rumpblk_unitinfo(rb, unit, &ui);
+	rumpblk_ioctl(rb, unit, RUMPBLK_DIOCGDINFO, &dl);
+	if (json)
+		print_json(image, &ui, &dl, rumpblk_backend_name(cfg.backend));
+	else
+		print_text(image, &ui, &dl, rumpblk_backend_name(cfg.backend));
+	if ((error = rumpblk_destroy(rb)) != 0) {
+		cli_err("%s: %s", image, strerror(error));
+		return 1;
+	}
+	return 0;
+}

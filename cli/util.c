@@ -1,0 +1,109 @@
+/*
+ * Helpers shared by the subcommands: messages, number parsing, JSON.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+const char *progname = "rumpblk";
+
+void
+cli_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int
+cli_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *vp)
+{
+	unsigned long long v;
+	char *end;
+
+	if (s == NULL || !isdigit((unsigned char)*s))
+		return EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE)
+		return ERANGE;
+	if (*end != '\0')
+		return EINVAL;
+	if (v < min || v > max)
+		return ERANGE;
+	*vp = v;
+	return 0;
+}
+
+int
+cli_parse_size(const char *s, uint64_t *vp)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	if (s == NULL || !isdigit((unsigned char)*s))
+		return EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE)
+		return ERANGE;
+	switch (*end) {
+	case '\0':			break;
+	case 'k': case 'K':	shift = 10; end++; break;
+	case 'm': case 'M':	shift = 20; end++; break;
+	case 'g': case 'G':	shift = 30; end++; break;
+	case 't': case 'T':	shift = 40; end++; break;
+	default:		return EINVAL;
+	}
+	if (shift != 0 && (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0))
+		end += strlen(end);
+	if (*end != '\0')
+		return EINVAL;
+	if (shift != 0 && v > (UINT64_MAX >> shift))
+		return ERANGE;
+	*vp = (uint64_t)v << shift;
+	return 0;
+}
+
+void
+cli_json_string(FILE *f, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	fputc('"', f);
+	for (; *p != '\0'; p++) {
+		switch (*p) {
+		case '"':	fputs("\\\"", f); break;
+		case '\\':	fputs("\\\\", f); break;
+		case '\n':	fputs("\\n", f); break;
+		case '\t':	fputs("\\t", f); break;
+		case '\r':	fputs("\\r", f); break;
+		default:
+			if (*p < 0x20)
+				fprintf(f, "\\u%04x", *p);
+			else
+				fputc(*p, f);
+		}
+	}
+	fputc('"', f);
+}
+
+const char *
+cli_ftype_name(enum rumpblk_ftype ft)
+{
+	switch (ft) {
+	case RUMPBLK_FT_REG:	return "regular file";
+	case RUMPBLK_FT_BLK:	return "block device";
+	case RUMPBLK_FT_CHR:	return "character device";
+	}
+	return "unknown";
+}

@@ -1,0 +1,426 @@
+/*
+ * rumpblk: a userspace block-device emulator.
+ *
+ * This is the whole public interface of librumpblk.  It presents a host file
+ * (a disk image, or a host block or character device) as a block device in
+ * the style of NetBSD's rumpblk driver: sector-addressed buffers through a
+ * strategy routine with completion callbacks, a character-device read/write
+ * path, ioctls and counters.  See librumpblk(3) for the full text.
+ *
+ * Conventions:
+ *   - Every function that can fail returns 0 or a positive errno value.
+ *     Nothing calls exit() or abort() on bad input.
+ *   - Threads: every function is safe to call from several threads at once,
+ *     on the same instance and on the same unit.  I/O may complete out of
+ *     order and on any thread.
+ *   - There is no global state: an instance is a struct rumpblk *, and
+ *     several may live in one process.
+ *   - struct rumpblk_config and struct rumpblk_stats only ever grow at the
+ *     end; the private part of struct rumpblk_buf is a fixed reserved array.
+ */
+#ifndef RUMPBLK_RUMPBLK_H
+#define RUMPBLK_RUMPBLK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RUMPBLK_VERSION_MAJOR	0
+#define RUMPBLK_VERSION_MINOR	1
+#define RUMPBLK_VERSION_MICRO	0
+
+/* The library's version string, e.g. "0.1.0". */
+const char *rumpblk_version(void);
+
+struct rumpblk;			/* an instance; opaque */
+
+/* ------------------------------------------------------------------ */
+/* Constants                                                           */
+/* ------------------------------------------------------------------ */
+
+/* rumpblk_register(): use the rest of the host file. */
+#define RUMPBLK_SIZENOTSET	((uint64_t)-1)
+
+/* The character-device path splits transfers into at most this much. */
+#define RUMPBLK_MAXPHYS		(64 * 1024)
+
+/* b_blkno is always in units of 512 bytes, whatever the sector size. */
+#define RUMPBLK_DEV_BSHIFT	9
+#define RUMPBLK_DEV_BSIZE	(1 << RUMPBLK_DEV_BSHIFT)
+
+/* Fault injection in seed mode: fail n out of RUMPBLK_BLKFAIL_MAX I/Os. */
+#define RUMPBLK_BLKFAIL_MAX	10000
+
+/* Open flags for rumpblk_open()/rumpblk_close(). */
+#define RUMPBLK_FREAD		0x0001
+#define RUMPBLK_FWRITE		0x0002
+
+/* Backends.  See librumpblk(3), BACKENDS. */
+enum rumpblk_backend {
+	RUMPBLK_BACKEND_AUTO = 0,	/* mmap windows for files, pio else */
+	RUMPBLK_BACKEND_MMAP,		/* the seed's mmap window cache */
+	RUMPBLK_BACKEND_PIO,		/* pread/pwrite, worker threads */
+	RUMPBLK_BACKEND_DIRECT,		/* O_DIRECT with bounce buffers */
+	RUMPBLK_BACKEND_URING,		/* io_uring */
+};
+
+/*
+ * The name of a backend ("auto", "mmap", "pio", "direct", "uring"), or
+ * NULL for a value that is not one.
+ */
+const char *rumpblk_backend_name(enum rumpblk_backend);
+
+/* Parse a backend name; 0, or EINVAL for an unknown name. */
+int rumpblk_backend_parse(const char *, enum rumpblk_backend *);
+
+/* ------------------------------------------------------------------ */
+/* Configuration and instances                                         */
+/* ------------------------------------------------------------------ */
+
+struct rumpblk_config {
+	uint64_t	winsize;	/* mmap window size, power of two */
+	unsigned	wincount;	/* mmap windows per unit, > 0 */
+	unsigned	sectshift;	/* log2 of the sector size, >= 9 */
+	unsigned	fail;		/* seed-mode faults: n of 10000 */
+	uint32_t	fail_seed;	/* seed of the seed-mode LCG */
+	bool		fail_seed_set;	/* fail_seed was given */
+	unsigned	max_units;	/* size of the unit table */
+	enum rumpblk_backend backend;	/* backend for every unit */
+	/* --- fields below were added after the first release --- */
+	unsigned	workers;	/* async worker threads; 0 = auto */
+	bool		sigbus_eio;	/* see RUMPBLK_SIGBUS in librumpblk(3) */
+	unsigned	lat_sample;	/* time 1 request in lat_sample; 0 = 64 */
+	uint64_t	reserved[8];	/* zero */
+};
+
+/*
+ * Defaults: window size 1 MiB, 16 windows, sector shift 9, no faults, up
+ * to 16 units, backend auto.  No environment is read.
+ */
+void rumpblk_config_init(struct rumpblk_config *);
+
+/*
+ * Apply the RUMP_BLKFAIL, RUMP_BLKFAIL_SEED, RUMP_BLKWINSIZE,
+ * RUMP_BLKWINCOUNT, RUMP_BLKSECTSHIFT and RUMP_BLKBACKEND environment
+ * variables to a config, with the seed driver's validation: an invalid value
+ * keeps the current one, says so on msgs and is not an error.  Messages are
+ * the seed's informational lines, written to msgs (may be NULL).  When
+ * RUMP_BLKFAIL is set and no seed is given, a random seed is chosen, stored
+ * in fail_seed (fail_seed_set becomes true) and printed.  Returns 0.
+ */
+int rumpblk_config_from_env(struct rumpblk_config *, FILE *msgs);
+
+/*
+ * Create an instance.  A NULL config means defaults plus the environment,
+ * with messages on stderr, exactly like the seed's rumpblk_init().
+ * Errors: EINVAL for a config that is out of range (winsize not a power of
+ * two, wincount 0, sectshift outside 9..16, fail > 10000, unknown backend,
+ * max_units 0), ENOMEM.
+ */
+int rumpblk_create(const struct rumpblk_config *, struct rumpblk **);
+
+/*
+ * The config in use by an instance (with the seed actually used).
+ */
+void rumpblk_get_config(struct rumpblk *, struct rumpblk_config *);
+
+/*
+ * Deregister every unit (waiting for in-flight I/O), make written data
+ * durable, free everything.  Returns 0, or the first error met while making
+ * data durable; the instance is freed either way.  NULL is a no-op.
+ */
+int rumpblk_destroy(struct rumpblk *);
+
+/* ------------------------------------------------------------------ */
+/* Units                                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Attach a host file (regular file, block device or character device) as a
+ * unit.  offset and size are in bytes; size RUMPBLK_SIZENOTSET means the
+ * rest of the file.  Registering the same file with the same offset and
+ * size again returns the same unit.
+ * Errors: the stat error (ENOENT, ...), EINVAL (unsupported file type,
+ * offset/size past the end), EOPNOTSUPP (a character device that cannot be
+ * sized and no size given), EBUSY (the unit table is full), the open error.
+ */
+int rumpblk_register(struct rumpblk *, const char *path, uint64_t offset,
+    uint64_t size, int *unit);
+
+/*
+ * Detach every unit backed by the file at path, after their in-flight
+ * buffers complete; written data is made durable first.  Later calls on
+ * those units give ENXIO.  ENOENT if no unit uses that file; otherwise 0 or
+ * the error met while making data durable (the unit is detached anyway).
+ */
+int rumpblk_deregister(struct rumpblk *, const char *path);
+
+/* Check access: ENXIO for an unknown unit, EACCES for FWRITE on a read-only
+ * unit.  Opening is not required for I/O. */
+int rumpblk_open(struct rumpblk *, int unit, int flags);
+int rumpblk_close(struct rumpblk *, int unit, int flags);
+
+/* ------------------------------------------------------------------ */
+/* Buffers and strategy                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * b_flags.  Exactly one operation bit, plus modifiers.
+ *
+ * READ/WRITE move b_bcount bytes at b_blkno (512-byte units) from or to
+ * b_data.  FLUSH makes every completed write of the unit durable (b_blkno
+ * and b_bcount are ignored).  TRIM discards, ZERO writes zeroes over
+ * b_bcount bytes at b_blkno (b_data unused).  EXTENTS describes allocation
+ * of b_bcount bytes at b_blkno into the struct rumpblk_extents at b_data.
+ *
+ * ASYNC: the caller does not need a write durable at completion (and the
+ * buffer is counted in io_async); FUA: a write or zero is durable when it
+ * completes even with ASYNC; NOHOLE: ZERO must leave the range allocated.
+ */
+#define RUMPBLK_B_READ		0x0001
+#define RUMPBLK_B_WRITE		0x0002
+#define RUMPBLK_B_FLUSH		0x0004
+#define RUMPBLK_B_TRIM		0x0008
+#define RUMPBLK_B_ZERO		0x0010
+#define RUMPBLK_B_EXTENTS	0x0020
+#define RUMPBLK_B_OPMASK	0x003f
+#define RUMPBLK_B_ASYNC		0x0100
+#define RUMPBLK_B_FUA		0x0200
+#define RUMPBLK_B_NOHOLE	0x0400
+
+struct rumpblk_buf {
+	int		b_unit;		/* unit number */
+	int		b_flags;	/* RUMPBLK_B_* */
+	int64_t		b_blkno;	/* in 512-byte units */
+	size_t		b_bcount;	/* bytes requested */
+	size_t		b_resid;	/* bytes not moved (out) */
+	void		*b_data;	/* caller's buffer */
+	int		b_error;	/* 0 or errno (out) */
+	void		(*b_iodone)(struct rumpblk_buf *);
+	void		*b_private;	/* the caller's, never touched */
+	uint64_t	b_opaque[16];	/* library-private; zero it */
+};
+
+/*
+ * Start an I/O.  The caller zeroes the buffer and sets the public fields.
+ * Completion: b_error, b_resid are set, then b_iodone runs (on any thread,
+ * possibly before rumpblk_strategy returns) or rumpblk_biowait() wakes.
+ * Errors in b_error: ENXIO (no such unit), EINVAL (bad flags, byte count
+ * not a sector multiple, start past the end), EROFS (write to a read-only
+ * unit), EIO (host error or injected fault), host errors.
+ */
+void rumpblk_strategy(struct rumpblk *, struct rumpblk_buf *);
+
+/* Wait for a buffer without b_iodone to complete; returns b_error. */
+int rumpblk_biowait(struct rumpblk_buf *);
+
+/* Extent query result (RUMPBLK_B_EXTENTS). */
+#define RUMPBLK_EXTENT_HOLE	0x1	/* not allocated */
+#define RUMPBLK_EXTENT_ZERO	0x2	/* reads as zeroes */
+struct rumpblk_extent {
+	uint64_t	e_length;	/* bytes */
+	uint32_t	e_flags;	/* RUMPBLK_EXTENT_* */
+	uint32_t	e_pad;
+};
+struct rumpblk_extents {
+	uint32_t	ex_max;		/* in: slots in ex_ext */
+	uint32_t	ex_count;	/* out: slots used */
+	struct rumpblk_extent ex_ext[];	/* contiguous from b_blkno */
+};
+
+/* ------------------------------------------------------------------ */
+/* Character-device path                                               */
+/* ------------------------------------------------------------------ */
+
+struct rumpblk_uio {
+	struct iovec	*uio_iov;
+	int		uio_iovcnt;
+	uint64_t	uio_offset;	/* bytes */
+	size_t		uio_resid;	/* bytes left */
+};
+
+/*
+ * Synchronous transfers split into strategy calls of at most
+ * RUMPBLK_MAXPHYS bytes.  uio_offset and every iovec length must be sector
+ * multiples (EINVAL).  uio is updated as data moves; a transfer stops short
+ * at the end of the unit.
+ */
+int rumpblk_read(struct rumpblk *, int unit, struct rumpblk_uio *, int flags);
+int rumpblk_write(struct rumpblk *, int unit, struct rumpblk_uio *, int flags);
+
+/* ------------------------------------------------------------------ */
+/* ioctl and disklabel                                                 */
+/* ------------------------------------------------------------------ */
+
+#define RUMPBLK_DISKMAGIC	((uint32_t)0x82564557)
+#define RUMPBLK_MAXPARTITIONS	16
+#define RUMPBLK_DTYPE_RUMPD	19	/* NetBSD's DTYPE_RUMPD */
+#define RUMPBLK_FS_UNUSED	0
+
+struct rumpblk_partition {
+	uint32_t	p_size;		/* sectors */
+	uint32_t	p_offset;	/* sectors */
+	uint32_t	p_fsize;
+	uint8_t		p_fstype;
+	uint8_t		p_frag;
+	uint16_t	p_cpg;
+};
+
+/* NetBSD's struct disklabel, field for field. */
+struct rumpblk_disklabel {
+	uint32_t	d_magic;
+	uint16_t	d_type;
+	uint16_t	d_subtype;
+	char		d_typename[16];
+	char		d_packname[16];
+	uint32_t	d_secsize;
+	uint32_t	d_nsectors;
+	uint32_t	d_ntracks;
+	uint32_t	d_ncylinders;
+	uint32_t	d_secpercyl;
+	uint32_t	d_secperunit;
+	uint16_t	d_sparespertrack;
+	uint16_t	d_sparespercyl;
+	uint32_t	d_acylinders;
+	uint16_t	d_rpm;
+	uint16_t	d_interleave;
+	uint16_t	d_trackskew;
+	uint16_t	d_cylskew;
+	uint32_t	d_headswitch;
+	uint32_t	d_trkseek;
+	uint32_t	d_flags;
+	uint32_t	d_drivedata[5];
+	uint32_t	d_spare[5];
+	uint32_t	d_magic2;
+	uint16_t	d_checksum;
+	uint16_t	d_npartitions;
+	uint32_t	d_bbsize;
+	uint32_t	d_sbsize;
+	struct rumpblk_partition d_partitions[RUMPBLK_MAXPARTITIONS];
+};
+
+struct rumpblk_partinfo {
+	struct rumpblk_disklabel	*disklab;
+	struct rumpblk_partition	*part;
+};
+
+/* ioctl commands. */
+#define RUMPBLK_DIOCGDINFO	0x64650001UL	/* struct rumpblk_disklabel */
+#define RUMPBLK_DIOCGPART	0x64650002UL	/* struct rumpblk_partinfo */
+#define RUMPBLK_DIOCCACHESYNC	0x64650003UL	/* int * (ignored), or NULL */
+#define RUMPBLK_DIOCGMEDIASIZE	0x64650004UL	/* uint64_t, bytes */
+#define RUMPBLK_DIOCGSECTORSIZE	0x64650005UL	/* unsigned, bytes */
+
+/*
+ * DIOCGPART's pointers stay valid until the unit is deregistered.
+ * DIOCCACHESYNC makes every completed write of the unit durable.
+ * Errors: ENXIO (no such unit), ENOTTY (unknown command), EFAULT (NULL arg
+ * where one is needed), the host's sync error.
+ */
+int rumpblk_ioctl(struct rumpblk *, int unit, unsigned long cmd, void *arg);
+
+/* ------------------------------------------------------------------ */
+/* Information and statistics                                          */
+/* ------------------------------------------------------------------ */
+
+enum rumpblk_ftype {
+	RUMPBLK_FT_REG = 1,
+	RUMPBLK_FT_BLK,
+	RUMPBLK_FT_CHR,
+};
+
+struct rumpblk_unitinfo {
+	const char	*ui_path;	/* valid until deregistered */
+	enum rumpblk_ftype ui_ftype;
+	uint64_t	ui_offset;	/* bytes into the host file */
+	uint64_t	ui_size;	/* bytes */
+	uint64_t	ui_hostsize;	/* bytes of the host file */
+	unsigned	ui_secsize;	/* bytes */
+	int		ui_mode;	/* RUMPBLK_FREAD | RUMPBLK_FWRITE */
+	enum rumpblk_backend ui_backend; /* the backend really in use */
+	uint64_t	ui_winsize;	/* mmap: window size */
+	unsigned	ui_wincount;	/* mmap: window count */
+	uint64_t	ui_reserved[8];
+};
+
+/* Describe a unit; ENXIO if there is none. */
+int rumpblk_unitinfo(struct rumpblk *, int unit, struct rumpblk_unitinfo *);
+
+/*
+ * Fault classes, for the per-class firing counters.  SEED is the seed
+ * driver's RUMP_BLKFAIL mode; the others are rule classes (DESIGN.md §9).
+ */
+enum rumpblk_fault_class {
+	RUMPBLK_FAULT_SEED = 0,
+	RUMPBLK_FAULT_ERROR,
+	RUMPBLK_FAULT_CORRUPT,
+	RUMPBLK_FAULT_LOST,
+	RUMPBLK_FAULT_MISDIRECT,
+	RUMPBLK_FAULT_STALE,
+	RUMPBLK_FAULT_TORN,
+	RUMPBLK_FAULT_DELAY,
+	RUMPBLK_FAULT_NCLASS
+};
+
+#define RUMPBLK_LAT_BUCKETS	48
+/*
+ * A latency record.  count is exact; timing is sampled (one request in
+ * lat_sample of the config, so that the clock is off the common path):
+ * timed requests are summed in total_ns, max_ns and hist, where hist[i]
+ * counts latencies in [2^i, 2^(i+1)) ns (hist[0] also holds 0 ns, the last
+ * bucket everything above).
+ */
+struct rumpblk_latency {
+	uint64_t	count;
+	uint64_t	timed;
+	uint64_t	total_ns;
+	uint64_t	max_ns;
+	uint64_t	hist[RUMPBLK_LAT_BUCKETS];
+};
+
+/*
+ * Counters.  A snapshot makes no promise that counters are consistent with
+ * one another while I/O runs.
+ */
+struct rumpblk_stats {
+	uint64_t	io_total;	/* every strategy call */
+	uint64_t	io_async;	/* ... with RUMPBLK_B_ASYNC */
+	uint64_t	bytes_read;	/* bytes moved */
+	uint64_t	bytes_written;
+	uint64_t	bytes_written_async;
+	uint64_t	win_hits;	/* mmap window found mapped */
+	uint64_t	win_busy;	/* "all windows busy" waits */
+	uint64_t	win_misses;	/* mmap window had to be mapped */
+	uint64_t	faults_injected;
+	uint64_t	io_errors;	/* completed with an error */
+	uint64_t	flushes;	/* FLUSH buffers and DIOCCACHESYNC */
+	struct rumpblk_latency lat_read;
+	struct rumpblk_latency lat_write;
+	struct rumpblk_latency lat_flush;
+	/* --- fields below were added after the first release --- */
+	uint64_t	trims;
+	uint64_t	zeroes;
+	uint64_t	extent_queries;
+	uint64_t	bytes_trimmed;
+	uint64_t	bytes_zeroed;
+	uint64_t	faults_class[RUMPBLK_FAULT_NCLASS]; /* firings by class */
+	uint64_t	reserved[8];
+};
+
+/*
+ * Snapshot the counters of one unit, or of the whole instance (the sum over
+ * all units ever registered) with unit -1.  An unknown unit gives zeroes.
+ */
+void rumpblk_stats(struct rumpblk *, int unit, struct rumpblk_stats *);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RUMPBLK_RUMPBLK_H */

@@ -1,0 +1,366 @@
+/*
+ * The device table: register, deregister, open, close, ioctl, unitinfo.
+ *
+ * Registration and deregistration are rare and serialised by rb_lock;
+ * the I/O path never takes it.  Strategy finds a unit by index and takes
+ * a reference in u_state (see internal.h); deregistration marks the unit
+ * DRAIN, waits on a futex until the references are gone, then tears the
+ * stack down.  Unit slots are never freed before the instance, so a late
+ * strategy call on a detached unit reads a valid slot and gets ENXIO.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "host/host.h"
+
+static void
+futex_wait(_Atomic uint32_t *w, uint32_t val)
+{
+	syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void
+futex_wake(_Atomic uint32_t *w)
+{
+	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+struct rb_unit *
+rb_unit_hold(struct rumpblk *rb, int unit)
+{
+	struct rb_unit *u;
+	uint32_t s;
+
+	if (unit < 0 || (unsigned)unit >= rb->rb_cfg.max_units)
+		return NULL;
+	u = &rb->rb_units[unit];
+	s = atomic_fetch_add_explicit(&u->u_state, RB_U_REF,
+	    memory_order_acquire);
+	if (RB_LIKELY((s & (RB_U_LIVE | RB_U_DRAIN)) == RB_U_LIVE))
+		return u;
+	rb_unit_rele(u);
+	return NULL;
+}
+
+void
+rb_unit_rele(struct rb_unit *u)
+{
+	uint32_t s;
+
+	s = atomic_fetch_sub_explicit(&u->u_state, RB_U_REF,
+	    memory_order_release);
+	/* Last reference of a draining unit: wake the drainer.  After the
+	 * decrement only the futex syscall names the unit. */
+	if (RB_UNLIKELY((s & RB_U_DRAIN) != 0) && (s >> 2) == 1)
+		futex_wake(&u->u_state);
+}
+
+int
+rb_unit_sync(struct rb_unit *u)
+{
+	struct rb_stage *top = atomic_load_explicit(&u->u_top,
+	    memory_order_acquire);
+
+	return top->st_ops->sync(top);
+}
+
+static void
+stage_destroy(struct rb_stage *st)
+{
+	struct rb_stage *lower;
+
+	while (st != NULL) {
+		lower = st->st_lower;
+		if (st->st_ops->destroy != NULL)
+			st->st_ops->destroy(st);
+		else
+			free(st);
+		st = lower;
+	}
+}
+
+/*
+ * Drain a live unit, make its data durable, tear it down.  Called with
+ * rb_lock held, or from destroy where no one else may call in.
+ */
+int
+rb_unit_detach(struct rb_unit *u)
+{
+	struct rumpblk *rb = u->u_rb;
+	struct rumpblk_stats st;
+	uint32_t s;
+	int error, e;
+
+	atomic_fetch_or(&u->u_state, RB_U_DRAIN);
+	while (((s = atomic_load_explicit(&u->u_state,
+	    memory_order_acquire)) >> 2) != 0)
+		futex_wait(&u->u_state, s);
+
+	error = rb_unit_sync(u);
+	stage_destroy(atomic_load(&u->u_top));
+	atomic_store(&u->u_top, NULL);
+	u->u_backend = NULL;
+	if (u->u_fd != -1) {
+		e = rb_host_close(u->u_fd);
+		if (error == 0)
+			error = e;
+		u->u_fd = -1;
+	}
+	/* Fold the counters into the instance's, then start afresh. */
+	rb_stats_snapshot(u->u_counters, &st);
+	rb_stats_accumulate(&rb->rb_retired, &st);
+	memset(u->u_counters, 0, sizeof(*u->u_counters));
+	free(u->u_path);
+	u->u_path = NULL;
+	memset(&u->u_label, 0, sizeof(u->u_label));
+	atomic_fetch_and(&u->u_state, ~(RB_U_LIVE | RB_U_DRAIN));
+	return error;
+}
+
+static bool
+same_file(const struct rb_unit *u, const char *path,
+    const struct rb_fileinfo *fi)
+{
+	if (fi != NULL)
+		return u->u_dev == fi->fi_dev && u->u_ino == fi->fi_ino;
+	return strcmp(u->u_path, path) == 0;
+}
+
+int
+rumpblk_register(struct rumpblk *rb, const char *path, uint64_t offset,
+    uint64_t size, int *unitp)
+{
+	struct rb_fileinfo fi;
+	struct rb_stage *top;
+	struct rb_unit *u, *slot = NULL;
+	uint64_t usize;
+	unsigned i;
+	int error;
+
+	if (path == NULL || unitp == NULL)
+		return EINVAL;
+	/* Devices report their size only when open: fileinfo opens them. */
+	if ((error = rb_host_fileinfo(path, &fi)) != 0)
+		return error;
+
+	if (size == RUMPBLK_SIZENOTSET) {
+		if (fi.fi_ftype == RUMPBLK_FT_CHR && fi.fi_size == 0)
+			return EOPNOTSUPP;
+		/* The seed asserted offset < flen; we refuse instead. */
+		if (offset >= fi.fi_size)
+			return EINVAL;
+		usize = fi.fi_size - offset;
+	} else {
+		/*
+		 * An unsizable character device takes the caller's word;
+		 * everything else must fit.
+		 */
+		if (!(fi.fi_ftype == RUMPBLK_FT_CHR && fi.fi_size == 0) &&
+		    (offset > fi.fi_size || size > fi.fi_size - offset))
+			return EINVAL;
+		if (offset + size < offset)
+			return EINVAL;
+		usize = size;
+	}
+
+	rb_mutex_lock(&rb->rb_lock);
+	for (i = 0; i < rb->rb_cfg.max_units; i++) {
+		u = &rb->rb_units[i];
+		if ((atomic_load(&u->u_state) & RB_U_LIVE) == 0) {
+			if (slot == NULL)
+				slot = u;
+			continue;
+		}
+		if (same_file(u, path, &fi) && u->u_hostoffset == offset &&
+		    u->u_size == usize) {
+			*unitp = (int)i;
+			rb_mutex_unlock(&rb->rb_lock);
+			return 0;
+		}
+	}
+	if (slot == NULL) {
+		error = EBUSY;
+		goto unlock;
+	}
+	u = slot;
+	if (u->u_counters == NULL) {
+		u->u_counters = aligned_alloc(RB_CACHELINE,
+		    sizeof(*u->u_counters));
+		if (u->u_counters == NULL) {
+			error = ENOMEM;
+			goto unlock;
+		}
+		memset(u->u_counters, 0, sizeof(*u->u_counters));
+	}
+	if ((u->u_path = strdup(path)) == NULL) {
+		error = ENOMEM;
+		goto unlock;
+	}
+	u->u_dev = fi.fi_dev;
+	u->u_ino = fi.fi_ino;
+	u->u_ftype = fi.fi_ftype;
+	u->u_hostoffset = offset;
+	u->u_size = usize;
+	u->u_hostsize = fi.fi_size;
+	u->u_size_given = size != RUMPBLK_SIZENOTSET;
+	u->u_sectshift = rb->rb_cfg.sectshift;
+	u->u_winsize = 0;
+	u->u_wincount = 0;
+	rb_label_make(&u->u_label, usize, u->u_sectshift);
+
+	if ((error = rb_host_open(path, 0, &u->u_fd, &u->u_mode)) != 0)
+		goto free_path;
+	if ((error = rb_backend_open(u, rb->rb_cfg.backend, &top)) != 0)
+		goto close_fd;
+	u->u_backend = top;
+	atomic_store_explicit(&u->u_top, top, memory_order_release);
+	atomic_fetch_or_explicit(&u->u_state, RB_U_LIVE,
+	    memory_order_release);
+	*unitp = u->u_index;
+	rb_mutex_unlock(&rb->rb_lock);
+	return 0;
+
+close_fd:
+	rb_host_close(u->u_fd);
+	u->u_fd = -1;
+free_path:
+	free(u->u_path);
+	u->u_path = NULL;
+	memset(&u->u_label, 0, sizeof(u->u_label));
+unlock:
+	rb_mutex_unlock(&rb->rb_lock);
+	return error;
+}
+
+int
+rumpblk_deregister(struct rumpblk *rb, const char *path)
+{
+	struct rb_fileinfo fi, *fip;
+	struct rb_unit *u;
+	unsigned i;
+	int error = 0, e;
+	bool found = false;
+
+	if (path == NULL)
+		return EINVAL;
+	/* Match by identity when the file is still there, else by name. */
+	fip = rb_host_fileinfo(path, &fi) == 0 ? &fi : NULL;
+	rb_mutex_lock(&rb->rb_lock);
+	for (i = 0; i < rb->rb_cfg.max_units; i++) {
+		u = &rb->rb_units[i];
+		if ((atomic_load(&u->u_state) & RB_U_LIVE) == 0 ||
+		    !same_file(u, path, fip))
+			continue;
+		found = true;
+		e = rb_unit_detach(u);
+		if (error == 0)
+			error = e;
+	}
+	rb_mutex_unlock(&rb->rb_lock);
+	return found ? error : ENOENT;
+}
+
+int
+rumpblk_open(struct rumpblk *rb, int unit, int flags)
+{
+	struct rb_unit *u;
+	int error = 0;
+
+	if ((u = rb_unit_hold(rb, unit)) == NULL)
+		return ENXIO;
+	if (((flags & (RUMPBLK_FREAD | RUMPBLK_FWRITE)) & ~u->u_mode) != 0)
+		error = EACCES;
+	rb_unit_rele(u);
+	return error;
+}
+
+int
+rumpblk_close(struct rumpblk *rb, int unit, int flags)
+{
+	struct rb_unit *u;
+
+	(void)flags;
+	if ((u = rb_unit_hold(rb, unit)) == NULL)
+		return ENXIO;
+	rb_unit_rele(u);
+	return 0;
+}
+
+int
+rumpblk_unitinfo(struct rumpblk *rb, int unit, struct rumpblk_unitinfo *ui)
+{
+	struct rb_unit *u;
+
+	if ((u = rb_unit_hold(rb, unit)) == NULL)
+		return ENXIO;
+	memset(ui, 0, sizeof(*ui));
+	ui->ui_path = u->u_path;
+	ui->ui_ftype = u->u_ftype;
+	ui->ui_offset = u->u_hostoffset;
+	ui->ui_size = u->u_size;
+	ui->ui_hostsize = u->u_hostsize;
+	ui->ui_secsize = 1u << u->u_sectshift;
+	ui->ui_mode = u->u_mode;
+	ui->ui_backend = u->u_backend_kind;
+	ui->ui_winsize = u->u_winsize;
+	ui->ui_wincount = u->u_wincount;
+	rb_unit_rele(u);
+	return 0;
+}
+
+int
+rumpblk_ioctl(struct rumpblk *rb, int unit, unsigned long cmd, void *arg)
+{
+	struct rumpblk_partinfo *pi;
+	struct rb_unit *u;
+	uint64_t t0;
+	int error = 0;
+
+	if ((u = rb_unit_hold(rb, unit)) == NULL)
+		return ENXIO;
+	if (arg == NULL && cmd != RUMPBLK_DIOCCACHESYNC) {
+		error = cmd == RUMPBLK_DIOCGDINFO || cmd == RUMPBLK_DIOCGPART ||
+		    cmd == RUMPBLK_DIOCGMEDIASIZE ||
+		    cmd == RUMPBLK_DIOCGSECTORSIZE ? EFAULT : ENOTTY;
+		goto out;
+	}
+	switch (cmd) {
+	case RUMPBLK_DIOCGDINFO:
+		*(struct rumpblk_disklabel *)arg = u->u_label;
+		break;
+	case RUMPBLK_DIOCGPART:
+		pi = arg;
+		pi->disklab = &u->u_label;
+		pi->part = &u->u_label.d_partitions[0];
+		break;
+	case RUMPBLK_DIOCCACHESYNC:
+		/* The seed's "synced enough along the write path" was not
+		 * true of asynchronous mmap writes; really sync. */
+		t0 = rb_now_ns();
+		error = rb_unit_sync(u);
+		rb_stat_add(u->u_counters, RB_STAT(flushes), 1);
+		rb_stat_latency(u->u_counters, RUMPBLK_B_FLUSH,
+		    rb_now_ns() - t0);
+		if (error != 0)
+			rb_stat_add(u->u_counters, RB_STAT(io_errors), 1);
+		break;
+	case RUMPBLK_DIOCGMEDIASIZE:
+		*(uint64_t *)arg = u->u_size;
+		break;
+	case RUMPBLK_DIOCGSECTORSIZE:
+		*(unsigned *)arg = 1u << u->u_sectshift;
+		break;
+	default:
+		error = ENOTTY;
+		break;
+	}
+out:
+	rb_unit_rele(u);
+	return error;
+}
