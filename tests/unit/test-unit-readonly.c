@@ -86,7 +86,7 @@ setup(void **state)
 	if (mkdir(mnt, 0755) == -1)
 		return 0;
 	if (unshare(CLONE_NEWNS) == -1 ||
-	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1 ||
+	    mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == -1 ||
 	    mount("rumpblk-test", mnt, "tmpfs", 0, "size=1m") == -1) {
 		fprintf(stderr, "cannot mount a tmpfs: %s\n", strerror(errno));
 		return 0;
@@ -102,8 +102,8 @@ setup(void **state)
 		error = system(cmd);
 	}
 	free(src);
-	if (error != 0 || mount(NULL, mnt, NULL, MS_REMOUNT | MS_RDONLY,
-	    NULL) == -1) {
+	if (error != 0 || mount("rumpblk-test", mnt, "tmpfs",
+	    MS_REMOUNT | MS_RDONLY, NULL) == -1) {
 		fprintf(stderr, "cannot remount read-only: %s\n",
 		    strerror(errno));
 		umount2(mnt, MNT_DETACH);
