@@ -206,7 +206,10 @@ struct rumpblk {
 	struct rb_unit	*rb_units;		/* ( rb_cfg.max_units slots */
 	struct rb_counters *rb_counters;	/* a: requests to no unit */
 	struct rumpblk_stats rb_retired;	/* i: deregistered units */
-	struct rb_pool	*rb_pool;		/* i: async workers, lazy */
+	/* a: async workers, installed lazily with a compare-and-swap: the
+	 * I/O path holds a unit reference when it gets here, so it must not
+	 * take rb_lock (deregister holds rb_lock while it drains). */
+	_Atomic(struct rb_pool *) rb_pool;
 	void		*rb_fault;		/* i: rule engine (lib/fault) */
 };
 
@@ -217,7 +220,7 @@ void	rb_unit_rele(struct rb_unit *);
 /* Make a unit's completed writes durable (the whole stack). */
 int	rb_unit_sync(struct rb_unit *);
 
-/* The worker pool of an instance, started on first use. */
+/* The worker pool of an instance, started on first use; takes no lock. */
 struct rb_pool *rb_instance_pool(struct rumpblk *);
 
 /* ------------------------------------------------------------------ */

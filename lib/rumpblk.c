@@ -258,8 +258,8 @@ rumpblk_destroy(struct rumpblk *rb)
 		if (error == 0)
 			error = e;
 	}
-	if (rb->rb_pool != NULL)
-		rb_pool_destroy(rb->rb_pool);
+	if (atomic_load(&rb->rb_pool) != NULL)
+		rb_pool_destroy(atomic_load(&rb->rb_pool));
 	for (i = 0; i < rb->rb_cfg.max_units; i++)
 		free(rb->rb_units[i].u_counters);
 	free(rb->rb_counters);
@@ -272,25 +272,34 @@ rumpblk_destroy(struct rumpblk *rb)
 struct rb_pool *
 rb_instance_pool(struct rumpblk *rb)
 {
-	struct rb_pool *pool;
+	struct rb_pool *pool, *installed = NULL;
 	unsigned n;
 	long ncpu;
 
-	rb_mutex_lock(&rb->rb_lock);
-	if ((pool = rb->rb_pool) == NULL) {
-		n = rb->rb_cfg.workers;
-		if (n == 0) {
-			/* Enough to keep a few host requests in flight per
-			 * core, bounded so that a burst cannot fork a
-			 * thread per buffer. */
-			ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-			n = ncpu > 0 ? (unsigned)ncpu * 4 : 8;
-			if (n > 64)
-				n = 64;
-		}
-		if (rb_pool_create(n, &pool) == 0)
-			rb->rb_pool = pool;
+	pool = atomic_load_explicit(&rb->rb_pool, memory_order_acquire);
+	if (RB_LIKELY(pool != NULL))
+		return pool;
+	n = rb->rb_cfg.workers;
+	if (n == 0) {
+		/* Enough to keep a few host requests in flight per core,
+		 * bounded so that a burst cannot fork a thread per buffer. */
+		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		n = ncpu > 0 ? (unsigned)ncpu * 4 : 8;
+		if (n > 64)
+			n = 64;
 	}
-	rb_mutex_unlock(&rb->rb_lock);
+	if (rb_pool_create(n, &pool) != 0)
+		return NULL;
+	/*
+	 * No lock: the caller holds a unit reference, and deregister holds
+	 * rb_lock while it waits for references to drain.  Two first
+	 * submitters may both create a pool; the loser frees its own, which
+	 * has started no thread yet.
+	 */
+	if (!atomic_compare_exchange_strong_explicit(&rb->rb_pool, &installed,
+	    pool, memory_order_acq_rel, memory_order_acquire)) {
+		rb_pool_destroy(pool);
+		pool = installed;
+	}
 	return pool;
 }
