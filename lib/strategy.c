@@ -124,10 +124,16 @@ strategy_done(struct rb_io *io)
 		rb_stat_latency(cn, io->io_op, rb_now_ns() - p->bp_t0);
 	else
 		rb_stat_latency(cn, io->io_op, UINT64_MAX);
-	/* Moved bytes count toward b_resid; the rest of b_bcount (cut at
-	 * the end of the unit) is already outside io_len. */
+	/*
+	 * b_resid is b_bcount minus what was done.  READ and WRITE report
+	 * the bytes moved.  TRIM, ZERO and EXTENTS did all of io_len on
+	 * success, which is b_bcount cut at the end of the unit, so a
+	 * request straddling the end reports the cut part in b_resid as
+	 * reads and writes do; FLUSH has no range and is all done.
+	 */
 	if (io->io_op != RUMPBLK_B_READ && io->io_op != RUMPBLK_B_WRITE)
-		moved = error == 0 ? bp->b_bcount : 0;
+		moved = error != 0 ? 0 : io->io_op == RUMPBLK_B_FLUSH ?
+		    bp->b_bcount : io->io_len;
 	buf_finish(bp, error, moved);
 	rb_unit_rele(u);
 }

@@ -97,6 +97,11 @@ trim_punches(void **state)
 	/* Across the end: truncated; past it: EINVAL; not sectors: EINVAL. */
 	tl_eq(tl_io(rb, unit, RUMPBLK_B_TRIM, IMGSIZE / 512 - 8, NULL, 8192,
 	    &resid), 0);
+	tl_eq(resid, 4096);
+	/* At the end: nothing done, everything in b_resid. */
+	tl_eq(tl_io(rb, unit, RUMPBLK_B_TRIM, IMGSIZE / 512, NULL, 4096,
+	    &resid), 0);
+	tl_eq(resid, 4096);
 	tl_eq(tl_io(rb, unit, RUMPBLK_B_TRIM, IMGSIZE / 512 + 8, NULL, 4096,
 	    NULL), EINVAL);
 	tl_eq(tl_io(rb, unit, RUMPBLK_B_TRIM, 0, NULL, 100, NULL), EINVAL);
@@ -107,7 +112,7 @@ trim_punches(void **state)
 		tl_eq(sb.st_size, IMGSIZE);
 	}
 	rumpblk_stats(rb, unit, &st);
-	tl_eq(st.trims, 4);
+	tl_eq(st.trims, 5);
 	tl_eq(st.bytes_trimmed, (256 << 10) + 4096);
 	tl_eq(rumpblk_destroy(rb), 0);
 	free(p);
@@ -144,6 +149,18 @@ zero_hole_nohole(void **state)
 	tl_eq(tl_io(rb, unit, RUMPBLK_B_READ, 1024, buf, sizeof(buf), NULL),
 	    0);
 	tl_true(tl_all(buf, sizeof(buf), 0));
+	/* Across the end: truncated, the rest in b_resid. */
+	{
+		size_t resid;
+
+		tl_eq(tl_io(rb, unit, RUMPBLK_B_ZERO, IMGSIZE / 512 - 2, NULL,
+		    4096, &resid), 0);
+		tl_eq(resid, 4096 - 1024);
+		tl_eq(tl_io(rb, unit, RUMPBLK_B_READ, IMGSIZE / 512 - 4, buf,
+		    2048, NULL), 0);
+		tl_eq(tl_check(buf, 1024, IMGSIZE - 2048, SEED), -1);
+		tl_true(tl_all(buf + 1024, 1024, 0));
+	}
 	/* Async, FUA. */
 	tl_eq(tl_io(rb, unit, RUMPBLK_B_ZERO | RUMPBLK_B_ASYNC | RUMPBLK_B_FUA,
 	    8, NULL, 4096, NULL), 0);
@@ -151,8 +168,8 @@ zero_hole_nohole(void **state)
 	tl_eq(tl_check(buf, 4096, 0, SEED), -1);
 	tl_true(tl_all(buf + 4096, 4096, 0));
 	rumpblk_stats(rb, unit, &st);
-	tl_eq(st.zeroes, 3);
-	tl_eq(st.bytes_zeroed, (256 << 10) + 4096);
+	tl_eq(st.zeroes, 4);
+	tl_eq(st.bytes_zeroed, (256 << 10) + 4096 + 1024);
 	tl_eq(rumpblk_destroy(rb), 0);
 	free(p);
 }
@@ -175,6 +192,7 @@ extents_sparse(void **state)
 	char *p = tl_image("sparse.img", IMGSIZE, 0);
 	char buf[64 << 10];
 	uint64_t total;
+	size_t resid;
 	unsigned i;
 	int unit, w;
 
@@ -220,10 +238,11 @@ extents_sparse(void **state)
 	tl_eq(ex->ex_ext[1].e_length, 64 << 10);
 	tl_eq(ex->ex_ext[2].e_length, (512 - 192) << 10);
 	/* Straddling the end: described up to the end. */
-	tl_eq(tl_io(rb, w, RUMPBLK_B_EXTENTS, 1000, ex, 64 << 10, NULL), 0);
+	tl_eq(tl_io(rb, w, RUMPBLK_B_EXTENTS, 1000, ex, 64 << 10, &resid), 0);
 	for (total = 0, i = 0; i < ex->ex_count; i++)
 		total += ex->ex_ext[i].e_length;
 	tl_eq(total, (512 << 10) - 1000 * 512);
+	tl_eq(resid, (64 << 10) - total);
 	tl_eq(tl_io(rb, w, RUMPBLK_B_EXTENTS, 0, NULL, 4096, NULL), EINVAL);
 	tl_eq(rumpblk_destroy(rb), 0);
 	free(ex);
