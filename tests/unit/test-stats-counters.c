@@ -149,15 +149,19 @@ unit_vs_instance(void **state)
 	workload(rb, ua);
 	workload(rb, ub);
 	workload(rb, ub);
-	/* A call to no unit counts in the instance only. */
+	/* Calls to no unit count in the instance only, async ones also
+	 * in io_async. */
 	tl_eq(tl_io(rb, 12, RUMPBLK_B_READ, 0, buf, 512, NULL), ENXIO);
+	tl_eq(tl_io(rb, 12, RUMPBLK_B_WRITE | RUMPBLK_B_ASYNC, 0, buf, 512,
+	    NULL), ENXIO);
 	rumpblk_stats(rb, ua, &sa);
 	rumpblk_stats(rb, ub, &sb);
 	expect_workload(&sa, 1);
 	expect_workload(&sb, 2);
 	rumpblk_stats(rb, -1, &st);
-	tl_eq(st.io_total, 26 * 3 + 1);
-	tl_eq(st.io_errors, 3 * 3 + 1);
+	tl_eq(st.io_total, 26 * 3 + 2);
+	tl_eq(st.io_errors, 3 * 3 + 2);
+	tl_eq(st.io_async, 5 * 3 + 1);
 	tl_eq(st.bytes_read, sa.bytes_read + sb.bytes_read);
 	tl_eq(st.lat_read.count, 13 * 3);
 	tl_eq(st.lat_write.max_ns, sa.lat_write.max_ns > sb.lat_write.max_ns ?
@@ -170,7 +174,7 @@ unit_vs_instance(void **state)
 	rumpblk_stats(rb, ub, &st);
 	tl_eq(st.io_total, 0);
 	rumpblk_stats(rb, -1, &st);
-	tl_eq(st.io_total, 26 * 3 + 1);
+	tl_eq(st.io_total, 26 * 3 + 2);
 	tl_eq(st.bytes_written, sa.bytes_written + sb.bytes_written);
 	tl_eq(st.lat_flush.count, 2 * 3);
 
@@ -185,15 +189,15 @@ unit_vs_instance(void **state)
 	rumpblk_stats(rb, uc, &st);
 	expect_workload(&st, 1);
 	rumpblk_stats(rb, -1, &st);
-	tl_eq(st.io_total, 26 * 4 + 1);
+	tl_eq(st.io_total, 26 * 4 + 2);
 	tl_eq(st.lat_read.count, 13 * 4);
 
 	/* Deregister everything: the instance keeps the whole sum. */
 	tl_eq(rumpblk_deregister(rb, a), 0);
 	tl_eq(rumpblk_deregister(rb, c), 0);
 	rumpblk_stats(rb, -1, &st);
-	tl_eq(st.io_total, 26 * 4 + 1);
-	tl_eq(st.io_async, 5 * 4);
+	tl_eq(st.io_total, 26 * 4 + 2);
+	tl_eq(st.io_async, 5 * 4 + 1);
 	tl_eq(st.bytes_written_async, 3 * 4096 * 4);
 	tl_eq(rumpblk_destroy(rb), 0);
 	free(a);
