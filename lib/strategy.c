@@ -211,8 +211,10 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	}
 	if (!rw && (c = op_counter(op)) >= 0)
 		rb_stat_add(cn, (size_t)c, 1);
+	/* A read-only unit refuses what would change it.  A flush changes
+	 * nothing and succeeds, as DIOCCACHESYNC does. */
 	if (RB_UNLIKELY(op != RUMPBLK_B_READ && op != RUMPBLK_B_EXTENTS &&
-	    (u->u_mode & RUMPBLK_FWRITE) == 0)) {
+	    op != RUMPBLK_B_FLUSH && (u->u_mode & RUMPBLK_FWRITE) == 0)) {
 		error = EROFS;
 		goto reject;
 	}

@@ -2,7 +2,7 @@
  * test-unit-readonly: a host file that cannot be opened for writing (on a
  * read-only mount; root ignores mode 0444) registers read-only: an
  * RUMPBLK_FWRITE open gives EACCES, an FREAD open works, writes, trims
- * and zeroes give EROFS, reads and extent queries work.
+ * and zeroes give EROFS, reads, extent queries and flushes work.
  *
  * The test enters a private mount namespace (unshare(CLONE_NEWNS), before
  * any thread exists), mounts a small tmpfs, fills it and remounts it
@@ -56,7 +56,20 @@ readonly(void **state)
 	    &resid), EROFS);
 	tl_eq(tl_io(rb, unit, RUMPBLK_B_TRIM, 8, NULL, 4096, NULL), EROFS);
 	tl_eq(tl_io(rb, unit, RUMPBLK_B_ZERO, 8, NULL, 4096, NULL), EROFS);
+	/* Nothing to make durable: a flush succeeds either way. */
 	tl_eq(rumpblk_ioctl(rb, unit, RUMPBLK_DIOCCACHESYNC, NULL), 0);
+	tl_eq(tl_io(rb, unit, RUMPBLK_B_FLUSH, 0, NULL, 0, NULL), 0);
+	/* Extent queries read. */
+	{
+		struct rumpblk_extents *ex = calloc(1, sizeof(*ex) +
+		    4 * sizeof(ex->ex_ext[0]));
+
+		ex->ex_max = 4;
+		tl_eq(tl_io(rb, unit, RUMPBLK_B_EXTENTS, 0, ex, 64 << 10,
+		    NULL), 0);
+		tl_true(ex->ex_count >= 1);
+		free(ex);
+	}
 
 	/* Nothing changed, and the character path refuses too. */
 	tl_host_read(img, buf, 4096, 8 * 512);
