@@ -5,10 +5,10 @@
  * and zeroes give EROFS, reads, extent queries and flushes work.
  *
  * The test enters a private mount namespace (unshare(CLONE_NEWNS), before
- * any thread exists), mounts a small tmpfs, fills it and remounts it
- * read-only.  The mount is undone in the teardown, and in any case it
- * lives only in this process's namespace, so it disappears with the
- * process even after a crash.  Skipped (77) where mounting is impossible.
+ * any thread exists) and bind-mounts a scratch directory read-only.  The
+ * mount is undone in the teardown, and in any case it lives only in this
+ * process's namespace, so it disappears with the process even after a
+ * crash.  Skipped (77) where mounting is impossible.
  */
 #include <sched.h>
 #include <sys/mount.h>
@@ -90,38 +90,40 @@ readonly(void **state)
 static int
 setup(void **state)
 {
-	char *src;
-	int error;
+	char *dir, *src;
 
 	(void)state;
+	/*
+	 * A read-only bind mount of a directory of the scratch file system
+	 * (not a tmpfs, so that backends using O_DIRECT can open the file).
+	 */
 	mnt = tl_path("ro");
+	dir = tl_path("rw");
 	img = NULL;
-	if (mkdir(mnt, 0755) == -1)
-		return 0;
+	if (mkdir(mnt, 0755) == -1 || mkdir(dir, 0755) == -1)
+		goto out;
+	src = tl_image("rw/disk.img", 64 << 10, 9);
+	free(src);
 	if (unshare(CLONE_NEWNS) == -1 ||
 	    mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) == -1 ||
-	    mount("rumpblk-test", mnt, "tmpfs", 0, "size=1m") == -1) {
-		fprintf(stderr, "cannot mount a tmpfs: %s\n", strerror(errno));
-		return 0;
+	    mount(dir, mnt, "none", MS_BIND, NULL) == -1) {
+		fprintf(stderr, "cannot bind-mount %s: %s\n", dir,
+		    strerror(errno));
+		goto out;
 	}
 	mounted = 1;
-	src = tl_image("ro-src.img", 64 << 10, 9);
-	if (asprintf(&img, "%s/disk.img", mnt) == -1)
-		abort();
-	{
-		char cmd[1024];
-
-		snprintf(cmd, sizeof(cmd), "cp '%s' '%s'", src, img);
-		error = system(cmd);
-	}
-	free(src);
-	if (error != 0 || mount("rumpblk-test", mnt, "tmpfs",
-	    MS_REMOUNT | MS_RDONLY, NULL) == -1) {
-		fprintf(stderr, "cannot remount read-only: %s\n",
+	if (mount("none", mnt, "none", MS_REMOUNT | MS_BIND | MS_RDONLY,
+	    NULL) == -1) {
+		fprintf(stderr, "cannot remount %s read-only: %s\n", mnt,
 		    strerror(errno));
 		umount2(mnt, MNT_DETACH);
 		mounted = 0;
+		goto out;
 	}
+	if (asprintf(&img, "%s/disk.img", mnt) == -1)
+		abort();
+out:
+	free(dir);
 	return 0;
 }
 
