@@ -20,4 +20,44 @@ expect() {
 expect 2 "^rumpblk info: unrecognized option '--bogus'" info --bogus x
 expect 2 "^rumpblk create: " create --bogus x 1M
 expect 2 "unknown command 'frobnicate'" frobnicate
+
+# info: each refusal of rumpblk_register() says which cause it was.
+img=$tmp/disk.img
+"$RUMPBLK" create "$img" 1M || fail "create"
+expect 1 "disk.img: --offset 2097152 is not inside the file \(1048576 bytes\)" \
+    info --offset 2M "$img"
+expect 1 "disk.img: --offset 524288 \+ --size 614400 is past the end of the file \(1048576 bytes\)" \
+    info --offset 512K --size 600K "$img"
+expect 1 "$tmp: is a directory" info "$tmp"
+mkfifo "$tmp/fifo" || fail "mkfifo"
+expect 1 "fifo: is a FIFO" info "$tmp/fifo"
+: >"$tmp/empty.img"
+expect 1 "empty.img: is empty \(0 bytes\)" info "$tmp/empty.img"
+expect 1 "missing.img: No such file or directory" info "$tmp/missing.img"
+if [ -c /dev/zero ]; then
+	expect 1 "/dev/zero: cannot tell the size of this character device; give --size" \
+	    info /dev/zero
+	"$RUMPBLK" info --size 1M /dev/zero >"$tmp/out" ||
+	    fail "info --size 1M /dev/zero"
+	grep -q "size is unknown" "$tmp/out" ||
+	    fail "info on /dev/zero shows a host size: $(cat "$tmp/out")"
+fi
+# A backend the library refuses is named as the cause.  (Once every
+# backend is built this registers; then there is nothing to check.)
+for b in mmap direct uring; do
+	if ! "$RUMPBLK" info --backend $b "$img" >/dev/null 2>"$tmp/err"; then
+		grep -q "backend $b cannot serve this file" "$tmp/err" ||
+		    fail "info --backend $b: $(cat "$tmp/err")"
+	fi
+done
+
+# info reports the RUMP_BLK* environment on stderr, as rumpblk_init() did.
+RUMP_BLKSECTSHIFT=8 "$RUMPBLK" info --json "$img" >"$tmp/out" 2>"$tmp/err" ||
+    fail "info with RUMP_BLKSECTSHIFT=8"
+grep -q "RUMP_BLKSECTSHIFT must be least 9 (now 8)" "$tmp/err" ||
+    fail "an invalid RUMP_BLKSECTSHIFT is not reported: $(cat "$tmp/err")"
+RUMP_BLKFAIL=5 RUMP_BLKFAIL_SEED=42 "$RUMPBLK" info "$img" >/dev/null \
+    2>"$tmp/err" || fail "info with RUMP_BLKFAIL"
+grep -q "fail 5/10000. seed 42" "$tmp/err" ||
+    fail "the fault-injection seed is not shown: $(cat "$tmp/err")"
 exit 0
