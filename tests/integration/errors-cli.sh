@@ -60,4 +60,23 @@ RUMP_BLKFAIL=5 RUMP_BLKFAIL_SEED=42 "$RUMPBLK" info "$img" >/dev/null \
     2>"$tmp/err" || fail "info with RUMP_BLKFAIL"
 grep -q "fail 5/10000. seed 42" "$tmp/err" ||
     fail "the fault-injection seed is not shown: $(cat "$tmp/err")"
+
+# create: sizes that cannot work are usage errors, and nothing is made.
+expect 2 "create: SIZE must not be 0" create "$tmp/zero.img" 0
+[ -e "$tmp/zero.img" ] && fail "create made an image of size 0"
+expect 2 "create: SIZE '20000000T' is too large" create "$tmp/huge.img" 20000000T
+expect 2 "create: SIZE '9223372036854775808' is too large" \
+    create "$tmp/huge.img" 9223372036854775808
+expect 2 "create: SIZE '1.5G' is not a size" create "$tmp/huge.img" 1.5G
+[ -e "$tmp/huge.img" ] && fail "create made an image on a usage error"
+# An existing file, of any type, is refused by name and left alone.
+expect 1 "disk.img: already exists; create never overwrites" create "$img" 2M
+[ "$(stat -c %s "$img")" = 1048576 ] || fail "create changed an existing image"
+expect 1 "already exists" create "$tmp" 1M
+expect 1 "missing-dir/x.img: No such file or directory" \
+    create "$tmp/missing-dir/x.img" 1M
+# An odd size is allowed: the unit keeps its partial last sector.
+"$RUMPBLK" create "$tmp/odd.img" 1000 || fail "create of an odd size"
+"$RUMPBLK" info "$tmp/odd.img" | grep -q "1 (and a partial one)" ||
+    fail "info of an odd-sized image"
 exit 0
