@@ -13,7 +13,8 @@
 #   - the C examples of README.md and librumpblk(3) (between BEGIN/END
 #     EXAMPLE markers) compile with -Werror against a staged install,
 #     found with `pkg-config --cflags --libs rumpblk` as a user would, and
-#     print what the documents say they print.
+#     print what the documents say they print;
+#   - the install links man3/FUNCTION.3 to librumpblk.3 for each function.
 #
 # It runs once, not per backend.  Every problem is listed before it fails.
 . "$RUMPBLK_SRCDIR/tests/functions.sh"
@@ -150,6 +151,13 @@ flags=$(pkg-config --cflags --libs rumpblk) ||
     fail "pkg-config --cflags --libs rumpblk failed on the staged install"
 libdir=$(pkg-config --libs-only-L rumpblk | sed 's/^ *-L//; s/ *$//')
 [ -e "$libdir/librumpblk.so" ] || fail "no librumpblk.so in $libdir"
+# `man FUNCTION` finds librumpblk(3): man/meson.build links every function.
+man3dir=$(find "$dest" -type d -path '*/man3' | head -n 1)
+for f in $funcs; do
+	[ "$(readlink "$man3dir/$f.3" 2>/dev/null)" = librumpblk.3 ] ||
+	    problem "the install has no man3/$f.3 link to librumpblk.3" \
+	    "(add $f to man/meson.build)"
+done
 # A sanitizer build's library needs the sanitizer at link time too.
 san=$(meson introspect "$build" --buildoptions 2>/dev/null | python3 -c '
 import json, sys
