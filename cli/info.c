@@ -51,9 +51,11 @@ print_text(const char *image, const struct rumpblk_unitinfo *ui,
 	if (ui->ui_backend == RUMPBLK_BACKEND_MMAP)
 		printf("windows:      %u x %" PRIu64 " bytes\n",
 		    ui->ui_wincount, ui->ui_winsize);
-	printf("disklabel:    type %.16s, pack %.16s, %u sectors of %u bytes, "
-	    "%u partition(s)\n", dl->d_typename, dl->d_packname,
-	    dl->d_secperunit, dl->d_secsize, dl->d_npartitions);
+	printf("disklabel:    type %.16s, pack %.16s, %u sectors%s of %u "
+	    "bytes, %u partition(s)\n", dl->d_typename, dl->d_packname,
+	    dl->d_secperunit, (uint64_t)dl->d_secperunit <
+	    ui->ui_size / ui->ui_secsize ? " (clamped to 32 bits, as NetBSD "
+	    "labels are)" : "", dl->d_secsize, dl->d_npartitions);
 	printf("partition a:  %u sectors at %u\n", dl->d_partitions[0].p_size,
 	    dl->d_partitions[0].p_offset);
 	printf("checksum:     0x%04x\n", dl->d_checksum);
