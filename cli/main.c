@@ -56,6 +56,10 @@ main(int argc, char **argv)
 				argv[1] = name;
 			return cmds[i].main(argc - 1, argv + 1);
 		}
-	cli_err("unknown command '%s' (try 'rumpblk --help')", argv[1]);
+	if (argv[1][0] == '-')
+		cli_err("unknown option '%s'; options of a command follow it "
+		    "(try 'rumpblk --help')", argv[1]);
+	else
+		cli_err("unknown command '%s' (try 'rumpblk --help')", argv[1]);
 	return 2;
 }

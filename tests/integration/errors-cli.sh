@@ -20,6 +20,9 @@ expect() {
 expect 2 "^rumpblk info: unrecognized option '--bogus'" info --bogus x
 expect 2 "^rumpblk create: " create --bogus x 1M
 expect 2 "unknown command 'frobnicate'" frobnicate
+# An option before the command is not called a command.
+expect 2 "^rumpblk: unknown option '--json'; options of a command follow it" \
+    --json info x
 
 # info: each refusal of rumpblk_register() says which cause it was.
 img=$tmp/disk.img
