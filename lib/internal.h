@@ -152,6 +152,9 @@ uint64_t rb_now_ns(void);
 /* Units and instances (rumpblk.c, unit.c)                             */
 /* ------------------------------------------------------------------ */
 
+/* The largest unit table an instance may have (config max_units). */
+#define RB_MAXUNITS	4096
+
 /*
  * u_state packs the number of requests in flight (<< 2) with two flags:
  * LIVE (registered and usable) and DRAIN (deregistering: no new requests).
@@ -160,9 +163,6 @@ uint64_t rb_now_ns(void);
  * drainer through a futex on the word, so no completion touches the unit
  * after its decrement.
  */
-/* The largest unit table an instance may have (config max_units). */
-#define RB_MAXUNITS	4096
-
 #define RB_U_LIVE	0x1u
 #define RB_U_DRAIN	0x2u
 #define RB_U_REF	0x4u
@@ -209,10 +209,7 @@ struct rumpblk {
 	struct rb_unit	*rb_units;		/* ( rb_cfg.max_units slots */
 	struct rb_counters *rb_counters;	/* a: requests to no unit */
 	struct rumpblk_stats rb_retired;	/* i: deregistered units */
-	/* a: async workers, installed lazily with a compare-and-swap: the
-	 * I/O path holds a unit reference when it gets here, so it must not
-	 * take rb_lock (deregister holds rb_lock while it drains). */
-	_Atomic(struct rb_pool *) rb_pool;
+	struct rb_pool	*rb_pool;		/* ( async workers */
 	void		*rb_fault;		/* i: rule engine (lib/fault) */
 };
 
@@ -220,10 +217,14 @@ struct rumpblk {
 struct rb_unit *rb_unit_hold(struct rumpblk *, int unit);
 void	rb_unit_rele(struct rb_unit *);
 
+/* Drain a live unit, make it durable, tear it down (destroy only: the
+ * drain waits with no lock held that a completion could need). */
+int	rb_unit_detach(struct rb_unit *);
+
 /* Make a unit's completed writes durable (the whole stack). */
 int	rb_unit_sync(struct rb_unit *);
 
-/* The worker pool of an instance, started on first use; takes no lock. */
+/* The worker pool of an instance (threads start on first use). */
 struct rb_pool *rb_instance_pool(struct rumpblk *);
 
 /* ------------------------------------------------------------------ */
