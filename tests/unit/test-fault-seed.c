@@ -255,6 +255,7 @@ mt_submit(void *arg)
 	int i, error;
 
 	(void)arg;
+	memset(buf, 0x33, sizeof(buf));
 	for (i = 0; i < PERTHR; i++) {
 		struct rumpblk_buf b;
 
