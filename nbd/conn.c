@@ -1030,8 +1030,10 @@ dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 		error = EINVAL;		/* CACHE and unknown commands */
 
 	if (error != 0 || len == 0) {
-		if (type == NBD_CMD_WRITE && (error = discard(c, len)) != 0)
-			return error;
+		int rerror;
+
+		if (type == NBD_CMD_WRITE && (rerror = discard(c, len)) != 0)
+			return rerror;
 		if ((r = req_get(c, 0)) == NULL)
 			return ENOMEM;
 		r->r_handle = rq->handle;

@@ -80,5 +80,15 @@ assert h.pread(3, 12344)[1:] == b\"he\"
 h.zero(7, 12346)
 assert h.pread(12, 12345) == b\"h\" + bytes(7) + b\"orld\"
 h.flush()
+# A write past the end gets ENOSPC and writes nothing (the refused
+# payload used to be answered with success).
+size = h.get_size()
+before = h.pread(512, size - 512)
+try:
+    h.pwrite(b\"x\" * 1024, size - 512)
+    assert False, \"write past the end succeeded\"
+except nbd.Error as e:
+    assert e.errno == \"ENOSPC\", e
+assert h.pread(512, size - 512) == before
 "' "$img" || fail "byte-granular I/O"
 exit 0
