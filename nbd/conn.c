@@ -44,15 +44,14 @@ void
 nbd_log(struct nbd_server *s, const char *fmt, ...)
 {
 	FILE *f = s->s_cfg.log != NULL ? s->s_cfg.log : stderr;
+	char msg[512];
 	va_list ap;
 
-	flockfile(f);
-	fprintf(f, "rumpblk serve: ");
+	/* One line, written whole, whatever other threads log. */
 	va_start(ap, fmt);
-	vfprintf(f, fmt, ap);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', f);
-	funlockfile(f);
+	fprintf(f, "rumpblk serve: %s\n", msg);
 }
 
 static void
