@@ -696,9 +696,10 @@ nbd_conn_read(struct nbd_conn *c, void *buf, size_t n)
 			return ECONNRESET;
 		if (errno == EINTR || ((errno == EAGAIN ||
 		    errno == EWOULDBLOCK) &&
-		    !atomic_load(&c->c_srv->s_stopping)))
+		    !atomic_load(&c->c_srv->s_stopping) &&
+		    nbd_now_ns() < c->c_hs_deadline))
 			continue;
-		return errno;
+		return errno == EAGAIN ? ETIMEDOUT : errno;
 	}
 	return 0;
 }
@@ -735,14 +736,35 @@ discard(struct nbd_conn *c, uint64_t n)
  * map the flags to base:allocation.  An extent query the host cannot
  * answer reports everything as allocated data, which proto.md allows.
  */
+#define ALLFL	(NBD_STATE_HOLE | NBD_STATE_ZERO)
+
+/* Append a descriptor, merging with an equal neighbour. */
+static void
+bs_emit(uint32_t *d, uint32_t *np, uint64_t len, uint32_t fl)
+{
+	uint32_t n = *np;
+
+	if (len == 0)
+		return;
+	if (n > 0 && be32toh(d[2 * n - 1]) == fl) {
+		d[2 * n - 2] = htobe32(be32toh(d[2 * n - 2]) + (uint32_t)len);
+		return;
+	}
+	d[2 * n] = htobe32((uint32_t)len);
+	d[2 * n + 1] = htobe32(fl);
+	*np = n + 1;
+}
+
 static void
 reply_block_status(struct nbd_req *r, int error)
 {
+	struct nbd_conn *c = r->r_conn;
+	uint64_t sec = c->c_obey_bs ? c->c_srv->s_secsize : 1;
 	struct rumpblk_extents *ex = (struct rumpblk_extents *)(void *)r->r_data;
 	uint32_t *d = (uint32_t *)(void *)(r->r_data + BS_EXT_SIZE);
 	uint64_t pos = r->r_off - r->r_skip, end = r->r_off + r->r_len;
-	uint64_t s0, e0;
-	uint32_t i, n = 0, fl, prevfl = 0;
+	uint64_t s0, e0, b, cur = r->r_off;
+	uint32_t i, n = 0, fl, pend = ALLFL;
 
 	if (error == EOPNOTSUPP) {
 		error = 0;
@@ -752,6 +774,12 @@ reply_block_status(struct nbd_req *r, int error)
 		reply_error(r, error);
 		return;
 	}
+	/*
+	 * Clip to the request.  A client held to block sizes gets
+	 * descriptors in whole sectors (proto.md: multiples of the minimum
+	 * block size); a sector shared by extents gets the flags they all
+	 * have, which is never more than is true.
+	 */
 	for (i = 0; i < ex->ex_count && pos < end; i++) {
 		s0 = pos;
 		e0 = pos + ex->ex_ext[i].e_length;
@@ -765,21 +793,38 @@ reply_block_status(struct nbd_req *r, int error)
 		fl = (ex->ex_ext[i].e_flags & RUMPBLK_EXTENT_HOLE ?
 		    NBD_STATE_HOLE : 0) | (ex->ex_ext[i].e_flags &
 		    RUMPBLK_EXTENT_ZERO ? NBD_STATE_ZERO : 0);
-		if (n > 0 && fl == prevfl) {
-			d[2 * (n - 1)] = htobe32(be32toh(d[2 * (n - 1)]) +
-			    (uint32_t)(e0 - s0));
-			continue;
+		if (cur < s0) {
+			/* A sector begun by earlier extents. */
+			b = (s0 + sec - 1) & ~(sec - 1);
+			if (b > end)
+				b = end;
+			pend &= fl;
+			if (e0 < b)
+				continue;
+			bs_emit(d, &n, b - cur, pend);
+			cur = b;
+			pend = ALLFL;
 		}
-		d[2 * n] = htobe32((uint32_t)(e0 - s0));
-		d[2 * n + 1] = htobe32(fl);
-		prevfl = fl;
-		n++;
+		b = e0 == end ? end : e0 & ~(sec - 1);
+		if (b > cur) {
+			bs_emit(d, &n, b - cur, fl);
+			cur = b;
+		}
+		if (b < e0)
+			pend = fl;
 	}
-	if (n == 0) {
-		d[0] = htobe32(r->r_len);
-		d[1] = 0;
+	if (pos > end)
+		pos = end;
+	if (cur < pos) {
+		/* The rest of a sector the driver described only in part:
+		 * nothing is known about the rest of it, so flags 0. */
+		b = (pos + sec - 1) & ~(sec - 1);
+		bs_emit(d, &n, (b < end ? b : end) - cur, pos == end ? pend : 0);
+	}
+	if (n == 0)
+		bs_emit(d, &n, r->r_len, 0);
+	if (r->r_flags & NBD_CMD_FLAG_REQ_ONE)
 		n = 1;
-	}
 	shdr(&r->r_hdr.b.h, r, NBD_REPLY_TYPE_BLOCK_STATUS, 4 + 8 * n);
 	r->r_hdr.b.ctx = htobe32(1);
 	r->r_iov[0].iov_base = &r->r_hdr;
