@@ -418,7 +418,7 @@ cmd_serve(int argc, char **argv)
 	pid_t child = -1;
 	int c, error, unit, port = -1, lockfd = -1, sigfd = -1, i, cst = 0;
 	int rc = 1;
-	bool created = false, got_signal = false;
+	bool created = false, got_signal = false, pid_written = false;
 	ssize_t n;
 
 	memset(&o, 0, sizeof(o));
@@ -683,6 +683,7 @@ cmd_serve(int argc, char **argv)
 		cli_err("--pidfile: %s: %s", o.pidfile, strerror(error));
 		goto out;
 	}
+	pid_written = o.pidfile != NULL;
 	if (o.run != NULL) {
 		child = start_child(o.run, uri, o.socket,
 		    o.nlisten > 0 ? port : -1, &oldmask);
@@ -725,7 +726,7 @@ out:
 	nbd_server_destroy(srv);
 	if (lockfd != -1)
 		close(lockfd);
-	if (o.pidfile != NULL && rc != 1)
+	if (pid_written)
 		unlink(o.pidfile);
 	if (created && uri == NULL)
 		unlink(o.image);	/* we made it and never served it */
