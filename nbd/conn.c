@@ -1037,9 +1037,14 @@ dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 	bad_flags = (flags & ~allowed_flags(c, type)) != 0;
 	past_end = off > s->s_size || len > s->s_size - off;
 	misaligned = c->c_obey_bs && !aligned(s, off, len);
+	/*
+	 * proto.md holds WRITE_ZEROES to the maximum block size too, but
+	 * nbdcopy zeroes the holes of a sparse source in longer requests,
+	 * and nothing is gained by refusing them: only payloads are
+	 * limited.
+	 */
 	too_big = len > NBD_MAX_PAYLOAD && (type == NBD_CMD_READ ||
-	    type == NBD_CMD_WRITE || (c->c_obey_bs &&
-	    type == NBD_CMD_WRITE_ZEROES));
+	    type == NBD_CMD_WRITE);
 	fua = (flags & NBD_CMD_FLAG_FUA) && !s->s_ro ? RUMPBLK_B_FUA : 0;
 	a = off & ~(sec - 1);
 	e = past_end ? a : (off + len + sec - 1) & ~(sec - 1);
