@@ -136,8 +136,10 @@ nbd_rl_unlock(struct nbd_rangelock *rl, struct nbd_range *rg)
 
 static void out_uncork(struct nbd_conn *);
 
+/* Requests kept for reuse per connection: at most this many, holding at
+ * most this many bytes of buffers (on top of the in-flight cap). */
 #define NBD_FREE_MAX		32
-#define NBD_FREE_BUFMAX		(1u << 20)
+#define NBD_FREE_BYTES		(4u << 20)
 
 /*
  * A request with a data buffer of at least bufsize bytes (page-aligned),
@@ -177,6 +179,7 @@ req_get(struct nbd_conn *c, size_t bufsize)
 	if (r != NULL) {
 		*rp = r->r_next;
 		c->c_nfree--;
+		c->c_free_bytes -= r->r_cap;
 	}
 	unlock(&c->c_lock);
 
@@ -220,10 +223,12 @@ req_put_locked(struct nbd_conn *c, struct nbd_req *list)
 		next = r->r_next;
 		c->c_inflight -= r->r_charge;
 		c->c_nreqs--;
-		if (c->c_nfree < NBD_FREE_MAX && r->r_cap <= NBD_FREE_BUFMAX) {
+		if (c->c_nfree < NBD_FREE_MAX &&
+		    c->c_free_bytes + r->r_cap <= NBD_FREE_BYTES) {
 			r->r_next = c->c_free;
 			c->c_free = r;
 			c->c_nfree++;
+			c->c_free_bytes += r->r_cap;
 		} else {
 			free(r->r_data);
 			free(r);
