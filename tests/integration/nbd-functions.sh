@@ -39,7 +39,7 @@ serve() {
 start_nbd() {
 	local pidfile=$1 sock=$2
 	shift 2
-	rm -f "$pidfile"
+	rm -f "$pidfile" "$sock"
 	start_server -P "$pidfile" "$RUMPBLK" serve --backend "$TEST_BACKEND" \
 	    --socket "$sock" --pidfile "$pidfile" "$@"
 }
