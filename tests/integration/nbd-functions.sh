@@ -33,7 +33,7 @@ serve() {
 		[ "$prev" = --socket ] && rm -f "$a"
 		prev=$a
 	done
-	timeout "$NBD_TIMEOUT" "$RUMPBLK" serve --backend "$TEST_BACKEND" "$@"
+	timeout -k 10 "$NBD_TIMEOUT" "$RUMPBLK" serve --backend "$TEST_BACKEND" "$@"
 }
 
 start_nbd() {
@@ -66,7 +66,7 @@ random_file() {
 }
 
 raw() {
-	timeout "$NBD_TIMEOUT" python3 "$NBDRAW" "$@"
+	timeout -k 10 "$NBD_TIMEOUT" python3 "$NBDRAW" "$@"
 }
 
 # stop_nbd PID WHAT: SIGTERM the server (a child of this shell), wait at
