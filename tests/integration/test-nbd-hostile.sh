@@ -69,14 +69,19 @@ for c in slow-reader stalled-handshake; do
 	proof "$c (after)"
 done
 
-# Writes on a read-only export: EPERM, READ_ONLY advertised.
-rosock=$tmp/ro
-start_nbd "$tmp/ropid" "$rosock" --read-only --offset 1M --size 8M "$img"
-raw --unix "$rosock" readonly || fail "hostile case readonly"
-proof readonly
-
 # The server still stops cleanly on SIGTERM after all this.
 stop_nbd "$pid" "after the hostile cases" ||
     fail "server exited with status $? on SIGTERM"
 [ "$(sha256sum <"$img")" = "$sum" ] || fail "the image changed at shutdown"
+
+# Writes on a read-only export: EPERM, READ_ONLY advertised.  (A second
+# server while the first ran would be refused by the image lock.)
+sock=$tmp/ro
+start_nbd "$tmp/ropid" "$sock" --read-only --offset 1M --size 8M "$img"
+pid=$(cat "$tmp/ropid")
+uri=$(nbd_uri "$sock")
+raw --unix "$sock" readonly || fail "hostile case readonly"
+proof readonly
+stop_nbd "$pid" "read-only server" ||
+    fail "read-only server exited with status $? on SIGTERM"
 exit 0
