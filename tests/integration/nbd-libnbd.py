@@ -469,6 +469,77 @@ def case_export_name(uri, image):
     print("EXPORT_NAME client, unaligned: ok")
 
 
+def case_window(uri, image):
+    """The export is a window of IMAGE (env WINDOW_OFFSET, bytes): writes,
+    trims and zeroes at its edges land inside it and nowhere else."""
+    woff = int(os.environ["WINDOW_OFFSET"])
+    h = connect(uri)
+    size = h.get_size()
+    M = 1 << 20
+    before = bytearray(file_read(image, 0, os.stat(image).st_size))
+    want = bytearray(before)
+    h.pwrite(b"\x11" * 4096, 0)
+    want[woff:woff + 4096] = b"\x11" * 4096
+    h.pwrite(b"\x22" * 4096, size - 4096, nbd.CMD_FLAG_FUA)
+    want[woff + size - 4096:woff + size] = b"\x22" * 4096
+    h.trim(M, size - M)
+    want[woff + size - M:woff + size] = bytes(M)
+    h.zero(M, 0, nbd.CMD_FLAG_NO_HOLE)
+    want[woff:woff + M] = bytes(M)
+    h.zero(M, 2 * M)
+    want[woff + 2 * M:woff + 3 * M] = bytes(M)
+    h.flush()
+    check(h.pread(size, 0) == bytes(want[woff:woff + size]),
+          "reads through the window")
+    after = file_read(image, 0, len(before))
+    check(after[:woff] == before[:woff], "bytes before the window changed")
+    check(after[woff + size:] == before[woff + size:],
+          "bytes after the window changed")
+    check(after == bytes(want), "the window's bytes in the file")
+    if h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION):
+        ext = extents(h, 0, size)
+        check(sum(n for (_, n, _) in ext) == size, "extents cover the window")
+    h.shutdown()
+    print("export window at %d: ok" % woff)
+
+
+def case_seed_faults(uri, image):
+    """Seed-mode faults (env FAIL_N, FAIL_SEED) over one connection: each
+    sector-aligned read or write is exactly one strategy call, so the
+    requests that fail with EIO are the ones the seed's LCG picks, in
+    request order (DESIGN.md sections 4 and 6).  Flush, trim and zero
+    never draw."""
+    n = int(os.environ["FAIL_N"])
+    state = int(os.environ["FAIL_SEED"]) & 0xFFFFFFFF
+    h = connect(uri)
+    got, want = [], []
+    for i in range(300):
+        state = (state * 1103515245 + 12345) & 0xFFFFFFFF
+        want.append((state % 0x80000000) % 10000 < n)
+        off = (i * 7919 % 1000) * 4096
+        try:
+            if i % 3 == 0:
+                h.pwrite(bytes([i & 0xFF]) * 4096, off)
+            else:
+                h.pread(4096 * (1 + i % 4), off)
+            got.append(False)
+        except nbd.Error as e:
+            check(e.errno in (errno.EIO, "EIO"), "request %d: %s" % (i, e))
+            got.append(True)
+        if i % 10 == 9:
+            h.flush()
+            h.zero(4096, 0)
+            h.trim(4096, 8192)
+    h.shutdown()
+    check(any(want) and not all(want), "FAIL_N gives no mix of outcomes")
+    bad = [i for i in range(len(want)) if got[i] != want[i]]
+    check(not bad, "fault sequence differs from the seed's LCG at requests "
+          "%s (got %s, want %s)" % (bad[:10], [got[i] for i in bad[:10]],
+                                    [want[i] for i in bad[:10]]))
+    print("seed-mode faults: %d of %d requests failed, exactly as the LCG "
+          "says" % (sum(got), len(got)))
+
+
 def main():
     if len(sys.argv) < 4:
         print("usage: nbd-libnbd.py URI IMAGE CASE...", file=sys.stderr)

@@ -2,8 +2,9 @@
 # test-nbd-nbdsh: libnbd (nbd-libnbd.py) against "rumpblk serve": structured
 # replies, block status over a sparse image (holes after a trim), FUA
 # writes and flush checked in the file, write-zeroes with and without
-# NO_HOLE (st_blocks), pipelined aio commands completed in any order, and
-# four connections in parallel from threads.
+# NO_HOLE (st_blocks), pipelined aio commands completed in any order,
+# four connections in parallel from threads, an export window inside a
+# bigger file, and seed-mode faults following the request sequence.
 . "$RUMPBLK_SRCDIR/tests/functions.sh"
 . "$RUMPBLK_SRCDIR/tests/integration/nbd-functions.sh"
 requires nbdsh --version
@@ -23,4 +24,18 @@ assert h.pread(12288, 512 * 7) == b\"hello, world\" * 1024
 serve --socket "$tmp/s" --run "'$py' \"\$uri\" '$img' block-status \
     structured fua-flush zero aio multiconn" "$img" ||
     fail "libnbd cases (see FAIL lines above)"
+
+# An export window (--offset/--size) inside a bigger file: edge writes,
+# trims and zeroes stay inside it.
+random_file "$tmp/win.img" $((10 << 20))
+WINDOW_OFFSET=$((1 << 20)) serve --socket "$tmp/s" --offset 1M --size 8M \
+    --run "'$py' \"\$uri\" '$tmp/win.img' window" "$tmp/win.img" ||
+    fail "export window (see FAIL lines above)"
+
+# Seed-mode fault injection over NBD follows the request sequence of one
+# connection exactly (each aligned request is one strategy call).
+truncate -s 8M "$tmp/faults.img"
+FAIL_N=2500 FAIL_SEED=12345 serve --socket "$tmp/s" --fail 2500 \
+    --fail-seed 12345 --run "'$py' \"\$uri\" '$tmp/faults.img' seed-faults" \
+    "$tmp/faults.img" || fail "seed-mode faults (see FAIL lines above)"
 exit 0
