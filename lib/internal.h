@@ -160,6 +160,9 @@ uint64_t rb_now_ns(void);
  * drainer through a futex on the word, so no completion touches the unit
  * after its decrement.
  */
+/* The largest unit table an instance may have (config max_units). */
+#define RB_MAXUNITS	4096
+
 #define RB_U_LIVE	0x1u
 #define RB_U_DRAIN	0x2u
 #define RB_U_REF	0x4u

@@ -171,7 +171,7 @@ config_check(const struct rumpblk_config *cfg)
 	if (cfg->winsize == 0 || (cfg->winsize & (cfg->winsize - 1)) != 0)
 		return EINVAL;
 	if (cfg->wincount == 0 || cfg->max_units == 0 ||
-	    cfg->max_units > 4096)
+	    cfg->max_units > RB_MAXUNITS)
 		return EINVAL;
 	if (cfg->sectshift < RUMPBLK_DEV_BSHIFT || cfg->sectshift > 16)
 		return EINVAL;
@@ -286,8 +286,8 @@ rumpblk_destroy(struct rumpblk *rb)
 		if (error == 0)
 			error = e;
 	}
-	if (rb->rb_pool != NULL)
-		rb_pool_destroy(rb->rb_pool);
+	if (atomic_load(&rb->rb_pool) != NULL)
+		rb_pool_destroy(atomic_load(&rb->rb_pool));
 	for (i = 0; i < rb->rb_cfg.max_units; i++)
 		free(rb->rb_units[i].u_counters);
 	free(rb->rb_counters);

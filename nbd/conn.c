@@ -1259,6 +1259,7 @@ nbd_conn_serve(struct nbd_conn *c)
 {
 	struct nbd_server *s = c->c_srv;
 	struct nbd_request rq;
+	unsigned batch = 0;
 	int error;
 
 	/* The handshake must finish in bounded time; a receive timeout
@@ -1290,6 +1291,12 @@ nbd_conn_serve(struct nbd_conn *c)
 			    "the client", be32toh(rq.magic));
 			error = EPROTO;
 			break;
+		}
+		/* Batch the replies of a burst of requests, but not of an
+		 * endless one. */
+		if (++batch == NBD_CORK_MAX) {
+			out_uncork(c);
+			batch = 0;
 		}
 		out_cork(c);
 		if ((error = dispatch(c, &rq)) != 0)

@@ -40,6 +40,7 @@
 #define NBD_HANDSHAKE_SECS	60	/* a handshake must end by then */
 #define NBD_INLINE_READ_MAX	(128u << 10)	/* reads done in the reader */
 #define NBD_REQ_OVERHEAD	512	/* charged per request in flight */
+#define NBD_CORK_MAX		64	/* replies held back per batch */
 
 struct nbd_conn;
 

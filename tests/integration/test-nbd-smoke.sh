@@ -91,4 +91,26 @@ except nbd.Error as e:
     assert e.errno == \"ENOSPC\", e
 assert h.pread(512, size - 512) == before
 "' "$img" || fail "byte-granular I/O"
+
+# Read-only: flags, EPERM for writes; block status of a sparse region.
+serve --read-only --run 'nbdsh -c "
+h.add_meta_context(\"base:allocation\")
+h.connect_uri(\"$uri\")
+assert h.is_read_only() and not h.can_trim() and not h.can_zero()
+try:
+    h.pwrite(b\"x\" * 512, 0)
+    assert False, \"write on a read-only export succeeded\"
+except nbd.Error as e:
+    assert e.errno == \"EPERM\", e
+ext = []
+h.block_status(65536, 0, lambda m, o, e, err: ext.extend(e))
+assert sum(ext[0::2]) >= 65536 and all(x % 512 == 0 for x in ext[0::2]), ext
+"' "$img" || fail "read-only export"
+
+# The image lock: a second writer is refused with a message naming it.
+start_server -P "$tmp/pid" "$RUMPBLK" serve --backend "$TEST_BACKEND" \
+    --socket "$tmp/s1" --pidfile "$tmp/pid" "$img"
+serve --run true "$img" 2>"$tmp/err" && fail "a second writer was served"
+grep -q "disk.img.*in use" "$tmp/err" || fail "lock message: $(cat "$tmp/err")"
+kill "$(cat "$tmp/pid")"
 exit 0
