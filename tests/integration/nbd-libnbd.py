@@ -364,6 +364,12 @@ def case_unaligned(uri, image):
     h.pwrite(big, off)
     ref[off:off + len(big)] = big
     check(h.pread(MAX_PAYLOAD, off) == big, "32 MiB unaligned read back")
+    # One byte more than the maximum payload: refused, nothing written.
+    if size > MAX_PAYLOAD + 4096:
+        expect_errno(lambda: h.pwrite(b"\xEE" * (MAX_PAYLOAD + 1), 1),
+                     errno.EINVAL, "unaligned write of 32 MiB + 1")
+        expect_errno(lambda: h.pread(MAX_PAYLOAD + 1, 1), errno.EINVAL,
+                     "unaligned read of 32 MiB + 1")
     # Zero and trim unaligned too.
     h.zero(1001, 3)
     ref[3:1004] = bytes(1001)
