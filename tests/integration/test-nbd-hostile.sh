@@ -74,6 +74,29 @@ stop_nbd "$pid" "after the hostile cases" ||
     fail "server exited with status $? on SIGTERM"
 [ "$(sha256sum <"$img")" = "$sum" ] || fail "the image changed at shutdown"
 
+# SIGTERM while a slow reader holds replies: the server gives up on that
+# client after --shutdown-timeout and exits 0 (bounded wait, no timing
+# threshold: stop_nbd waits up to 30 s).
+sock=$tmp/st
+start_nbd "$tmp/stpid" "$sock" --shutdown-timeout 1 "$img"
+pid=$(cat "$tmp/stpid")
+rm -f "$tmp/ready" "$tmp/done"
+raw --unix "$sock" --ready "$tmp/ready" --done "$tmp/done" slow-reader \
+    >"$tmp/st.log" 2>&1 &
+rawpid=$!
+for ((i = 0; i < 600; i++)); do
+	[ -e "$tmp/ready" ] && break
+	kill -0 $rawpid 2>/dev/null || break
+	sleep 0.1
+done
+[ -e "$tmp/ready" ] || { cat "$tmp/st.log"; fail "shutdown: slow reader not ready"; }
+stop_nbd "$pid" "SIGTERM with a slow reader" ||
+    fail "SIGTERM with a slow reader: exit status $?"
+touch "$tmp/done"
+wait $rawpid
+[ "$(sha256sum <"$img")" = "$sum" ] || fail "the image changed at shutdown"
+echo "ok: SIGTERM with a slow reader"
+
 # Writes on a read-only export: EPERM, READ_ONLY advertised.  (A second
 # server while the first ran would be refused by the image lock.)
 sock=$tmp/ro
