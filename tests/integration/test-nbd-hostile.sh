@@ -5,7 +5,9 @@
 # alive with VmRSS under 512 MiB, and the image file must be byte-for-byte
 # what it was: no case writes legitimately, and the export is a window
 # (--offset 1M --size 8M) inside a 10 MiB file, so a write outside the
-# export would show in the bytes around it.
+# export would show in the bytes around it.  Last, SIGTERM while a slow
+# reader holds replies must still end the server (--shutdown-timeout),
+# and a read-only export refuses writes with EPERM.
 . "$RUMPBLK_SRCDIR/tests/functions.sh"
 . "$RUMPBLK_SRCDIR/tests/integration/nbd-functions.sh"
 requires nbdinfo --version
