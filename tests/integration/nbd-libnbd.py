@@ -546,6 +546,26 @@ def case_seed_faults(uri, image):
           "says" % (sum(got), len(got)))
 
 
+def case_counted(uri, image):
+    """A known request sequence for test-nbd-nbdsh.sh to compare with the
+    server's --stats counters: 10 reads of 4 KiB, 5 writes of 8 KiB (one
+    with FUA), 2 flushes, 1 trim of 64 KiB, 1 write-zeroes of 64 KiB, 1
+    block-status query."""
+    h = connect(uri)
+    for i in range(10):
+        h.pread(4096, i * 65536)
+    for i in range(5):
+        h.pwrite(bytes([i + 1]) * 8192, (1 << 20) + i * 8192,
+                 nbd.CMD_FLAG_FUA if i == 0 else 0)
+    h.flush()
+    h.trim(65536, 2 << 20)
+    h.zero(65536, 3 << 20)
+    h.flush()
+    extents(h, 0, 1 << 20)
+    h.shutdown()
+    print("counted sequence: sent")
+
+
 def main():
     if len(sys.argv) < 4:
         print("usage: nbd-libnbd.py URI IMAGE CASE...", file=sys.stderr)

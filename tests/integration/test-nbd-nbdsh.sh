@@ -8,6 +8,7 @@
 . "$RUMPBLK_SRCDIR/tests/functions.sh"
 . "$RUMPBLK_SRCDIR/tests/integration/nbd-functions.sh"
 requires nbdsh --version
+requires jq --version
 
 img=$tmp/disk.img
 truncate -s 64M "$img" "$tmp/small.img"
@@ -38,4 +39,25 @@ truncate -s 8M "$tmp/faults.img"
 FAIL_N=2500 FAIL_SEED=12345 serve --socket "$tmp/s" --fail 2500 \
     --fail-seed 12345 --run "'$py' \"\$uri\" '$tmp/faults.img' seed-faults" \
     "$tmp/faults.img" || fail "seed-mode faults (see FAIL lines above)"
+
+# The --stats counters after a known sequence: every byte moved is the
+# client's (no reads or writes of the server's own), and io_total is the
+# sum of the per-operation counts.
+truncate -s 8M "$tmp/count.img"
+serve --socket "$tmp/s" --stats "$tmp/stats.json" \
+    --run "'$py' \"\$uri\" '$tmp/count.img' counted" "$tmp/count.img" ||
+    fail "counted sequence"
+st() {
+	jq -r ".$1" "$tmp/stats.json"
+}
+[ "$(st bytes_read)" = $((10 * 4096)) ] &&
+    [ "$(st bytes_written)" = $((5 * 8192)) ] &&
+    [ "$(st trims)" = 1 ] && [ "$(st zeroes)" = 1 ] &&
+    [ "$(st flushes)" -ge 2 ] && [ "$(st extent_queries)" -ge 1 ] &&
+    [ "$(st io_errors)" = 0 ] && [ "$(st faults_injected)" = 0 ] ||
+    fail "--stats after the counted sequence: $(cat "$tmp/stats.json")"
+sum=$(jq '[.flushes, .trims, .zeroes, .extent_queries] | add' \
+    "$tmp/stats.json")
+[ "$(st io_total)" = $((15 + sum)) ] ||
+    fail "io_total $(st io_total) is not 15 reads and writes + $sum others"
 exit 0
