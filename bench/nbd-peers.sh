@@ -135,6 +135,8 @@ set -- $servers
 nserv=$#
 echo "nbd-peers: image $size, $rounds rounds x ${secs}s per run," \
     "servers: $servers"
+echo "nbd-peers: $(fio --version), $(nbdkit --version 2>&1 | head -1)," \
+    "$(qemu-nbd --version | head -1), rumpblk serve ${RUMPBLK_ARGS:-(defaults)}"
 for ((r = 1; r <= rounds; r++)); do
 	# Rotate the server order every round.
 	order=()
@@ -223,4 +225,20 @@ for p in profiles:
             "%.2fx" % (cg / nk_gib) if nk_gib else "-"))
 print("QD32 profiles run 2 fio jobs x iodepth 16: one fio nbd job "
       "saturates a core on 2 cores before the server does.")
+
+# The goals of issue 5, met or missed on these figures.
+if "rumpblk" in servers and peers:
+    print("\ngoals (issue 5):")
+    for p in profiles:
+        best = max(med(p, s, mibs) for s in peers)
+        r = med(p, "rumpblk", mibs) / best if best else float("nan")
+        print("  %-18s throughput %.2fx the best peer (goal >= 1.0): %s"
+              % (p, r, "met" if r >= 1.0 else "MISSED"))
+    if "nbdkit" in servers:
+        for p, fn, what in (("randread-4k-qd32", cpu_req, "per request"),
+                            ("seqread-1m", cpu_gib, "per GiB")):
+            if p in profiles:
+                r = med(p, "rumpblk", fn) / med(p, "nbdkit", fn)
+                print("  %-18s CPU %s %.2fx nbdkit's (goal <= 0.7): %s"
+                      % (p, what, r, "met" if r <= 0.7 else "MISSED"))
 PY
