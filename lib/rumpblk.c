@@ -286,8 +286,8 @@ rumpblk_destroy(struct rumpblk *rb)
 		if (error == 0)
 			error = e;
 	}
-	if (atomic_load(&rb->rb_pool) != NULL)
-		rb_pool_destroy(atomic_load(&rb->rb_pool));
+	if (rb->rb_pool != NULL)
+		rb_pool_destroy(rb->rb_pool);
 	for (i = 0; i < rb->rb_cfg.max_units; i++)
 		free(rb->rb_units[i].u_counters);
 	free(rb->rb_counters);
