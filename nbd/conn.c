@@ -136,8 +136,10 @@ nbd_rl_unlock(struct nbd_rangelock *rl, struct nbd_range *rg)
 
 static void out_uncork(struct nbd_conn *);
 
+/* Requests kept for reuse per connection: at most this many, holding at
+ * most this many bytes of buffers (on top of the in-flight cap). */
 #define NBD_FREE_MAX		32
-#define NBD_FREE_BUFMAX		(1u << 20)
+#define NBD_FREE_BYTES		(4u << 20)
 
 /*
  * A request with a data buffer of at least bufsize bytes (page-aligned),
@@ -177,6 +179,7 @@ req_get(struct nbd_conn *c, size_t bufsize)
 	if (r != NULL) {
 		*rp = r->r_next;
 		c->c_nfree--;
+		c->c_free_bytes -= r->r_cap;
 	}
 	unlock(&c->c_lock);
 
@@ -220,10 +223,12 @@ req_put_locked(struct nbd_conn *c, struct nbd_req *list)
 		next = r->r_next;
 		c->c_inflight -= r->r_charge;
 		c->c_nreqs--;
-		if (c->c_nfree < NBD_FREE_MAX && r->r_cap <= NBD_FREE_BUFMAX) {
+		if (c->c_nfree < NBD_FREE_MAX &&
+		    c->c_free_bytes + r->r_cap <= NBD_FREE_BYTES) {
 			r->r_next = c->c_free;
 			c->c_free = r;
 			c->c_nfree++;
+			c->c_free_bytes += r->r_cap;
 		} else {
 			free(r->r_data);
 			free(r);
@@ -1037,9 +1042,14 @@ dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 	bad_flags = (flags & ~allowed_flags(c, type)) != 0;
 	past_end = off > s->s_size || len > s->s_size - off;
 	misaligned = c->c_obey_bs && !aligned(s, off, len);
+	/*
+	 * proto.md holds WRITE_ZEROES to the maximum block size too, but
+	 * nbdcopy zeroes the holes of a sparse source in longer requests,
+	 * and nothing is gained by refusing them: only payloads are
+	 * limited.
+	 */
 	too_big = len > NBD_MAX_PAYLOAD && (type == NBD_CMD_READ ||
-	    type == NBD_CMD_WRITE || (c->c_obey_bs &&
-	    type == NBD_CMD_WRITE_ZEROES));
+	    type == NBD_CMD_WRITE);
 	fua = (flags & NBD_CMD_FLAG_FUA) && !s->s_ro ? RUMPBLK_B_FUA : 0;
 	a = off & ~(sec - 1);
 	e = past_end ? a : (off + len + sec - 1) & ~(sec - 1);

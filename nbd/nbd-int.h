@@ -21,7 +21,8 @@
  *     never a library worker that other connections need.
  *   - Bytes in flight per connection are capped (c_inflight); the reader
  *     stops reading requests while over the cap, so memory is bounded by
- *     max_connections × max_inflight.
+ *     max_connections × (max_inflight + 4 MiB of cached request buffers
+ *     + the 256 KiB receive buffer).
  */
 #ifndef RUMPBLK_NBD_INT_H
 #define RUMPBLK_NBD_INT_H
@@ -177,6 +178,7 @@ struct nbd_conn {
 	bool		c_reader_waits;	/* c: reader waits on c_cv */
 	struct nbd_req	*c_free;	/* c: cached requests */
 	unsigned	c_nfree;	/* c */
+	size_t		c_free_bytes;	/* c: buffer bytes of c_free */
 	/* Server list. */
 	bool		c_ended;	/* s */
 	struct nbd_conn	*c_next;	/* s */

@@ -266,8 +266,14 @@ accept_one(struct nbd_server *s, int lfd)
 	bool tcp;
 
 	if ((fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
-	    SOCK_CLOEXEC)) == -1)
+	    SOCK_CLOEXEC)) == -1) {
+		/* Out of descriptors or memory: the listener stays
+		 * readable, so pause rather than spin. */
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		    errno == ENOMEM)
+			poll(NULL, 0, 100);
 		return;
+	}
 	tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
 	if (tcp)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,

@@ -107,6 +107,15 @@ h.block_status(65536, 0, lambda m, o, e, err: ext.extend(e))
 assert sum(ext[0::2]) >= 65536 and all(x % 512 == 0 for x in ext[0::2]), ext
 "' "$img" || fail "read-only export"
 
+# WRITE_ZEROES longer than the maximum block size, as nbdcopy sends for
+# the holes of a sparse source, from a client held to block sizes.
+serve --create --size 40M --run 'nbdsh -c "
+h.connect_uri(\"$uri\")
+h.pwrite(b\"y\" * 4096, 36 << 20)
+h.zero(40 << 20, 0)
+assert h.pread(4096, 36 << 20) == bytes(4096)
+"' "$tmp/big.img" || fail "40 MiB write-zeroes"
+
 # The image lock: a second writer is refused with a message naming it.
 start_server -P "$tmp/pid" "$RUMPBLK" serve --backend "$TEST_BACKEND" \
     --socket "$tmp/s1" --pidfile "$tmp/pid" "$img"
