@@ -12,6 +12,8 @@
 #                          bound, not a timing one)
 #   random_file FILE SIZE  SIZE bytes from /dev/urandom
 #   raw ARGS...            the raw-socket client nbd-raw.py, time-bounded
+#   stop_nbd PID WHAT      SIGTERM a server started here, wait (bounded)
+#                          and return its exit status
 #
 # Every client command runs under timeout(1) so that a hung server fails
 # the test instead of hanging it.
