@@ -262,6 +262,8 @@ int	rb_backend_open(struct rb_unit *, enum rumpblk_backend,
 enum rumpblk_backend rb_backend_auto(enum rumpblk_ftype);
 
 int	rb_pio_open(struct rb_unit *, struct rb_stage **);
+/* The mmap window cache; falls back to rb_pio_open when it cannot map. */
+int	rb_mmap_open(struct rb_unit *, struct rb_stage **);
 
 /*
  * The synchronous work of one request on a descriptor with pread/pwrite

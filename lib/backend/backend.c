@@ -28,9 +28,10 @@ rb_backend_open(struct rb_unit *u, enum rumpblk_backend kind,
 		u->u_backend_kind = RUMPBLK_BACKEND_PIO;
 		return rb_pio_open(u, stp);
 	case RUMPBLK_BACKEND_MMAP:
+		return rb_mmap_open(u, stp);
 	case RUMPBLK_BACKEND_DIRECT:
 	case RUMPBLK_BACKEND_URING:
-		/* XXX(#4, #7): not built yet. */
+		/* XXX(#7): not built yet. */
 		return EOPNOTSUPP;
 	default:
 		return EINVAL;
