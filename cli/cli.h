@@ -29,6 +29,18 @@ void	cli_json_string(FILE *, const char *);
 /* "regular file", "block device", "character device" */
 const char *cli_ftype_name(enum rumpblk_ftype);
 
+/*
+ * The CLI's default mmap windows (DESIGN.md §5): windows that cover the
+ * host range [offset, offset + size), since 64-bit hosts need not ration
+ * address space as the seed's 16 x 1 MiB did.  A window size from 1 MiB
+ * to 1 GiB (the smallest power of two that holds size, capped), and as
+ * many windows as the range spans, up to 64 GiB of address space.  A
+ * non-zero *winsize or *wincount (from a flag or the environment) is
+ * kept and the other one fitted to it.
+ */
+void	cli_cover_windows(uint64_t offset, uint64_t size, uint64_t *winsize,
+	    uint64_t *wincount);
+
 struct cli_cmd {
 	const char	*name;
 	int		(*main)(int argc, char **argv);
@@ -37,5 +49,6 @@ struct cli_cmd {
 
 int	cmd_info(int, char **);
 int	cmd_create(int, char **);
+int	cmd_bench(int, char **);
 
 #endif

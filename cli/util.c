@@ -107,3 +107,23 @@ cli_ftype_name(enum rumpblk_ftype ft)
 	}
 	return "unknown";
 }
+
+void
+cli_cover_windows(uint64_t offset, uint64_t size, uint64_t *winsize,
+    uint64_t *wincount)
+{
+	const uint64_t space = 64ull << 30;
+	uint64_t w = *winsize, n;
+
+	if (w == 0) {
+		for (w = 1ull << 20; w < size && w < (1ull << 30); w <<= 1)
+			;
+		*winsize = w;
+	}
+	if (*wincount == 0) {
+		n = size == 0 ? 1 : (offset + size - 1) / w - offset / w + 1;
+		if (n > space / w)
+			n = space / w;
+		*wincount = n == 0 ? 1 : n;
+	}
+}
