@@ -40,9 +40,11 @@
  *     m_tick advances on every miss and a hit stamps its window with it,
  *     so the victim is a free window with the oldest stamp (a scan of the
  *     windows under the lock, only on a miss that has no never-used
- *     window left; misses cost an munmap and an mmap anyway).  When the
- *     windows cover the unit, nothing is ever evicted: every lookup after
- *     the first touch is a lock-free hit.
+ *     window left; misses cost an munmap and an mmap anyway).
+ *   - When the windows cover the unit (as the CLI's defaults do) nothing
+ *     is ever evicted, so a mapped window is used without a reference
+ *     (getwin_static): the hit path is two loads and no atomic
+ *     read-modify-write, and two threads share no written cache line.
  *
  * Durability.  A synchronous write msyncs exactly the bytes it touched.
  * The sync op (FLUSH, DIOCCACHESYNC, deregister) is an fdatasync of the
@@ -112,6 +114,7 @@ struct mmapb {
 	uint64_t	mm_first;	/* ( first window number of the unit */
 	uint64_t	mm_nidx;	/* ( windows the unit spans */
 	unsigned	mm_nwin;	/* ( windows in mm_win */
+	bool		mm_static;	/* ( mm_nwin >= mm_nidx: no eviction */
 	bool		mm_direct;	/* ( mm_hash indexed directly */
 	unsigned	mm_hbits;	/* ( log2 of mm_hash slots */
 	_Atomic(struct mwin *) *mm_hash; /* a, written under m */
@@ -457,6 +460,30 @@ getwin(struct mmapb *m, uint64_t idx, struct mwin **wp)
 	return getwin_slow(m, idx, wp);
 }
 
+/*
+ * When the windows cover the unit (mm_static) a window, once mapped, is
+ * never re-keyed: a miss takes a never-used window from the free list,
+ * and the free list cannot run dry while a window is missing (there are
+ * as many windows as window numbers, and a number is never mapped twice:
+ * a second caller waits for the first).  So a published window can be
+ * used with no reference at all: one acquire load of the slot and one of
+ * win_ref, which says whether the mapping is published yet.  This is the
+ * CLI's default, and it leaves no atomic read-modify-write on the path.
+ */
+static inline struct mwin *
+getwin_static(struct mmapb *m, uint64_t idx)
+{
+	struct mwin *w;
+
+	w = atomic_load_explicit(&m->mm_hash[idx - m->mm_first],
+	    memory_order_acquire);
+	if (RB_UNLIKELY(w == NULL) || RB_UNLIKELY((atomic_load_explicit(
+	    &w->win_ref, memory_order_acquire) & WIN_EVICT) != 0))
+		return NULL;
+	rb_stat_add(m->mm_cn, RB_STAT(win_hits), 1);
+	return w;
+}
+
 /* ------------------------------------------------------------------ */
 /* The backend                                                         */
 /* ------------------------------------------------------------------ */
@@ -468,14 +495,18 @@ mmap_rw(struct mmapb *m, struct rb_io *io)
 	char *data = io->io_data, *at;
 	size_t left = io->io_len, n, moved = 0;
 	bool rd = io->io_op == RUMPBLK_B_READ;
-	bool sync = !rd && rb_io_wants_sync(io);
+	bool sync = !rd && rb_io_wants_sync(io), held;
 	struct mwin *w;
 	int error = 0;
 
 	while (left > 0) {
 		idx = hoff >> m->mm_shift;
-		if ((error = getwin(m, idx, &w)) != 0)
+		if (m->mm_static && (w = getwin_static(m, idx)) != NULL)
+			held = false;
+		else if ((error = getwin(m, idx, &w)) != 0)
 			break;
+		else
+			held = true;
 		within = hoff - (idx << m->mm_shift);
 		n = w->win_len - within;
 		if (n > left)
@@ -494,7 +525,8 @@ mmap_rw(struct mmapb *m, struct rb_io *io)
 			    w->win_len);
 		if (error == 0 && sync)
 			error = rb_host_msync(at, n);
-		putwin(m, w);
+		if (held)
+			putwin(m, w);
 		if (error != 0)
 			break;
 		moved += n;
@@ -590,6 +622,7 @@ mmap_open(struct rb_unit *u, struct rb_stage **stp)
 			;
 		nslots = 1ull << m->mm_hbits;
 	}
+	m->mm_static = m->mm_direct && m->mm_nwin == m->mm_nidx;
 	error = ENOMEM;
 	if ((m->mm_hash = calloc(nslots, sizeof(*m->mm_hash))) == NULL)
 		goto free_m;
