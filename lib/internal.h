@@ -119,12 +119,19 @@ struct rb_stage {
 /*
  * Counters are kept in shards laid out exactly like struct rumpblk_stats,
  * one array of 64-bit words, so that a new field of the public struct needs
- * no code here.  Each thread updates the shard its thread id picks with
- * relaxed atomics; shards sit on their own cache lines so that two threads
+ * no code here.  Shards sit on their own cache lines so that two threads
  * do not bounce a line on every request.  A snapshot sums shards (max_ns
  * takes the maximum).
+ *
+ * A thread claims a shard of its own on its first update (released when
+ * it exits), and as the only writer it updates with a relaxed load and
+ * store: no locked instruction on the request path, where up to ten
+ * atomic read-modify-writes per request cost several percent of a 4 KiB
+ * copy.  Threads beyond RB_NSHARDS - 1 share the last shard and update
+ * it with atomic adds.  Readers load every word relaxed.
  */
-#define RB_NSHARDS	8
+#define RB_NSHARDS	16
+#define RB_SHARD_SHARED	(RB_NSHARDS - 1)
 #define RB_NSTATWORDS	(sizeof(struct rumpblk_stats) / sizeof(uint64_t))
 #define RB_STAT(f)	(offsetof(struct rumpblk_stats, f) / sizeof(uint64_t))
 
@@ -136,12 +143,38 @@ struct rb_counters {
 	struct rb_shard	cn_shard[RB_NSHARDS];
 };
 
-unsigned	rb_shard_index(void);
+/* This thread's shard, UINT32_MAX before its first update. */
+extern _Thread_local unsigned rb_my_shard
+    __attribute__((tls_model("initial-exec")));
+unsigned	rb_shard_claim(void);
+
+static inline unsigned
+rb_shard_index(void)
+{
+	unsigned s = rb_my_shard;
+
+	if (RB_UNLIKELY(s == UINT32_MAX))
+		s = rb_shard_claim();
+	return s;
+}
+
+/* Add n to a counter word of this thread's shard. */
+static inline void
+rb_stat_add_word(_Atomic uint64_t *w, unsigned shard, uint64_t n)
+{
+	if (RB_LIKELY(shard != RB_SHARD_SHARED))
+		atomic_store_explicit(w, atomic_load_explicit(w,
+		    memory_order_relaxed) + n, memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(w, n, memory_order_relaxed);
+}
+
 static inline void
 rb_stat_add(struct rb_counters *cn, size_t word, uint64_t n)
 {
-	atomic_fetch_add_explicit(&cn->cn_shard[rb_shard_index()].sh_w[word],
-	    n, memory_order_relaxed);
+	unsigned s = rb_shard_index();
+
+	rb_stat_add_word(&cn->cn_shard[s].sh_w[word], s, n);
 }
 void	rb_stat_latency(struct rb_counters *, int op, uint64_t ns);
 void	rb_stats_snapshot(const struct rb_counters *, struct rumpblk_stats *);
