@@ -287,7 +287,6 @@ cmd_bench(int argc, char **argv)
 	enum rumpblk_backend asked;
 	uint64_t offset = 0, size = RUMPBLK_SIZENOTSET, ops, t0 = 0, t1, last;
 	uint64_t winsize = 0, wincount = 0, threads = 1, qd = 1, bs = 4096;
-	uint64_t span, fsize;
 	double seconds = 5, el, iops, mibs;
 	const char *image;
 	char *end;
@@ -299,12 +298,6 @@ cmd_bench(int argc, char **argv)
 	memset(&b, 0, sizeof(b));
 	rumpblk_config_init(&cfg);
 	rumpblk_config_from_env(&cfg, NULL);
-	/* The CLI's windows cover the image unless the environment or a
-	 * flag says otherwise (DESIGN.md §5). */
-	if (getenv("RUMP_BLKWINSIZE") != NULL)
-		winsize = cfg.winsize;
-	if (getenv("RUMP_BLKWINCOUNT") != NULL)
-		wincount = cfg.wincount;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
@@ -402,12 +395,9 @@ cmd_bench(int argc, char **argv)
 		cli_err("%s: %s", image, strerror(errno));
 		return 1;
 	}
-	fsize = S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size : 0;
-	span = size != RUMPBLK_SIZENOTSET ? size : fsize > offset ?
-	    fsize - offset : 0;
-	cli_cover_windows(offset, span, &winsize, &wincount);
-	cfg.winsize = winsize;
-	cfg.wincount = (unsigned)wincount;
+	/* The CLI's windows cover the image unless the environment or a
+	 * flag says otherwise (DESIGN.md §5). */
+	cli_default_windows(&cfg, image, offset, size, winsize, wincount);
 	cfg.sigbus_eio = true;
 
 	if ((error = rumpblk_create(&cfg, &b.b_rb)) != 0) {

@@ -41,6 +41,17 @@ const char *cli_ftype_name(enum rumpblk_ftype);
 void	cli_cover_windows(uint64_t offset, uint64_t size, uint64_t *winsize,
 	    uint64_t *wincount);
 
+/*
+ * Set cfg's windows for IMAGE as the CLI does: a flag's value (non-zero
+ * winsize/wincount) wins, then RUMP_BLKWINSIZE/RUMP_BLKWINCOUNT (already
+ * applied to cfg by rumpblk_config_from_env), then windows covering
+ * [offset, offset + size) of IMAGE (size RUMPBLK_SIZENOTSET: the rest of
+ * the file).
+ */
+void	cli_default_windows(struct rumpblk_config *, const char *image,
+	    uint64_t offset, uint64_t size, uint64_t winsize,
+	    uint64_t wincount);
+
 struct cli_cmd {
 	const char	*name;
 	int		(*main)(int argc, char **argv);

@@ -292,7 +292,8 @@ void	rb_pool_destroy(struct rb_pool *);
  */
 int	rb_backend_open(struct rb_unit *, enum rumpblk_backend,
 	    struct rb_stage **);
-enum rumpblk_backend rb_backend_auto(enum rumpblk_ftype);
+/* What auto means for this unit (backend.c says why). */
+enum rumpblk_backend rb_backend_auto(const struct rb_unit *);
 
 int	rb_pio_open(struct rb_unit *, struct rb_stage **);
 /* The mmap window cache; falls back to rb_pio_open when it cannot map. */

@@ -5,7 +5,8 @@
  * not window-aligned, hits and misses counted, durability of synchronous
  * writes (seen through a separate pread of the host file), the sync op
  * reaching the host, TRIM/ZERO coherent with mapped windows, and the
- * fallback to pio when the first mappings fail at registration.
+ * fallback to pio when the first mappings fail at registration, and what
+ * auto picks.
  *
  * Every check runs on the mmap backend whatever the matrix says; the
  * results are compared with pread of the host file.
@@ -338,6 +339,48 @@ readonly_file(void **state)
 	free(img);
 }
 
+/* auto: mmap when the windows cover the unit, pio otherwise. */
+static enum rumpblk_backend
+auto_pick(const char *img, uint64_t winsize, unsigned wincount,
+    uint64_t off, uint64_t size)
+{
+	struct rumpblk_config cfg;
+	struct rumpblk_unitinfo ui;
+	struct rumpblk *rb;
+	int unit;
+
+	rumpblk_config_init(&cfg);
+	cfg.backend = RUMPBLK_BACKEND_AUTO;
+	cfg.winsize = winsize;
+	cfg.wincount = wincount;
+	tl_eq(rumpblk_create(&cfg, &rb), 0);
+	tl_eq(rumpblk_register(rb, img, off, size, &unit), 0);
+	tl_eq(rumpblk_unitinfo(rb, unit, &ui), 0);
+	tl_eq(rumpblk_destroy(rb), 0);
+	return ui.ui_backend;
+}
+
+static void
+auto_by_windows(void **state)
+{
+	char *img = tl_image("auto.img", 32 * MiB, 0);
+
+	(void)state;
+	/* The library's defaults, 16 x 1 MiB, do not cover 32 MiB. */
+	tl_eq(auto_pick(img, 1 * MiB, 16, 0, RUMPBLK_SIZENOTSET),
+	    RUMPBLK_BACKEND_PIO);
+	tl_eq(auto_pick(img, 1 * MiB, 32, 0, RUMPBLK_SIZENOTSET),
+	    RUMPBLK_BACKEND_MMAP);
+	tl_eq(auto_pick(img, 32 * MiB, 1, 0, RUMPBLK_SIZENOTSET),
+	    RUMPBLK_BACKEND_MMAP);
+	/* 16 MiB at an unaligned offset spans 17 windows of 1 MiB. */
+	tl_eq(auto_pick(img, 1 * MiB, 16, 512, 16 * MiB),
+	    RUMPBLK_BACKEND_PIO);
+	tl_eq(auto_pick(img, 1 * MiB, 17, 512, 16 * MiB),
+	    RUMPBLK_BACKEND_MMAP);
+	free(img);
+}
+
 int
 main(void)
 {
@@ -351,6 +394,7 @@ main(void)
 		cmocka_unit_test(zero_trim_coherent),
 		cmocka_unit_test(fallback_to_pio),
 		cmocka_unit_test(readonly_file),
+		cmocka_unit_test(auto_by_windows),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
