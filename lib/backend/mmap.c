@@ -323,9 +323,12 @@ victim_locked(struct mmapb *m)
 	rb_assert_held(&m->mm_lock);
 	if ((w = m->mm_free) != NULL) {
 		m->mm_free = w->win_fnext;
-		/* Free windows have no reference: no one can find them. */
-		atomic_store_explicit(&w->win_ref, WIN_EVICT,
-		    memory_order_relaxed);
+		/*
+		 * No one holds a free window, but a lock-free reader that
+		 * met it in a chain before it left may still hold a stray
+		 * count it is about to drop: add the flag, do not store.
+		 */
+		atomic_fetch_add(&w->win_ref, WIN_EVICT);
 		return w;
 	}
 	for (;;) {
@@ -426,7 +429,8 @@ getwin_slow(struct mmapb *m, uint64_t idx, struct mwin **wp)
 		atomic_store_explicit(&w->win_idx, WIN_NONE,
 		    memory_order_relaxed);
 		w->win_len = 0;
-		atomic_store_explicit(&w->win_ref, 0, memory_order_release);
+		/* Strays may hold counts: clear the flag only. */
+		atomic_fetch_sub(&w->win_ref, WIN_EVICT);
 		w->win_fnext = m->mm_free;
 		m->mm_free = w;
 		pthread_cond_broadcast(&m->mm_cv);
@@ -478,7 +482,9 @@ getwin_static(struct mmapb *m, uint64_t idx)
 	w = atomic_load_explicit(&m->mm_hash[idx - m->mm_first],
 	    memory_order_acquire);
 	if (RB_UNLIKELY(w == NULL) || RB_UNLIKELY((atomic_load_explicit(
-	    &w->win_ref, memory_order_acquire) & WIN_EVICT) != 0))
+	    &w->win_ref, memory_order_acquire) & WIN_EVICT) != 0) ||
+	    RB_UNLIKELY(atomic_load_explicit(&w->win_idx,
+	    memory_order_relaxed) != idx))	/* its mapping failed */
 		return NULL;
 	rb_stat_add(m->mm_cn, RB_STAT(win_hits), 1);
 	return w;

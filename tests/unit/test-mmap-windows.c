@@ -309,6 +309,39 @@ fallback_to_pio(void **state)
 	free(img);
 }
 
+/* A mapping that fails after registration fails that request only. */
+static void
+map_failure_later(void **state)
+{
+	struct rb_host_seam seam = { 0 };
+	struct rumpblk *rb = mk(4 * KiB, 3);
+	char *img = tl_image("later.img", 256 * KiB, 41);
+	char buf[16384];
+	size_t resid;
+	int unit, i;
+
+	(void)state;
+	tl_eq(rumpblk_register(rb, img, 0, RUMPBLK_SIZENOTSET, &unit), 0);
+	seam.hs_mmap_error = ENOMEM;
+	rb_host_seam = &seam;
+	/*
+	 * Windows 0-2 are mapped at registration.  A miss unmaps the
+	 * oldest (window 0) before its mapping fails.
+	 */
+	tl_eq(tl_io(rb, unit, RUMPBLK_B_READ, 64, buf, 4096, &resid), ENOMEM);
+	tl_eq(resid, 4096);
+	/* Across windows 1, 2 (mapped) and 3: stops where it cannot map. */
+	tl_eq(tl_io(rb, unit, RUMPBLK_B_READ, 8, buf, 12288, &resid), ENOMEM);
+	tl_eq(resid, 4096);
+	tl_eq((uint8_t)buf[0], tl_pattern(4096, 41));
+	tl_eq((uint8_t)buf[8191], tl_pattern(4096 + 8191, 41));
+	rb_host_seam = NULL;
+	for (i = 0; i < 3; i++)
+		check_read_all(rb, unit, img, 0, 256 * KiB, 16384);
+	tl_eq(rumpblk_destroy(rb), 0);
+	free(img);
+}
+
 /* A read-only host file maps read-only and serves reads. */
 static void
 readonly_file(void **state)
@@ -393,6 +426,7 @@ main(void)
 		cmocka_unit_test(sync_write_durable),
 		cmocka_unit_test(zero_trim_coherent),
 		cmocka_unit_test(fallback_to_pio),
+		cmocka_unit_test(map_failure_later),
 		cmocka_unit_test(readonly_file),
 		cmocka_unit_test(auto_by_windows),
 	};
