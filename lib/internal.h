@@ -186,16 +186,28 @@ uint64_t rb_now_ns(void);
 /* ------------------------------------------------------------------ */
 
 /*
- * u_state packs the number of requests in flight (<< 2) with two flags:
- * LIVE (registered and usable) and DRAIN (deregistering: no new requests).
- * Strategy adds one reference and backs out if the unit is not LIVE or is
- * DRAINing; the reference that brings a DRAINing unit to zero wakes the
- * drainer through a futex on the word, so no completion touches the unit
- * after its decrement.
+ * u_state holds two flags: LIVE (registered and usable) and DRAIN
+ * (deregistering: no new requests).  The requests in flight are counted
+ * in u_refs, one counter per counter shard (so per thread, see
+ * rb_shard_index) on its own cache line: two threads submitting to one
+ * unit then bounce no line, where a single count in u_state cost every
+ * request two cross-core read-modify-writes.  A request may finish on
+ * another thread than it started on, so one counter may go "negative";
+ * only the sum means anything.  Strategy adds one to its counter and
+ * then loads u_state (both sequentially consistent), backing out if the
+ * unit is not LIVE or is DRAINing; the drainer sets DRAIN and then sums
+ * the counters, so either it sees the request or the request sees DRAIN.
+ * A release that sees DRAIN bumps u_drainseq and wakes the drainer
+ * through a futex on it, so no completion touches the unit after its
+ * decrement but for that word.  u_refs is allocated with the slot and
+ * never reset, so a late caller's add and back-out always balance.
  */
 #define RB_U_LIVE	0x1u
 #define RB_U_DRAIN	0x2u
-#define RB_U_REF	0x4u
+
+struct rb_ref {
+	_Atomic uint64_t r_n;
+} __attribute__((aligned(RB_CACHELINE)));
 
 /*
  * Locks: i = rb->rb_lock, a = atomic, (= set at register, then read-only
@@ -223,6 +235,8 @@ struct rb_unit {
 	unsigned	u_wincount;		/* ( mmap only */
 	struct rumpblk_disklabel u_label;	/* ( */
 	struct rb_counters *u_counters;		/* a: this unit's counters */
+	struct rb_ref	*u_refs;		/* a: RB_NSHARDS, in flight */
+	_Atomic uint32_t u_drainseq;		/* a: futex, bumped on wakes */
 };
 
 /*

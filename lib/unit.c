@@ -3,9 +3,9 @@
  *
  * Registration and deregistration are rare and serialised by rb_lock;
  * the I/O path never takes it.  Strategy finds a unit by index and takes
- * a reference in u_state (see internal.h); deregistration marks the unit
- * DRAIN, waits on a futex until the references are gone, then tears the
- * stack down.  Unit slots are never freed before the instance, so a late
+ * a reference in its thread's u_refs counter (see internal.h);
+ * deregistration marks the unit DRAIN, waits on a futex until the
+ * references are gone, then tears the stack down.  Unit slots are never freed before the instance, so a late
  * strategy call on a detached unit reads a valid slot and gets ENXIO.
  */
 #include <errno.h>
@@ -40,8 +40,12 @@ rb_unit_hold(struct rumpblk *rb, int unit)
 	if (unit < 0 || (unsigned)unit >= rb->rb_cfg.max_units)
 		return NULL;
 	u = &rb->rb_units[unit];
-	s = atomic_fetch_add_explicit(&u->u_state, RB_U_REF,
-	    memory_order_acquire);
+	/* A slot that was never LIVE has no u_refs yet. */
+	if (RB_UNLIKELY((atomic_load_explicit(&u->u_state,
+	    memory_order_acquire) & RB_U_LIVE) == 0))
+		return NULL;
+	atomic_fetch_add(&u->u_refs[rb_shard_index()].r_n, 1);
+	s = atomic_load(&u->u_state);
 	if (RB_LIKELY((s & (RB_U_LIVE | RB_U_DRAIN)) == RB_U_LIVE))
 		return u;
 	rb_unit_rele(u);
@@ -51,14 +55,25 @@ rb_unit_hold(struct rumpblk *rb, int unit)
 void
 rb_unit_rele(struct rb_unit *u)
 {
-	uint32_t s;
+	atomic_fetch_sub(&u->u_refs[rb_shard_index()].r_n, 1);
+	/* A draining unit: wake the drainer to sum again.  After the
+	 * decrement only u_drainseq and the futex name the unit. */
+	if (RB_UNLIKELY((atomic_load(&u->u_state) & RB_U_DRAIN) != 0)) {
+		atomic_fetch_add(&u->u_drainseq, 1);
+		futex_wake(&u->u_drainseq);
+	}
+}
 
-	s = atomic_fetch_sub_explicit(&u->u_state, RB_U_REF,
-	    memory_order_release);
-	/* Last reference of a draining unit: wake the drainer.  After the
-	 * decrement only the futex syscall names the unit. */
-	if (RB_UNLIKELY((s & RB_U_DRAIN) != 0) && (s >> 2) == 1)
-		futex_wake(&u->u_state);
+/* Requests in flight on a unit (see internal.h). */
+static uint64_t
+refs_sum(struct rb_unit *u)
+{
+	uint64_t n = 0;
+	unsigned i;
+
+	for (i = 0; i < RB_NSHARDS; i++)
+		n += atomic_load(&u->u_refs[i].r_n);
+	return n;
 }
 
 int
@@ -94,13 +109,16 @@ rb_unit_detach(struct rb_unit *u)
 {
 	struct rumpblk *rb = u->u_rb;
 	struct rumpblk_stats st;
-	uint32_t s;
+	uint32_t seq;
 	int error, e;
 
 	atomic_fetch_or(&u->u_state, RB_U_DRAIN);
-	while (((s = atomic_load_explicit(&u->u_state,
-	    memory_order_acquire)) >> 2) != 0)
-		futex_wait(&u->u_state, s);
+	for (;;) {
+		seq = atomic_load(&u->u_drainseq);
+		if (refs_sum(u) == 0)
+			break;
+		futex_wait(&u->u_drainseq, seq);
+	}
 
 	error = rb_unit_sync(u);
 	stage_destroy(atomic_load(&u->u_top));
@@ -197,6 +215,15 @@ rumpblk_register(struct rumpblk *rb, const char *path, uint64_t offset,
 			goto unlock;
 		}
 		memset(u->u_counters, 0, sizeof(*u->u_counters));
+	}
+	if (u->u_refs == NULL) {
+		u->u_refs = aligned_alloc(RB_CACHELINE,
+		    RB_NSHARDS * sizeof(*u->u_refs));
+		if (u->u_refs == NULL) {
+			error = ENOMEM;
+			goto unlock;
+		}
+		memset(u->u_refs, 0, RB_NSHARDS * sizeof(*u->u_refs));
 	}
 	if ((u->u_path = strdup(path)) == NULL) {
 		error = ENOMEM;
