@@ -5,8 +5,9 @@
  * the I/O path never takes it.  Strategy finds a unit by index and takes
  * a reference in its thread's u_refs counter (see internal.h);
  * deregistration marks the unit DRAIN, waits on a futex until the
- * references are gone, then tears the stack down.  Unit slots are never freed before the instance, so a late
- * strategy call on a detached unit reads a valid slot and gets ENXIO.
+ * references are gone, then tears the stack down.  Unit slots are never
+ * freed before the instance, so a late strategy call on a detached unit
+ * reads a valid slot and gets ENXIO.
  */
 #include <errno.h>
 #include <limits.h>

@@ -175,7 +175,8 @@ worker(void *arg)
 				continue;
 			}
 			for (j = 0; j < len; j++)
-				if ((uint8_t)buf[j] != tl_pattern(off + j, 37)) {
+				if ((uint8_t)buf[j] !=
+				    tl_pattern(off + j, 37)) {
 					w->w_errors++;
 					break;
 				}

@@ -141,8 +141,8 @@ big_windows_odd_size(void **state)
 	check_read_all(rb, unit, img, 0, size, 64 * KiB);
 	check_read_all(rb, unit, img, 0, size, 4096);
 	/* Straddling the end: moves what is there, resid is the rest. */
-	tl_eq(tl_io(rb, unit, RUMPBLK_B_READ, (int64_t)((size - 1024) / 512), buf,
-	    4096, &resid), 0);
+	tl_eq(tl_io(rb, unit, RUMPBLK_B_READ, (int64_t)((size - 1024) / 512),
+	    buf, 4096, &resid), 0);
 	tl_eq(resid, 4096 - 1024);
 	tl_eq(rumpblk_destroy(rb), 0);
 	free(img);
