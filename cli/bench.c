@@ -297,7 +297,7 @@ cmd_bench(int argc, char **argv)
 
 	memset(&b, 0, sizeof(b));
 	rumpblk_config_init(&cfg);
-	rumpblk_config_from_env(&cfg, NULL);
+	rumpblk_config_from_env(&cfg, stderr);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'b':

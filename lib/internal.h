@@ -185,6 +185,9 @@ uint64_t rb_now_ns(void);
 /* Units and instances (rumpblk.c, unit.c)                             */
 /* ------------------------------------------------------------------ */
 
+/* The largest unit table an instance may have (config max_units). */
+#define RB_MAXUNITS	4096
+
 /*
  * u_state holds two flags: LIVE (registered and usable) and DRAIN
  * (deregistering: no new requests).  The requests in flight are counted
@@ -253,7 +256,7 @@ struct rumpblk {
 	struct rb_unit	*rb_units;		/* ( rb_cfg.max_units slots */
 	struct rb_counters *rb_counters;	/* a: requests to no unit */
 	struct rumpblk_stats rb_retired;	/* i: deregistered units */
-	struct rb_pool	*rb_pool;		/* i: async workers, lazy */
+	struct rb_pool	*rb_pool;		/* ( async workers */
 	void		*rb_fault;		/* i: rule engine (lib/fault) */
 };
 
@@ -261,10 +264,14 @@ struct rumpblk {
 struct rb_unit *rb_unit_hold(struct rumpblk *, int unit);
 void	rb_unit_rele(struct rb_unit *);
 
+/* Drain a live unit, make it durable, tear it down (destroy only: the
+ * drain waits with no lock held that a completion could need). */
+int	rb_unit_detach(struct rb_unit *);
+
 /* Make a unit's completed writes durable (the whole stack). */
 int	rb_unit_sync(struct rb_unit *);
 
-/* The worker pool of an instance, started on first use. */
+/* The worker pool of an instance (threads start on first use). */
 struct rb_pool *rb_instance_pool(struct rumpblk *);
 
 /* ------------------------------------------------------------------ */

@@ -171,7 +171,7 @@ config_check(const struct rumpblk_config *cfg)
 	if (cfg->winsize == 0 || (cfg->winsize & (cfg->winsize - 1)) != 0)
 		return EINVAL;
 	if (cfg->wincount == 0 || cfg->max_units == 0 ||
-	    cfg->max_units > 4096)
+	    cfg->max_units > RB_MAXUNITS)
 		return EINVAL;
 	if (cfg->sectshift < RUMPBLK_DEV_BSHIFT || cfg->sectshift > 16)
 		return EINVAL;
@@ -180,6 +180,22 @@ config_check(const struct rumpblk_config *cfg)
 	if (rumpblk_backend_name(cfg->backend) == NULL)
 		return EINVAL;
 	return 0;
+}
+
+/* Worker threads for asynchronous buffers: enough to keep a few host
+ * requests in flight per core, bounded so that a burst cannot start a
+ * thread per buffer. */
+static unsigned
+pool_threads(const struct rumpblk_config *cfg)
+{
+	long ncpu;
+	unsigned n;
+
+	if (cfg->workers != 0)
+		return cfg->workers;
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	n = ncpu > 0 ? (unsigned)ncpu * 4 : 8;
+	return n > 64 ? 64 : n;
 }
 
 int
@@ -199,8 +215,12 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 	if ((error = config_check(&cfg)) != 0)
 		return error;
 	if (cfg.fail > 0 && !cfg.fail_seed_set) {
+		/* The seed always prints the seed it chose: without it a
+		 * failing run could not be repeated. */
 		rb_random_seed(&cfg.fail_seed);
 		cfg.fail_seed_set = true;
+		fprintf(stderr, "rumpblk: FAULT INJECTION ACTIVE! fail %u/%d. "
+		    "seed %u\n", cfg.fail, RUMPBLK_BLKFAIL_MAX, cfg.fail_seed);
 	}
 
 	if ((rb = calloc(1, sizeof(*rb))) == NULL)
@@ -218,6 +238,14 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 	    sizeof(*rb->rb_counters))) == NULL)
 		goto free_units;
 	memset(rb->rb_counters, 0, sizeof(*rb->rb_counters));
+	/*
+	 * The pool is made now, while nothing can contend for it, but its
+	 * threads start only when asynchronous work arrives.  Making it
+	 * lazily under rb_lock would deadlock: deregister holds rb_lock while
+	 * it waits for in-flight buffers, one of which may need the pool.
+	 */
+	if ((error = rb_pool_create(pool_threads(&cfg), &rb->rb_pool)) != 0)
+		goto free_counters;
 	for (i = 0; i < cfg.max_units; i++) {
 		rb->rb_units[i].u_index = (int)i;
 		rb->rb_units[i].u_rb = rb;
@@ -226,6 +254,8 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 	*rbp = rb;
 	return 0;
 
+free_counters:
+	free(rb->rb_counters);
 free_units:
 	free(rb->rb_units);
 destroy_lock:
@@ -240,8 +270,6 @@ rumpblk_get_config(struct rumpblk *rb, struct rumpblk_config *cfg)
 {
 	*cfg = rb->rb_cfg;
 }
-
-int rb_unit_detach(struct rb_unit *);
 
 int
 rumpblk_destroy(struct rumpblk *rb)
@@ -274,25 +302,5 @@ rumpblk_destroy(struct rumpblk *rb)
 struct rb_pool *
 rb_instance_pool(struct rumpblk *rb)
 {
-	struct rb_pool *pool;
-	unsigned n;
-	long ncpu;
-
-	rb_mutex_lock(&rb->rb_lock);
-	if ((pool = rb->rb_pool) == NULL) {
-		n = rb->rb_cfg.workers;
-		if (n == 0) {
-			/* Enough to keep a few host requests in flight per
-			 * core, bounded so that a burst cannot fork a
-			 * thread per buffer. */
-			ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-			n = ncpu > 0 ? (unsigned)ncpu * 4 : 8;
-			if (n > 64)
-				n = 64;
-		}
-		if (rb_pool_create(n, &pool) == 0)
-			rb->rb_pool = pool;
-	}
-	rb_mutex_unlock(&rb->rb_lock);
-	return pool;
+	return rb->rb_pool;
 }

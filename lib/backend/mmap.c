@@ -74,6 +74,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../internal.h"
 #include "../host/host.h"
@@ -135,6 +136,7 @@ struct sigbus_arm {
 	sigjmp_buf	*sa_jb;		/* armed if non-NULL */
 	uintptr_t	sa_lo;		/* the window being copied */
 	uintptr_t	sa_hi;
+	uintptr_t	sa_fault;	/* out: the faulting address */
 };
 
 /* initial-exec: the handler must not allocate TLS on first use. */
@@ -142,6 +144,7 @@ static _Thread_local struct sigbus_arm sigbus_arm
     __attribute__((tls_model("initial-exec")));
 static struct sigaction sigbus_old;
 static pthread_mutex_t sigbus_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t sigbus_pagesize;	/* set before the first armed copy */
 
 static void
 sigbus_handler(int sig, siginfo_t *si, void *ctx)
@@ -150,8 +153,10 @@ sigbus_handler(int sig, siginfo_t *si, void *ctx)
 	uintptr_t addr = (uintptr_t)si->si_addr;
 	struct sigaction dfl;
 
-	if (a->sa_jb != NULL && addr >= a->sa_lo && addr < a->sa_hi)
+	if (a->sa_jb != NULL && addr >= a->sa_lo && addr < a->sa_hi) {
+		a->sa_fault = addr;
 		siglongjmp(*a->sa_jb, 1);
+	}
 	/* Not ours: chain. */
 	if (sigbus_old.sa_flags & SA_SIGINFO) {
 		sigbus_old.sa_sigaction(sig, si, ctx);
@@ -183,6 +188,8 @@ sigbus_install(void)
 	 * harnesses do around each test.
 	 */
 	rb_mutex_lock(&sigbus_lock);
+	if (sigbus_pagesize == 0)
+		sigbus_pagesize = (size_t)sysconf(_SC_PAGESIZE);
 	if (sigaction(SIGBUS, NULL, &cur) == -1)
 		error = errno;
 	else if ((cur.sa_flags & SA_SIGINFO) == 0 ||
@@ -201,18 +208,20 @@ sigbus_install(void)
 }
 
 /*
- * memcpy that turns a SIGBUS on [lo, lo + len) into EIO.  Not inlined:
- * sigsetjmp needs its own frame.
+ * memcpy that turns a SIGBUS on [lo, lo + len) into EIO, with the
+ * faulting address in *fault.  Not inlined: sigsetjmp needs its own
+ * frame.
  */
 static __attribute__((noinline)) int
 copy_guarded(void *dst, const void *src, size_t n, const void *lo,
-    size_t len)
+    size_t len, uintptr_t *fault)
 {
 	sigjmp_buf jb;
 	struct sigbus_arm *a = &sigbus_arm;
 
 	if (sigsetjmp(jb, 0) != 0) {
 		a->sa_jb = NULL;
+		*fault = a->sa_fault;
 		return EIO;
 	}
 	a->sa_lo = (uintptr_t)lo;
@@ -224,6 +233,31 @@ copy_guarded(void *dst, const void *src, size_t n, const void *lo,
 	atomic_signal_fence(memory_order_seq_cst);
 	a->sa_jb = NULL;
 	return 0;
+}
+
+/*
+ * A guarded copy of n bytes whose window side starts at at (in the window
+ * [lo, lo + len)).  On a fault, the pages before the faulting one are
+ * still in the file: copy them again (memcpy's order is its own), so
+ * that *done says what is known to have moved.  0, or EIO.
+ */
+static int
+copy_window(void *dst, const void *src, size_t n, const char *at,
+    const void *lo, size_t len, size_t *done)
+{
+	uintptr_t f, fpage;
+	size_t want = n, pg = sigbus_pagesize;
+
+	while (copy_guarded(dst, src, n, lo, len, &f) != 0) {
+		fpage = f & ~((uintptr_t)pg - 1);
+		if (fpage <= (uintptr_t)at || fpage - (uintptr_t)at >= n) {
+			*done = 0;
+			return EIO;
+		}
+		n = fpage - (uintptr_t)at;
+	}
+	*done = n;
+	return n == want ? 0 : EIO;
 }
 
 /* ------------------------------------------------------------------ */
@@ -499,7 +533,7 @@ mmap_rw(struct mmapb *m, struct rb_io *io)
 {
 	uint64_t hoff = io->io_unit->u_hostoffset + io->io_off, idx, within;
 	char *data = io->io_data, *at;
-	size_t left = io->io_len, n, moved = 0;
+	size_t left = io->io_len, n, moved = 0, done;
 	bool rd = io->io_op == RUMPBLK_B_READ;
 	bool sync = !rd && rb_io_wants_sync(io), held;
 	struct mwin *w;
@@ -523,12 +557,14 @@ mmap_rw(struct mmapb *m, struct rb_io *io)
 				memcpy(data + moved, at, n);
 			else
 				memcpy(at, data + moved, n);
-		} else if (rd)
-			error = copy_guarded(data + moved, at, n, w->win_mem,
-			    w->win_len);
-		else
-			error = copy_guarded(at, data + moved, n, w->win_mem,
-			    w->win_len);
+		} else {
+			error = rd ? copy_window(data + moved, at, n, at,
+			    w->win_mem, w->win_len, &done) :
+			    copy_window(at, data + moved, n, at, w->win_mem,
+			    w->win_len, &done);
+			if (error != 0)
+				moved += done;
+		}
 		if (error == 0 && sync)
 			error = rb_host_msync(at, n);
 		if (held)
