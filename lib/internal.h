@@ -197,9 +197,12 @@ uint64_t rb_now_ns(void);
  * request two cross-core read-modify-writes.  A request may finish on
  * another thread than it started on, so one counter may go "negative";
  * only the sum means anything.  Strategy adds one to its counter and
- * then loads u_state (both sequentially consistent), backing out if the
- * unit is not LIVE or is DRAINing; the drainer sets DRAIN and then sums
- * the counters, so either it sees the request or the request sees DRAIN.
+ * then loads u_state, backing out if the unit is not LIVE or is
+ * DRAINing; the drainer sets DRAIN and then sums the counters, so either
+ * it sees the request or the request sees DRAIN.  The fence between the
+ * two sides is a sequentially consistent add on the request's side, or,
+ * where membarrier(2) allows, the drainer's membarrier and a plain store
+ * on the request's (unit.c, membarrier_init).
  * A release that sees DRAIN bumps u_drainseq and wakes the drainer
  * through a futex on it, so no completion touches the unit after its
  * decrement but for that word.  u_refs is allocated with the slot and
