@@ -1435,7 +1435,8 @@ rumpblk_fault_replay(struct rumpblk *rb, FILE *f, char *errbuf,
 		error = EIO;
 		goto fail;
 	}
-	qsort(ents, nents, sizeof(*ents), replay_sort_cmp);
+	if (nents > 0)
+		qsort(ents, nents, sizeof(*ents), replay_sort_cmp);
 
 	if ((error = rumpblk_fault_enable(rb)) != 0)
 		goto fail;
