@@ -37,5 +37,7 @@ struct cli_cmd {
 
 int	cmd_info(int, char **);
 int	cmd_create(int, char **);
+int	cmd_faults(int, char **);
+int	cmd_ctl(int, char **);
 
 #endif
