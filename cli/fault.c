@@ -67,11 +67,11 @@ cli_fault_start(struct cli_fault_opts *fo, struct rumpblk *rb, FILE *msgs)
 	    fo->fo_replay == NULL && fo->fo_control == NULL)
 		return 0;	/* no layer, no cost */
 	/*
-	 * With a control socket, rules may come later: put the engine on
-	 * now so that generations count from the start and a log of
-	 * such a run replays.
+	 * With a control socket, rules may come later: count every request
+	 * from the start so that a log of such a run replays.  Otherwise
+	 * the engine counts only what the rules concern.
 	 */
-	if ((error = rumpblk_fault_enable(rb)) != 0) {
+	if (fo->fo_control != NULL && (error = rumpblk_fault_enable(rb)) != 0) {
 		cli_err("fault rules: %s", strerror(error));
 		return 1;
 	}

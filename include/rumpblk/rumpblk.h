@@ -484,10 +484,12 @@ int rumpblk_fault_set_seed(struct rumpblk *, uint64_t);
 
 /*
  * Put every unit (and every unit registered later) under the rule engine
- * now, even with no rule armed, so that request generations count from
- * this moment.  Arming a rule does this implicitly; a program that arms
- * rules later (a control socket) and wants its fault logs replayable
- * calls this before any I/O.  0 or ENOMEM.
+ * now, even with no rule armed, and count the generation of every
+ * request from now on.  Without it, a request is counted only while an
+ * armed rule could select it (which costs nothing on requests no rule
+ * concerns, and gives the same generations for rules armed before any
+ * I/O); a program that arms rules later (a control socket) and wants
+ * their fault logs replayable calls this before any I/O.  0 or ENOMEM.
  */
 int rumpblk_fault_enable(struct rumpblk *);
 

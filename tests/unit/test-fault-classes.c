@@ -410,6 +410,44 @@ probability(void **state)
 }
 
 static void
+generations(void **state)
+{
+	struct fl_env e;
+	char buf[8192];
+
+	(void)state;
+	fl_open(&e, "gen.img", MB, 7);
+	fl_arm(&e, "delay,op=read,range=4K-8K");
+	/* Same op and first sector: counted, whatever the length... */
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 0, buf, 8192, NULL), 0);	/* fires */
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 0, buf, 512, NULL), 0);	/* no */
+	tl_eq(fl_io(&e, RUMPBLK_B_WRITE, 0, buf, 512, NULL), 0);	/* no */
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 0, buf, 8192, NULL), 0);	/* fires */
+	tl_eq(fl_log_lines(&e), 2);
+	tl_eq(fl_log_int(&e, 0, "generation"), 0);
+	tl_eq(fl_log_int(&e, 1, "generation"), 2);
+	/* ...another first sector has its own count. */
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 4096, buf, 512, NULL), 0);
+	tl_eq(fl_log_int(&e, 2, "generation"), 0);
+	tl_eq(fl_log_int(&e, 2, "offset"), 4096);
+	fl_close(&e);
+
+	/* Without rumpblk_fault_enable, a rule armed later counts from its
+	 * arming; with it, from the enable. */
+	for (int en = 0; en < 2; en++) {
+		fl_open(&e, "gen.img", MB, 7);
+		if (en)
+			tl_eq(rumpblk_fault_enable(e.rb), 0);
+		for (int i = 0; i < 3; i++)
+			tl_eq(fl_io(&e, RUMPBLK_B_READ, 0, buf, 512, NULL), 0);
+		fl_arm(&e, "delay,op=read");
+		tl_eq(fl_io(&e, RUMPBLK_B_READ, 0, buf, 512, NULL), 0);
+		tl_eq(fl_log_int(&e, 0, "generation"), en ? 3 : 0);
+		fl_close(&e);
+	}
+}
+
+static void
 selectors(void **state)
 {
 	struct fl_env e;
@@ -500,6 +538,7 @@ main(void)
 		cmocka_unit_test(class_delay),
 		cmocka_unit_test(triggers),
 		cmocka_unit_test(probability),
+		cmocka_unit_test(generations),
 		cmocka_unit_test(selectors),
 		cmocka_unit_test(ids),
 	};
