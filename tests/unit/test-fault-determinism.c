@@ -200,6 +200,98 @@ threads_and_seeds(void **state)
 	result_free(&rp);
 }
 
+/*
+ * Every class, one thread: rules with p= over a mixed workload, then a
+ * replay of the log; the same log, the same image, the same errors.
+ */
+static void
+replay_all_classes(void **state)
+{
+	static const char *const all[] = {
+		"error,op=write,p=0.05,errno=EIO/ENOSPC",
+		"error,op=flush,p=0.3",
+		"corrupt,op=read/write,p=0.05,bits=7",
+		"lost,p=0.05",
+		"misdirect,p=0.05,range=1M-2M",
+		"stale,range=0-256K,p=0.3",
+		"torn,p=0.05,atom=1K",
+		"torn,p=0.05,errno=EIO,id=tornerr",
+		"delay,ms=0.01,p=0.05",
+	};
+	char *logs[2], err[256] = "";
+	unsigned char *img[2], buf[8192];
+	int errs[2][600];
+	struct fl_env e;
+	uint64_t x;
+	FILE *f;
+
+	(void)state;
+	for (int run = 0; run < 2; run++) {
+		fl_open(&e, "rall.img", IMGSIZE, 5);
+		if (run == 0) {
+			for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+				fl_arm(&e, all[i]);
+		} else {
+			f = fmemopen(logs[0], strlen(logs[0]), "r");
+			if (rumpblk_fault_replay(e.rb, f, err, sizeof(err)) != 0)
+				tl_fail("replay: %s\n", err);
+			fclose(f);
+		}
+		x = 99;
+		for (int i = 0; i < 600; i++) {
+			int op;
+			uint64_t off;
+			size_t len;
+
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			off = (x >> 33) % 512 * 4096;
+			len = (x >> 20) % 2 ? 8192 : 4096;
+			op = (x >> 60) % 3 == 0 ? RUMPBLK_B_READ :
+			    RUMPBLK_B_WRITE;
+			if ((x >> 50) % 29 == 0) {
+				op = RUMPBLK_B_FLUSH;
+				off = 0;
+				len = 0;
+			}
+			memset(buf, (int)(x >> 40), sizeof(buf));
+			errs[run][i] = fl_io(&e, op, off, len ? buf : NULL,
+			    len, NULL);
+		}
+		logs[run] = strdup(fl_log(&e));
+		tl_eq(rumpblk_destroy(e.rb), 0);
+		img[run] = malloc(IMGSIZE);
+		{
+			int fd = open(e.img, O_RDONLY);
+
+			assert(pread(fd, img[run], IMGSIZE, 0) == IMGSIZE);
+			close(fd);
+		}
+		fclose(e.log);
+		free(e.logbuf);
+		unlink(e.img);
+		free(e.img);
+	}
+	for (int c = 1; c < RUMPBLK_FAULT_NCLASS; c++) {
+		char pat[64];
+		static const char *const names[] = { "", "error", "corrupt",
+		    "lost", "misdirect", "stale", "torn", "delay" };
+
+		snprintf(pat, sizeof(pat), "\"class\":\"%s\"", names[c]);
+		if (strstr(logs[0], pat) == NULL)
+			tl_fail("no %s firing in the workload\n", names[c]);
+	}
+	/* One thread: the logs are equal line for line, unsorted. */
+	if (strcmp(logs[0], logs[1]) != 0)
+		tl_fail("replay log differs:\n%s\n--- vs ---\n%s\n", logs[1],
+		    logs[0]);
+	tl_eq(memcmp(errs[0], errs[1], sizeof(errs[0])), 0);
+	tl_eq(memcmp(img[0], img[1], IMGSIZE), 0);
+	for (int run = 0; run < 2; run++) {
+		free(logs[run]);
+		free(img[run]);
+	}
+}
+
 static void
 replay_errors(void **state)
 {
@@ -244,6 +336,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(threads_and_seeds),
+		cmocka_unit_test(replay_all_classes),
 		cmocka_unit_test(replay_errors),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
