@@ -155,12 +155,79 @@ wellformed(void **state)
 	tl_eq(rumpblk_destroy(rb), 0);
 }
 
+/*
+ * Random rules and log lines built from the languages' own tokens: no
+ * crash, no overrun (ASan runs this), and every acceptance is a rule
+ * that arms and lists.  Bounded: a fixed count from a fixed seed.
+ */
+static void
+random_input(void **state)
+{
+	static const char *const tok[] = {
+		"error", "corrupt", "lost", "misdirect", "stale", "torn",
+		"delay", ",", ",", ",", "=", "op=", "read", "write", "/", "any",
+		"range=", "-", "0", "1", "4K", "1M", "2G", "3T", "99999999999999",
+		"p=", "0.5", "1e-3", "-", "ppm=", "nth=", "every=", "count=",
+		"after=", "seed=", "0x", "id=", "x", "errno=", "EIO", "ENOSPC",
+		"bits=", "shift=", "-8", "atom=", "512", "ms=", "1.5", " ",
+		"{", "}", "\"", ":", "[", "]", "rule", "class", "offset",
+		"length", "generation", "unit", "target", "torn_length",
+	};
+	struct rumpblk_config cfg;
+	struct rumpblk *rb;
+	char text[600], err[128];
+	uint64_t x = 12345;
+	size_t n, len, good = 0;
+	FILE *f;
+
+	(void)state;
+	tl_config(&cfg);
+	tl_eq(rumpblk_create(&cfg, &rb), 0);
+	for (int i = 0; i < 20000; i++) {
+		text[0] = '\0';
+		len = 0;
+		n = 1 + (x >> 60);
+		for (size_t k = 0; k < n; k++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			const char *t = tok[(x >> 33) %
+			    (sizeof(tok) / sizeof(tok[0]))];
+			if (len + strlen(t) + 1 >= sizeof(text))
+				break;
+			memcpy(text + len, t, strlen(t) + 1);
+			len += strlen(t);
+		}
+		if (rumpblk_fault_check(text, err, sizeof(err)) == 0) {
+			good++;
+			/* A stale range needs units; others arm as is. */
+			if (rumpblk_fault_add(rb, text, NULL, 0, err,
+			    sizeof(err)) != 0 && strstr(err, "armed already")
+			    == NULL)
+				tl_fail("'%s' checked but did not arm: %s\n",
+				    text, err);
+			rumpblk_fault_clear(rb);
+		}
+		/* The same text as a one-line fault log. */
+		f = fmemopen(text, len, "r");
+		if (f != NULL) {
+			if (rumpblk_fault_replay(rb, f, err, sizeof(err)) == 0)
+				rumpblk_fault_clear(rb);
+			fclose(f);
+		}
+	}
+	print_message("%zu of 20000 random rules were well-formed\n", good);
+	tl_eq(good > 0, true);
+	tl_eq(rumpblk_fault_list(rb, NULL, 0, &n), 0);
+	tl_eq(n, 0);
+	tl_eq(rumpblk_destroy(rb), 0);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(malformed),
 		cmocka_unit_test(wellformed),
+		cmocka_unit_test(random_input),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
