@@ -26,13 +26,13 @@
 
 /* And these lines in its --help. */
 #define CLI_FAULT_HELP							\
-	"  --fault RULE          arm a fault rule (repeatable; see\n"	\
-	"                        'rumpblk faults --help')\n"		\
-	"  --fault-log FILE      write one JSON line per fault fired\n"	\
-	"  --fault-replay FILE   inject exactly the faults of such a log\n" \
-	"  --control PATH        a Unix socket taking 'fault add RULE',\n" \
-	"                        'fault del ID', 'fault list', 'fault\n"	\
-	"                        clear' and 'stats' (rumpblk ctl)\n"
+	"  --fault RULE           arm a fault rule (repeatable; see\n"	\
+	"                         'rumpblk faults --help')\n"		\
+	"  --fault-log FILE       write one JSON line per fault fired\n"	\
+	"  --fault-replay FILE    inject exactly the faults of such a log\n" \
+	"  --control PATH         a Unix socket for 'rumpblk ctl': fault\n" \
+	"                         add RULE, fault del ID, fault list,\n"	\
+	"                         fault clear, stats\n"
 
 struct cli_control;
 
@@ -71,6 +71,8 @@ void	cli_fault_stats_json(FILE *, struct rumpblk *,
 	    const struct rumpblk_stats *);
 void	cli_fault_rule_json(FILE *, const struct rumpblk_fault_info *);
 const char *cli_fault_class_name(enum rumpblk_fault_class);
+/* What 'rumpblk faults --help' prints. */
+extern const char cli_fault_reference[];
 
 /*
  * The control socket: a thread that accepts on a Unix socket at path and

@@ -215,7 +215,7 @@ cli_stats_json(FILE *f, struct rumpblk *rb)
 
 /* rumpblk faults: the reference of the rule language. */
 
-static const char faults_text[] =
+const char cli_fault_reference[] =
 "usage: rumpblk faults [--help]\n"
 "\n"
 "The fault rule language, as --fault RULE, the control socket's\n"
@@ -303,6 +303,6 @@ cmd_faults(int argc, char **argv)
 		    "--help')", argv[1]);
 		return 2;
 	}
-	fputs(faults_text, stdout);
+	fputs(cli_fault_reference, stdout);
 	return 0;
 }

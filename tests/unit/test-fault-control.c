@@ -182,11 +182,41 @@ arm_disarm_live(void **state)
 	free(sock);
 }
 
+/* Every example of 'rumpblk faults --help' is a rule that arms. */
+static void
+reference_examples(void **state)
+{
+	char *text = strdup(cli_fault_reference), *line, *save, *p, err[512];
+	int n = 0;
+
+	(void)state;
+	for (line = strtok_r(text, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		/* An example is the last word of a line, a class and
+		 * its keys. */
+		p = strrchr(line, ' ') != NULL ? strrchr(line, ' ') + 1 : line;
+		if (strncmp(p, "error,", 6) != 0 &&
+		    strncmp(p, "corrupt,", 8) != 0 &&
+		    strncmp(p, "lost,", 5) != 0 &&
+		    strncmp(p, "misdirect,", 10) != 0 &&
+		    strncmp(p, "stale,", 6) != 0 &&
+		    strncmp(p, "torn,", 5) != 0 &&
+		    strncmp(p, "delay,", 6) != 0)
+			continue;
+		if (rumpblk_fault_check(p, err, sizeof(err)) != 0)
+			tl_fail("example '%s': %s\n", p, err);
+		n++;
+	}
+	tl_eq(n, 19);
+	free(text);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(arm_disarm_live),
+		cmocka_unit_test(reference_examples),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
