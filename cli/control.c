@@ -392,10 +392,10 @@ cmd_ctl(int argc, char **argv)
 {
 	struct sockaddr_un sa;
 	struct timeval tv = { 30, 0 };
-	char *line = NULL, buf[65536];
-	size_t len = 0, got = 0;
+	char *line = NULL, *buf, *nbuf;
+	size_t len = 0, got = 0, cap = 4096;
 	ssize_t r;
-	int fd, i;
+	int fd, i, rc;
 
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0)) {
@@ -415,7 +415,12 @@ cmd_ctl(int argc, char **argv)
 	memcpy(sa.sun_path, argv[1], strlen(argv[1]) + 1);
 	for (i = 2; i < argc; i++)
 		len += strlen(argv[i]) + 1;
+	if ((buf = malloc(cap)) == NULL) {
+		cli_err("ctl: out of memory");
+		return 1;
+	}
 	if (len >= CTL_LINEMAX || (line = malloc(len + 1)) == NULL) {
+		free(buf);
 		cli_err("ctl: command too long");
 		return 2;
 	}
@@ -427,7 +432,10 @@ cmd_ctl(int argc, char **argv)
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
 	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		cli_err("ctl: %s: %s", argv[1], strerror(errno));
+		if (fd >= 0)
+			close(fd);
 		free(line);
+		free(buf);
 		return 1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -435,29 +443,41 @@ cmd_ctl(int argc, char **argv)
 		cli_err("ctl: %s: %s", argv[1], strerror(errno));
 		goto fail;
 	}
-	while (got < sizeof(buf) - 1) {
-		r = read(fd, buf + got, sizeof(buf) - 1 - got);
+	/* One line, however long (a long 'fault list'), up to 64 MiB. */
+	for (;;) {
+		if (got + 1 >= cap) {
+			if (cap >= (64u << 20) ||
+			    (nbuf = realloc(buf, cap * 2)) == NULL)
+				break;
+			buf = nbuf;
+			cap *= 2;
+		}
+		r = read(fd, buf + got, cap - 1 - got);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			break;
 		got += (size_t)r;
-		if (memchr(buf, '\n', got) != NULL)
+		buf[got] = '\0';
+		if (strchr(buf + got - (size_t)r, '\n') != NULL)
 			break;
 	}
 	buf[got] = '\0';
 	if (got == 0 || strchr(buf, '\n') == NULL) {
-		cli_err("ctl: %s: no answer%s%s", argv[1], got ? ": " : "",
-		    buf);
+		cli_err("ctl: %s: no answer%s%.200s", argv[1],
+		    got ? ": " : "", buf);
 		goto fail;
 	}
 	*strchr(buf, '\n') = '\0';
 	puts(buf);
+	rc = strncmp(buf, "{\"ok\":true", 10) == 0 ? 0 : 1;
 	close(fd);
 	free(line);
-	return strncmp(buf, "{\"ok\":true", 10) == 0 ? 0 : 1;
+	free(buf);
+	return rc;
 fail:
 	close(fd);
 	free(line);
+	free(buf);
 	return 1;
 }

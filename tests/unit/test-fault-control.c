@@ -171,6 +171,17 @@ arm_disarm_live(void **state)
 		snprintf(cmd, sizeof(cmd), "'%s' ctl '%s' fault del nosuch "
 		    ">/dev/null", rumpblk, sock);
 		tl_eq(WEXITSTATUS(system(cmd)), 1);
+		/* A long answer: 300 rules listed (about 60 KiB). */
+		for (i = 0; i < 300; i++)
+			tl_eq(rumpblk_fault_add(e.rb, "delay,op=trim,ms=1000,"
+			    "range=0-1G,after=999999999,count=7,seed=123456789",
+			    NULL, 0, NULL, 0), 0);
+		snprintf(cmd, sizeof(cmd), "'%s' ctl '%s' fault list | "
+		    "grep -o '\"firings\"' | wc -l", rumpblk, sock);
+		assert((p = popen(cmd, "r")) != NULL);
+		assert(fgets(cmd, sizeof(cmd), p) != NULL);
+		tl_eq(pclose(p), 0);
+		tl_eq(atoi(cmd), 301);
 	}
 
 	atomic_store(&stop, true);
