@@ -349,7 +349,7 @@ fire_fill(struct fault_fire *fi, const struct fault_rule *r,
     const struct rb_io *io, uint64_t gen, uint64_t h)
 {
 	struct rb_unit *u = io->io_unit;
-	uint64_t atom, natoms, nb, p;
+	uint64_t atom, natoms, nb, p, lo, hi;
 	unsigned i, k, want;
 
 	memset(fi, 0, sizeof(*fi));
@@ -367,13 +367,17 @@ fire_fill(struct fault_fire *fi, const struct fault_rule *r,
 		    r->fr_errno[salt(h, 1) % r->fr_nerrno];
 		break;
 	case RUMPBLK_FAULT_CORRUPT:
-		nb = (uint64_t)io->io_len * 8;
+		/* Only in the part of the request inside the range. */
+		lo = r->fr_start > io->io_off ? r->fr_start - io->io_off : 0;
+		hi = r->fr_end - io->io_off < io->io_len ?
+		    r->fr_end - io->io_off : io->io_len;
+		nb = (hi - lo) * 8;
 		want = r->fr_bits < nb ? r->fr_bits : (unsigned)nb;
 		if ((fi->fi_bitpos = malloc(want * sizeof(uint64_t))) == NULL)
 			return ENOMEM;
 		/* want distinct positions; want is small next to nb. */
 		for (i = 0; fi->fi_nbits < want; i++) {
-			p = salt(h, 100 + i) % nb;
+			p = lo * 8 + salt(h, 100 + i) % nb;
 			for (k = 0; k < fi->fi_nbits; k++)
 				if (fi->fi_bitpos[k] == p)
 					break;

@@ -237,6 +237,19 @@ class_corrupt(void **state)
 		    1);
 	}
 
+	/* Flips land in the part of the request inside the range. */
+	tl_eq(rumpblk_fault_clear(e.rb), 0);
+	fl_arm(&e, "corrupt,bits=64,range=5K-6K");
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 4096, buf, 4096, NULL), 0);
+	fl_medium(&e, 4096, m, 4096);
+	diff = 0;
+	for (size_t i = 0; i < 4096; i++) {
+		if (buf[i] != m[i] && (i < 1024 || i >= 2048))
+			tl_fail("byte %zu flipped, outside the range\n", i);
+		diff += popcount8(buf[i] ^ m[i]);
+	}
+	tl_eq(diff, 64);
+
 	/* op=write: stored flipped, reported fine, caller's data intact. */
 	tl_eq(rumpblk_fault_clear(e.rb), 0);
 	fl_arm(&e, "corrupt,op=write,bits=3");
@@ -248,7 +261,7 @@ class_corrupt(void **state)
 	for (size_t i = 0; i < 4096; i++)
 		diff += popcount8(m[i]);
 	tl_eq(diff, 3);
-	p = strstr(strstr(fl_log(&e), "\n") + 1, "\"bits\":[");
+	p = strstr(strrchr(fl_log(&e), '{'), "\"bits\":[");
 	tl_eq(sscanf(p, "\"bits\":[%lld,%lld,%lld]", &pos[0], &pos[1],
 	    &pos[2]), 3);
 	for (int i = 0; i < 3; i++)
