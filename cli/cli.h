@@ -39,5 +39,6 @@ int	cmd_info(int, char **);
 int	cmd_create(int, char **);
 int	cmd_faults(int, char **);
 int	cmd_ctl(int, char **);
+int	cmd_serve(int, char **);
 
 #endif

@@ -11,6 +11,7 @@ static const struct cli_cmd cmds[] = {
 	{ "create", cmd_create, "create a sparse image of a given size" },
 	{ "faults", cmd_faults, "the fault rule reference (--fault RULE)" },
 	{ "ctl", cmd_ctl, "send a command to a --control socket" },
+	{ "serve", cmd_serve, "export an image over NBD" },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 
