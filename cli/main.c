@@ -12,6 +12,7 @@ static const struct cli_cmd cmds[] = {
 	{ "faults", cmd_faults, "the fault rule reference (--fault RULE)" },
 	{ "ctl", cmd_ctl, "send a command to a --control socket" },
 	{ "serve", cmd_serve, "export an image over NBD" },
+	{ "bench", cmd_bench, "measure in-process I/O throughput" },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 

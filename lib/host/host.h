@@ -81,6 +81,8 @@ struct rb_host_seam {
 	int	hs_open_error;
 	/* errno to fail every data sync with, or 0 */
 	int	hs_sync_error;
+	/* errno to fail every mmap with, or 0 */
+	int	hs_mmap_error;
 };
 extern struct rb_host_seam *rb_host_seam;
 
