@@ -3,7 +3,9 @@
 # page-cached image in one run (DESIGN.md §7, issue #4).
 #
 # Rows: 4 KiB random reads at 1 and 2 threads, 1 MiB sequential reads
-# and 1 MiB sequential (buffered) writes.  fio runs with --invalidate=0:
+# and 1 MiB sequential (buffered) writes; then a fault-rule row (issue
+# #6): 4 KiB random reads with one rule armed that never fires against
+# no rule.  fio runs with --invalidate=0:
 # by default it drops the file's page cache before each job.  Columns: a raw pread/pwrite
 # loop and a raw mmap+memcpy loop (bench/rawio.c), fio's psync and mmap
 # engines (when fio is installed), and `rumpblk bench` over pio and mmap
@@ -140,4 +142,34 @@ echo "$s" | jq -r --arg cover "${med[randread:4K:1/rumpblk-mmap]}" '
 	"\(100 * $mr | floor)% of requests remap a window; " +
 	"remapping costs about \(((1e6 / .iops - 1e6 / ($cover | tonumber)) / $mr) * 100 | floor / 100) us per miss " +
 	"(munmap + mmap + the first-touch page fault)"'
+
+# Fault rules (issue #6): 4K random reads on pio with one rule armed that
+# never fires (its range lies past the image, so no request is even
+# counted) against no rule; and, for information, a rule that selects
+# every request and never fires (p=0), which pays for counting request
+# generations.  Rounds interleaved, medians.
+fault_run() {
+	local j
+	j=$("$rumpblk" bench --json --backend pio --pattern randread --bs 4K \
+	    --threads 1 --seconds "$secs" "$@" "$img" 2>/dev/null)
+	[ -n "$j" ] || { echo "inproc.sh: bench $* failed" >&2; echo 0
+	    return; }
+	echo "{\"tool\":\"rumpblk-pio\",\"pattern\":\"randread\",\"bs\":\"4K\",\"threads\":1,\"faults\":\"$*\",\"result\":$j}" >>"$out"
+	echo "$j" | jq '.iops'
+}
+fnone= fpast= fsel=
+past="error,range=$bytes-$((bytes + 1048576))"
+for r in $(seq "$rounds"); do
+	fnone+="$(fault_run) "
+	fpast+="$(fault_run --fault "$past") "
+	fsel+="$(fault_run --fault error,p=0) "
+done
+fnone=$(echo "$fnone" | median)
+fpast=$(echo "$fpast" | median)
+fsel=$(echo "$fsel" | median)
+awk -v n="$fnone" -v p="$fpast" -v s="$fsel" 'BEGIN {
+	printf "fault rules, 4K randread x1, pio: no rule %.0f IOPS; a rule " \
+	    "that never fires (range past the image) %.0f IOPS (%.3f); a " \
+	    "rule selecting every request, p=0, %.0f IOPS (%.3f)\n",
+	    n, p, n ? p / n : 0, s, n ? s / n : 0 }'
 echo "results: $out"

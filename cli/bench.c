@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "control.h"
 
 enum pattern { P_RANDREAD, P_RANDWRITE, P_SEQREAD, P_SEQWRITE };
 static const char *const pattern_names[] = {
@@ -210,7 +211,12 @@ bench_usage(FILE *f)
 	    "                    unit, up to 64 GiB of address space)\n"
 	    "  --offset N        the unit starts N bytes into IMAGE\n"
 	    "  --size N          the unit is N bytes (default: the rest)\n"
-	    "  --json            one JSON object on standard output\n\n"
+	    "  --json            one JSON object on standard output\n"
+	    "  --fault RULE      arm a fault rule (repeatable; see 'rumpblk\n"
+	    "                    faults --help')\n"
+	    "  --fault-log FILE  write one JSON line per fault fired\n"
+	    "  --fault-replay FILE  inject exactly the faults of such a log\n"
+	    "  --control PATH    a Unix socket for 'rumpblk ctl'\n\n"
 	    "Sizes take K, M, G and T suffixes (powers of 1024).  Flags\n"
 	    "override RUMP_BLK* variables.  Write patterns write over the\n"
 	    "unit's data (never outside it) and need a writable IMAGE.\n"
@@ -275,6 +281,7 @@ cmd_bench(int argc, char **argv)
 		{ "size", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
+		CLI_FAULT_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct rumpblk_config cfg;
@@ -282,6 +289,7 @@ cmd_bench(int argc, char **argv)
 	struct rumpblk_stats st;
 	const struct rumpblk_latency *lat;
 	struct bench b;
+	struct cli_fault_opts fo;
 	struct bthread *th = NULL;
 	struct stat sb;
 	enum rumpblk_backend asked;
@@ -296,6 +304,7 @@ cmd_bench(int argc, char **argv)
 	int c, error, rc = 1, p = P_RANDREAD;
 
 	memset(&b, 0, sizeof(b));
+	memset(&fo, 0, sizeof(fo));
 	rumpblk_config_init(&cfg);
 	rumpblk_config_from_env(&cfg, stderr);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -376,6 +385,13 @@ cmd_bench(int argc, char **argv)
 		case 'h':
 			bench_usage(stdout);
 			return 0;
+		case CLI_OPT_FAULT:
+		case CLI_OPT_FAULT_LOG:
+		case CLI_OPT_FAULT_REPLAY:
+		case CLI_OPT_CONTROL:
+			if ((error = cli_fault_option(&fo, c, optarg)) != 0)
+				return error;
+			break;
 		default:
 			bench_usage(stderr);
 			return 2;
@@ -426,6 +442,11 @@ cmd_bench(int argc, char **argv)
 		cli_err("--bs: %" PRIu64 " is not a multiple of the sector "
 		    "size %u", bs, ui.ui_secsize);
 		rc = 2;
+		goto destroy;
+	}
+	/* Fault rules, log, replay and control socket, before any I/O. */
+	if ((error = cli_fault_start(&fo, b.b_rb, stderr)) != 0) {
+		rc = error;
 		goto destroy;
 	}
 	if (bs > ui.ui_size) {
@@ -557,6 +578,8 @@ join:
 			    ",\"win_busy\":%" PRIu64, ui.ui_winsize,
 			    ui.ui_wincount, st.win_hits, st.win_misses,
 			    st.win_busy);
+		printf(",\"faults\":");
+		cli_fault_stats_json(stdout, b.b_rb, &st);
 		printf("}\n");
 	} else {
 		printf("%s: %s (asked %s), %s, bs %" PRIu64 ", %" PRIu64
@@ -594,6 +617,7 @@ free_threads:
 	}
 	free(th);
 destroy:
+	cli_fault_stop(&fo, b.b_rb);
 	if ((error = rumpblk_destroy(b.b_rb)) != 0 && rc == 0) {
 		cli_err("%s: cannot make written data durable: %s", image,
 		    strerror(error));

@@ -60,6 +60,8 @@ struct cli_cmd {
 
 int	cmd_info(int, char **);
 int	cmd_create(int, char **);
+int	cmd_faults(int, char **);
+int	cmd_ctl(int, char **);
 int	cmd_serve(int, char **);
 int	cmd_bench(int, char **);
 

@@ -9,6 +9,8 @@
 static const struct cli_cmd cmds[] = {
 	{ "info", cmd_info, "describe an image as a rumpblk unit" },
 	{ "create", cmd_create, "create a sparse image of a given size" },
+	{ "faults", cmd_faults, "the fault rule reference (--fault RULE)" },
+	{ "ctl", cmd_ctl, "send a command to a --control socket" },
 	{ "serve", cmd_serve, "export an image over NBD" },
 	{ "bench", cmd_bench, "measure in-process I/O throughput" },
 };

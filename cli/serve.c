@@ -18,6 +18,8 @@
  *   --winsize N, --wincount N   mmap windows (default: cover the image)
  *   --fail N, --fail-seed S     seed-mode fault injection (RUMP_BLKFAIL)
  *   --stats FILE           counters as JSON at exit
+ *   --fault RULE, --fault-log FILE, --fault-replay FILE, --control PATH
+ *                          fault rules (cli/fault.c, cli/control.c)
  *   --run CMD              captive mode: run sh -c CMD with $uri,
  *                          $unixsocket, $port, $pid; stop when it exits
  *                          and exit with its status
@@ -62,6 +64,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "control.h"
 #include "nbd.h"
 
 #define SERVE_MAX_LISTEN	4
@@ -90,6 +93,7 @@ serve_usage(FILE *f)
 "  --fail N               fail N of 10000 reads and writes with EIO\n"
 "  --fail-seed S          seed of those failures (printed either way)\n"
 "  --stats FILE           write the counters as JSON to FILE at exit\n"
+CLI_FAULT_HELP
 "  --run CMD              captive mode: run 'sh -c CMD' with $uri,\n"
 "                         $unixsocket, $port and $pid set; stop when CMD\n"
 "                         exits, with its exit status\n"
@@ -218,7 +222,8 @@ json_latency(FILE *f, const char *name, const struct rumpblk_latency *l)
 }
 
 static int
-write_stats(const char *path, const struct rumpblk_stats *st)
+write_stats(const char *path, struct rumpblk *rb,
+    const struct rumpblk_stats *st)
 {
 	static const char *const cls[RUMPBLK_FAULT_NCLASS] = {
 		"seed", "error", "corrupt", "lost", "misdirect", "stale",
@@ -246,6 +251,9 @@ write_stats(const char *path, const struct rumpblk_stats *st)
 	json_latency(f, "lat_write", &st->lat_write);
 	fputc(',', f);
 	json_latency(f, "lat_flush", &st->lat_flush);
+	/* Firings by class and by rule (cli/fault.c). */
+	fputs(",\"faults\":", f);
+	cli_fault_stats_json(f, rb, st);
 	fputs("}\n", f);
 	if (fclose(f) != 0)
 		return errno;
@@ -390,12 +398,14 @@ cmd_serve(int argc, char **argv)
 		{ "shutdown-timeout", required_argument, NULL, O_SHUTDOWN },
 		{ "no-lock", no_argument, NULL, O_NOLOCK },
 		{ "help", no_argument, NULL, O_HELP },
+		CLI_FAULT_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	struct serve_opts o;
 	struct rumpblk_config cfg;
 	struct rumpblk_unitinfo ui;
 	struct rumpblk_stats st;
+	struct cli_fault_opts fo;
 	struct nbd_server_config scfg;
 	struct nbd_server *srv = NULL;
 	struct rumpblk *rb = NULL;
@@ -411,6 +421,7 @@ cmd_serve(int argc, char **argv)
 	ssize_t n;
 
 	memset(&o, 0, sizeof(o));
+	memset(&fo, 0, sizeof(fo));
 	o.export = "";
 	o.size = RUMPBLK_SIZENOTSET;
 	o.max_conn = 64;
@@ -532,6 +543,13 @@ cmd_serve(int argc, char **argv)
 		case 'h':
 			serve_usage(stdout);
 			return 0;
+		case CLI_OPT_FAULT:
+		case CLI_OPT_FAULT_LOG:
+		case CLI_OPT_FAULT_REPLAY:
+		case CLI_OPT_CONTROL:
+			if ((error = cli_fault_option(&fo, c, optarg)) != 0)
+				return error;
+			break;
 		default:
 			serve_usage(stderr);
 			return 2;
@@ -634,6 +652,11 @@ cmd_serve(int argc, char **argv)
 		fprintf(stderr, "rumpblk: fault injection: failing %u of %u "
 		    "reads and writes, seed %" PRIu32 "\n", cfg.fail,
 		    RUMPBLK_BLKFAIL_MAX, cfg.fail_seed);
+	/* Rules, log, replay and control socket, before any I/O. */
+	if ((error = cli_fault_start(&fo, rb, stderr)) != 0) {
+		rc = error;
+		goto out;
+	}
 
 	snprintf(desc, sizeof(desc), "rumpblk %s: %s, %s backend, %u-byte "
 	    "sectors", rumpblk_version(), o.image,
@@ -704,12 +727,14 @@ cmd_serve(int argc, char **argv)
 out:
 	if (rb != NULL && o.stats != NULL) {
 		rumpblk_stats(rb, -1, &st);
-		if ((error = write_stats(o.stats, &st)) != 0) {
+		if ((error = write_stats(o.stats, rb, &st)) != 0) {
 			cli_err("--stats: %s: %s", o.stats, strerror(error));
 			if (rc == 0)
 				rc = 1;
 		}
 	}
+	/* Every connection is done: no firing is logged after this. */
+	cli_fault_stop(&fo, rb);
 	if (rb != NULL && (error = rumpblk_destroy(rb)) != 0) {
 		cli_err("%s: could not make written data durable: %s",
 		    o.image, strerror(error));

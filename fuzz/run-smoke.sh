@@ -11,7 +11,7 @@ set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-${FUZZ_SECONDS:-60}}
 build=${FUZZ_BUILDDIR:-$src/build-fuzz}
-targets="fuzz-nbd-handshake fuzz-nbd-request"
+targets="fuzz-nbd-handshake fuzz-nbd-request fuzz-fault-rule"
 
 command -v clang >/dev/null || { echo "run-smoke: clang is needed" >&2; exit 1; }
 if [ ! -f "$build/build.ninja" ]; then

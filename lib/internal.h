@@ -295,6 +295,15 @@ uint32_t rb_seedfail_next(uint32_t *state);
 int	rb_random_seed(uint32_t *);
 
 /* ------------------------------------------------------------------ */
+/* fault/engine.c: the rule engine                                     */
+/* ------------------------------------------------------------------ */
+
+/* register: put the fault layer on a new unit's stack if enabled. */
+int	rb_fault_unit_attach(struct rb_unit *, struct rb_stage **topp);
+/* destroy: free the engine once every unit is detached. */
+void	rb_fault_destroy(struct rumpblk *);
+
+/* ------------------------------------------------------------------ */
 /* pool.c: bounded worker threads for asynchronous buffers             */
 /* ------------------------------------------------------------------ */
 

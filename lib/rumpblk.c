@@ -286,6 +286,7 @@ rumpblk_destroy(struct rumpblk *rb)
 		if (error == 0)
 			error = e;
 	}
+	rb_fault_destroy(rb);
 	if (rb->rb_pool != NULL)
 		rb_pool_destroy(rb->rb_pool);
 	for (i = 0; i < rb->rb_cfg.max_units; i++) {

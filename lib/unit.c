@@ -324,6 +324,11 @@ rumpblk_register(struct rumpblk *rb, const char *path, uint64_t offset,
 	if ((error = rb_backend_open(u, rb->rb_cfg.backend, &top)) != 0)
 		goto close_fd;
 	u->u_backend = top;
+	if ((error = rb_fault_unit_attach(u, &top)) != 0) {
+		stage_destroy(top);
+		u->u_backend = NULL;
+		goto close_fd;
+	}
 	atomic_store_explicit(&u->u_top, top, memory_order_release);
 	atomic_fetch_or_explicit(&u->u_state, RB_U_LIVE,
 	    memory_order_release);

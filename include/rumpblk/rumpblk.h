@@ -419,6 +419,98 @@ struct rumpblk_stats {
  */
 void rumpblk_stats(struct rumpblk *, int unit, struct rumpblk_stats *);
 
+/* ------------------------------------------------------------------ */
+/* Fault rules (DESIGN.md §9; librumpblk(3), FAULT INJECTION)          */
+/* ------------------------------------------------------------------ */
+
+#define RUMPBLK_FAULT_IDMAX	32	/* an id, with its NUL */
+#define RUMPBLK_FAULT_TEXTMAX	512	/* a rule's text, with its NUL */
+
+/* A rule as listed: its id, its text, its counters. */
+struct rumpblk_fault_info {
+	char		fi_id[RUMPBLK_FAULT_IDMAX];
+	char		fi_text[RUMPBLK_FAULT_TEXTMAX];
+	enum rumpblk_fault_class fi_class;
+	uint64_t	fi_matches;	/* requests the selectors matched */
+	uint64_t	fi_firings;	/* faults injected */
+	uint64_t	fi_seed;	/* the seed in use */
+	uint64_t	fi_reserved[4];
+};
+
+/*
+ * Check a rule's text without arming it.  0, or EINVAL with a message
+ * naming the rule and the part at fault in errbuf (may be NULL).
+ * Threads: any.
+ */
+int rumpblk_fault_check(const char *rule, char *errbuf, size_t errlen);
+
+/*
+ * Arm a rule on a live instance: from the next request on, every unit
+ * (or the one of unit=) goes through the rule engine.  The id (given with
+ * id= or r1, r2, ... in order of arming) is copied to id (idlen bytes,
+ * may be NULL).  A stale rule snapshots its range of each unit now.
+ * Errors: EINVAL (malformed rule; errbuf names the rule and the part at
+ * fault), EEXIST (the id is armed already), EBUSY (a replay is loaded),
+ * ENOMEM, a read error while taking a stale snapshot.  On error nothing
+ * is armed.  Threads: any, also while I/O runs.
+ */
+int rumpblk_fault_add(struct rumpblk *, const char *rule, char *id,
+    size_t idlen, char *errbuf, size_t errlen);
+
+/* Disarm one rule; ENOENT if no rule has that id.  Threads: any. */
+int rumpblk_fault_del(struct rumpblk *, const char *id);
+
+/* Disarm every rule (and forget a loaded replay).  Threads: any. */
+int rumpblk_fault_clear(struct rumpblk *);
+
+/*
+ * Describe the armed rules in order of arming: up to max of them into
+ * info, their number into *count (which may exceed max).  Threads: any.
+ */
+int rumpblk_fault_list(struct rumpblk *, struct rumpblk_fault_info *info,
+    size_t max, size_t *count);
+
+/* One rule by id; ENOENT if none.  Threads: any. */
+int rumpblk_fault_get(struct rumpblk *, const char *id,
+    struct rumpblk_fault_info *);
+
+/*
+ * The default seed of rules armed without seed=: the config's fail_seed
+ * when fail_seed_set, else a random one chosen on first use.  Print it.
+ */
+uint64_t rumpblk_fault_seed(struct rumpblk *);
+/* Set that default for rules armed from now on.  0. */
+int rumpblk_fault_set_seed(struct rumpblk *, uint64_t);
+
+/*
+ * Put every unit (and every unit registered later) under the rule engine
+ * now, even with no rule armed, and count the generation of every
+ * request from now on.  Without it, a request is counted only while an
+ * armed rule could select it (which costs nothing on requests no rule
+ * concerns, and gives the same generations for rules armed before any
+ * I/O); a program that arms rules later (a control socket) and wants
+ * their fault logs replayable calls this before any I/O.  0 or ENOMEM.
+ */
+int rumpblk_fault_enable(struct rumpblk *);
+
+/*
+ * Write one JSON object per firing, one per line, to f (NULL: stop).  The
+ * library serialises writes and flushes after each line; the caller
+ * keeps f open until it passes NULL or destroys the instance.  0, ENOMEM.
+ */
+int rumpblk_fault_log(struct rumpblk *, FILE *f);
+
+/*
+ * Load a fault log written by rumpblk_fault_log(): from now on the
+ * engine injects exactly the firings it records (matched on unit, op,
+ * offset, length and generation) and nothing else; rules cannot be
+ * armed until rumpblk_fault_clear().  Call it before any I/O.  Errors:
+ * EINVAL (a malformed line; errbuf names the line), EBUSY (rules are
+ * armed), ENOMEM, read errors.
+ */
+int rumpblk_fault_replay(struct rumpblk *, FILE *f, char *errbuf,
+    size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif
