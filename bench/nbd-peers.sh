@@ -163,10 +163,15 @@ import json, sys
 f, r, s, p, ticks, hz = sys.argv[1:]
 j = json.load(open(f))["jobs"][0]
 ops = byts = 0
+iops = bw = 0.0
 for d in ("read", "write"):
     ops += j[d]["total_ios"]
     byts += j[d]["io_bytes"]
-secs = j["job_runtime"] / 1000.0
+    iops += j[d]["iops"]
+    bw += j[d]["bw_bytes"]
+# fio's aggregate rates are right for several jobs; job_runtime is their
+# sum, so the wall time of the run is derived from the rate instead.
+secs = byts / bw if bw else 0.0
 print("%s\t%s\t%s\t%d\t%d\t%.3f\t%.3f" % (r, s, p, ops, byts, secs,
       int(ticks) / int(hz)))
 PY
