@@ -480,8 +480,9 @@ cmd_serve(int argc, char **argv)
 			break;
 		case O_BACKEND:
 			if (rumpblk_backend_parse(optarg, &cfg.backend) != 0) {
-				cli_err("--backend: unknown backend '%s' (auto, "
-				    "mmap, pio, direct or uring)", optarg);
+				cli_err("--backend: unknown backend '%s' "
+				    "(auto, mmap, pio, direct or uring)",
+				    optarg);
 				return 2;
 			}
 			break;
@@ -679,10 +680,11 @@ cmd_serve(int argc, char **argv)
 	for (i = 0; i < o.nlisten; i++) {
 		int p;
 
-		if ((error = nbd_server_listen_tcp(srv, o.listen[i], &p)) != 0) {
-			cli_err("--listen: %s: %s", o.listen[i], error == EINVAL ?
-			    "expected ADDR:PORT, e.g. 127.0.0.1:10809 or "
-			    "[::1]:0" : strerror(error));
+		error = nbd_server_listen_tcp(srv, o.listen[i], &p);
+		if (error != 0) {
+			cli_err("--listen: %s: %s", o.listen[i],
+			    error == EINVAL ? "expected ADDR:PORT, e.g. "
+			    "127.0.0.1:10809 or [::1]:0" : strerror(error));
 			goto out;
 		}
 		if (i == 0)

@@ -341,8 +341,8 @@ send_some(struct nbd_conn *c, struct nbd_req *list, struct nbd_req **donep,
 					skip -= r->r_iov[i].iov_len;
 					continue;
 				}
-				iov[cnt].iov_base = (char *)r->r_iov[i].iov_base +
-				    skip;
+				iov[cnt].iov_base =
+				    (char *)r->r_iov[i].iov_base + skip;
 				iov[cnt].iov_len = r->r_iov[i].iov_len - skip;
 				total += iov[cnt].iov_len;
 				cnt++;
@@ -639,7 +639,8 @@ fill(struct nbd_conn *c)
 	if (c->c_rpos == c->c_rlen)
 		c->c_rpos = c->c_rlen = 0;
 	else if (c->c_rpos > 0 && c->c_rlen + 4096 > NBD_RBUF_SIZE) {
-		memmove(c->c_rbuf, c->c_rbuf + c->c_rpos, c->c_rlen - c->c_rpos);
+		memmove(c->c_rbuf, c->c_rbuf + c->c_rpos,
+		    c->c_rlen - c->c_rpos);
 		c->c_rlen -= c->c_rpos;
 		c->c_rpos = 0;
 	}
@@ -765,7 +766,8 @@ reply_block_status(struct nbd_req *r, int error)
 {
 	struct nbd_conn *c = r->r_conn;
 	uint64_t sec = c->c_obey_bs ? c->c_srv->s_secsize : 1;
-	struct rumpblk_extents *ex = (struct rumpblk_extents *)(void *)r->r_data;
+	struct rumpblk_extents *ex =
+	    (struct rumpblk_extents *)(void *)r->r_data;
 	uint32_t *d = (uint32_t *)(void *)(r->r_data + BS_EXT_SIZE);
 	uint64_t pos = r->r_off - r->r_skip, end = r->r_off + r->r_len;
 	uint64_t s0, e0, b, cur = r->r_off;
@@ -824,7 +826,8 @@ reply_block_status(struct nbd_req *r, int error)
 		/* The rest of a sector the driver described only in part:
 		 * nothing is known about the rest of it, so flags 0. */
 		b = (pos + sec - 1) & ~(sec - 1);
-		bs_emit(d, &n, (b < end ? b : end) - cur, pos == end ? pend : 0);
+		bs_emit(d, &n, (b < end ? b : end) - cur,
+		    pos == end ? pend : 0);
 	}
 	if (n == 0)
 		bs_emit(d, &n, r->r_len, 0);

@@ -153,7 +153,7 @@ struct nbd_conn {
 	bool		c_has_writer;	/* R */
 	/* Negotiated. */
 	bool		c_structured;	/* h */
-	bool		c_obey_bs;	/* h: client asked NBD_INFO_BLOCK_SIZE */
+	bool		c_obey_bs;	/* h: asked for NBD_INFO_BLOCK_SIZE */
 	bool		c_meta_base;	/* h: base:allocation selected */
 	bool		c_no_zeroes;	/* h */
 	uint16_t	c_tflags;	/* h */

@@ -44,6 +44,7 @@ bad "''" create "$tmp/new.img" ''
 bad 99999999999999999999999 create "$tmp/new.img" 99999999999999999999999
 bad 20000000T create "$tmp/new.img" 20000000T
 bad 1MX create "$tmp/new.img" 1MX
+bad SIZE create "$tmp/new.img" 0
 bad SIZE create "$tmp/new.img"
 bad SIZE create
 bad SIZE create "$tmp/new.img" 1M extra

@@ -116,6 +116,13 @@ h.zero(40 << 20, 0)
 assert h.pread(4096, 36 << 20) == bytes(4096)
 "' "$tmp/big.img" || fail "40 MiB write-zeroes"
 
+# TCP on a port the kernel picks: $port and $uri name the real one.
+timeout 60 "$RUMPBLK" serve --backend "$TEST_BACKEND" --listen 127.0.0.1:0 \
+    --run 'test "$port" -gt 0 && test -z "${unixsocket-}" &&
+    test "$uri" = "nbd://127.0.0.1:$port/" && nbdinfo --size "$uri"' \
+    "$img" >"$tmp/size" || fail "--listen 127.0.0.1:0"
+[ "$(cat "$tmp/size")" = 16777216 ] || fail "size over TCP: $(cat "$tmp/size")"
+
 # The image lock: a second writer is refused with a message naming it.
 start_server -P "$tmp/pid" "$RUMPBLK" serve --backend "$TEST_BACKEND" \
     --socket "$tmp/s1" --pidfile "$tmp/pid" "$img"

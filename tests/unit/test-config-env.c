@@ -3,7 +3,8 @@
  * rumpblk_config_from_env() with every RUMP_BLK* variable, valid and
  * invalid, checking the config and the seed driver's message lines
  * word for word; rumpblk_create(NULL) reads the environment and
- * rumpblk_create() refuses configs out of range.
+ * rumpblk_create() refuses configs out of range.  Backend names and the
+ * version string.
  */
 #include "testlib.h"
 
@@ -359,6 +360,35 @@ create_checks_config(void **state)
 	tl_eq(rumpblk_destroy(NULL), 0);
 }
 
+static void
+names_and_version(void **state)
+{
+	static const char *const names[] = { "auto", "mmap", "pio", "direct",
+	    "uring" };
+	enum rumpblk_backend b;
+	char v[32];
+	int i;
+
+	(void)state;
+	for (i = 0; i < 5; i++) {
+		tl_eq(strcmp(rumpblk_backend_name((enum rumpblk_backend)i),
+		    names[i]), 0);
+		tl_eq(rumpblk_backend_parse(names[i], &b), 0);
+		tl_eq(b, i);
+	}
+	tl_eq(RUMPBLK_BACKEND_AUTO, 0);
+	tl_true(rumpblk_backend_name((enum rumpblk_backend)5) == NULL);
+	tl_true(rumpblk_backend_name((enum rumpblk_backend)-1) == NULL);
+	b = RUMPBLK_BACKEND_PIO;
+	tl_eq(rumpblk_backend_parse("PIO", &b), EINVAL);
+	tl_eq(rumpblk_backend_parse("", &b), EINVAL);
+	tl_eq(rumpblk_backend_parse(NULL, &b), EINVAL);
+	tl_eq(b, RUMPBLK_BACKEND_PIO);
+	snprintf(v, sizeof(v), "%d.%d.%d", RUMPBLK_VERSION_MAJOR,
+	    RUMPBLK_VERSION_MINOR, RUMPBLK_VERSION_MICRO);
+	tl_eq(strcmp(rumpblk_version(), v), 0);
+}
+
 int
 main(void)
 {
@@ -374,6 +404,7 @@ main(void)
 		cmocka_unit_test(all_at_once),
 		cmocka_unit_test(create_null_reads_env),
 		cmocka_unit_test(create_checks_config),
+		cmocka_unit_test(names_and_version),
 	};
 
 	return tl_main(tests, NULL, NULL);

@@ -4,8 +4,12 @@
  * exactly where the seed driver's LCG, computed here independently, says;
  * the draw comes first for every read and write call (also those then
  * rejected with EINVAL or ENXIO, and asynchronous ones); flush, trim,
- * zero, extent queries and ioctls never draw; the fault counters match.
+ * zero, extent queries and ioctls never draw; the fault counters match;
+ * several submitting threads share one sequence, a draw each; the
+ * character path draws once per strategy call.
  */
+#include <pthread.h>
+
 #include "testlib.h"
 
 #define IMGSIZE	(256 << 10)
@@ -232,6 +236,99 @@ off_means_off(void **state)
 	tl_eq(rumpblk_destroy(rb), 0);
 }
 
+/*
+ * Several submitting threads: each call gets its own draw, so the calls
+ * fail as many times as the first N draws of the sequence say, whatever
+ * the interleaving.
+ */
+#define NTHR	4
+#define PERTHR	250
+
+static struct rumpblk *mt_rb;
+static int mt_unit;
+
+static void *
+mt_submit(void *arg)
+{
+	char buf[512];
+	intptr_t fails = 0;
+	int i, error;
+
+	(void)arg;
+	memset(buf, 0x33, sizeof(buf));
+	for (i = 0; i < PERTHR; i++) {
+		struct rumpblk_buf b;
+
+		tl_buf(&b, mt_unit, i % 2 ? RUMPBLK_B_READ : RUMPBLK_B_WRITE,
+		    i % 64, buf, sizeof(buf));
+		rumpblk_strategy(mt_rb, &b);
+		error = rumpblk_biowait(&b);
+		fails += error == EIO;
+	}
+	return (void *)fails;
+}
+
+static void
+threads_count(void **state)
+{
+	struct rumpblk_stats st;
+	pthread_t th[NTHR];
+	uint32_t lcg = 99991;
+	intptr_t got = 0;
+	void *r;
+	int i, want = 0;
+
+	(void)state;
+	mt_rb = instance(99991, 2500, &mt_unit);
+	for (i = 0; i < NTHR; i++)
+		pthread_create(&th[i], NULL, mt_submit, NULL);
+	for (i = 0; i < NTHR; i++) {
+		pthread_join(th[i], &r);
+		got += (intptr_t)r;
+	}
+	for (i = 0; i < NTHR * PERTHR; i++)
+		want += tl_lcg_fails(&lcg, 2500);
+	tl_eq(got, want);
+	rumpblk_stats(mt_rb, -1, &st);
+	tl_eq(st.faults_injected, want);
+	tl_eq(st.io_total, NTHR * PERTHR);
+	tl_eq(rumpblk_destroy(mt_rb), 0);
+}
+
+/* The character path draws once per strategy call it makes. */
+static void
+physio_draws(void **state)
+{
+	struct rumpblk_stats st;
+	struct rumpblk *rb;
+	static char buf[256 << 10];
+	struct iovec iov = { buf, sizeof(buf) };
+	struct rumpblk_uio uio = { &iov, 1, 0, sizeof(buf) };
+	uint32_t lcg = 21;
+	size_t want_moved = 0;
+	int unit, error, want = 0;
+
+	(void)state;
+	rb = instance(21, 3000, &unit);
+	/* 256 KiB = 4 calls of 64 KiB; it stops at the first that fails
+	 * (with seed 21 the third: 128 KiB move, then EIO). */
+	while (want_moved < sizeof(buf)) {
+		if (tl_lcg_fails(&lcg, 3000)) {
+			want = EIO;
+			break;
+		}
+		want_moved += RUMPBLK_MAXPHYS;
+	}
+	tl_eq(want_moved, 128 << 10);
+	error = rumpblk_read(rb, unit, &uio, 0);
+	tl_eq(error, want);
+	tl_eq(uio.uio_offset, want_moved);
+	tl_eq(uio.uio_resid, sizeof(buf) - want_moved);
+	rumpblk_stats(rb, unit, &st);
+	tl_eq(st.io_total, want_moved / RUMPBLK_MAXPHYS + (want != 0));
+	tl_eq(rumpblk_destroy(rb), 0);
+}
+
 static int
 setup(void **state)
 {
@@ -261,6 +358,8 @@ main(void)
 		cmocka_unit_test(draw_order),
 		cmocka_unit_test(async_iodone_order),
 		cmocka_unit_test(off_means_off),
+		cmocka_unit_test(threads_count),
+		cmocka_unit_test(physio_draws),
 	};
 
 	return tl_main(tests, setup, teardown);

@@ -6,7 +6,8 @@
  * 16000, size 32000 of a larger file) keeps its last partial sector
  * reachable; a window maps to the right host bytes (checked with pread);
  * 4096-byte sectors.  Malformed buffers (flags, negative b_blkno, no
- * data) are refused without touching the host file.
+ * data) are refused without touching the host file.  A host file that
+ * shrinks under the unit gives EIO with b_resid saying what moved.
  */
 #include "testlib.h"
 
@@ -227,6 +228,31 @@ sector_4096(void **state)
 	tl_eq(rumpblk_destroy(rb), 0);
 }
 
+/*
+ * The host file shrinks under a registered unit: a read that meets the
+ * new end early is EIO (never a silent zero fill), and b_resid says how
+ * much did move.
+ */
+static void
+host_shrunk(void **state)
+{
+	struct rumpblk *rb;
+	char buf[8192];
+	size_t resid;
+	int unit;
+
+	(void)state;
+	rb = tl_create(NULL);
+	unit = tl_register(rb, img, 0, RUMPBLK_SIZENOTSET);
+	tl_eq(truncate(img, IMGSIZE - 4096), 0);
+	memset(buf, 0xee, sizeof(buf));
+	tl_eq(tl_io(rb, unit, RUMPBLK_B_READ, (IMGSIZE - 8192) / 512, buf,
+	    8192, &resid), EIO);
+	tl_eq(resid, 4096);
+	tl_eq(tl_check(buf, 4096, IMGSIZE - 8192, SEED), -1);
+	tl_eq(rumpblk_destroy(rb), 0);
+}
+
 static int
 setup(void **state)
 {
@@ -254,6 +280,7 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(window_maps, setup, teardown),
 		cmocka_unit_test_setup_teardown(sector_4096, setup, teardown),
+		cmocka_unit_test_setup_teardown(host_shrunk, setup, teardown),
 	};
 
 	return tl_main(tests, NULL, NULL);
