@@ -34,7 +34,9 @@ secs=${BENCH_SECONDS:-5}
 rounds=${BENCH_ROUNDS:-3}
 size=${BENCH_SIZE:-512M}
 servers=${BENCH_SERVERS:-rumpblk nbdkit qemu-nbd}
-profiles=${BENCH_PROFILES:-randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd32 seqread-1m seqwrite-1m}
+all_profiles="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd32"
+all_profiles="$all_profiles seqread-1m seqwrite-1m"
+profiles=${BENCH_PROFILES:-$all_profiles}
 RUMPBLK=${RUMPBLK:-$src/build/cli/rumpblk}
 hz=$(getconf CLK_TCK)
 
