@@ -29,6 +29,15 @@ void	cli_json_string(FILE *, const char *);
 /* "regular file", "block device", "character device" */
 const char *cli_ftype_name(enum rumpblk_ftype);
 
+/*
+ * After rumpblk_register(image, offset, size) failed with error under
+ * cfg: if the cause is that the host refuses the backend cfg asked for
+ * (O_DIRECT, io_uring) -- checked by registering with pio instead --
+ * print a message that says so and return true.
+ */
+bool	cli_backend_refused(const char *image, const struct rumpblk_config *,
+	    uint64_t offset, uint64_t size, int error);
+
 struct cli_cmd {
 	const char	*name;
 	int		(*main)(int argc, char **argv);

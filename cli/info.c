@@ -157,7 +157,9 @@ cmd_info(int argc, char **argv)
 		return 1;
 	}
 	if ((error = rumpblk_register(rb, image, offset, size, &unit)) != 0) {
-		if (error == EINVAL && (offset != 0 ||
+		if (cli_backend_refused(image, &cfg, offset, size, error))
+			;
+		else if (error == EINVAL && (offset != 0 ||
 		    size != RUMPBLK_SIZENOTSET))
 			cli_err("%s: offset %" PRIu64 " and size are past the "
 			    "end of the file, or it is not a file or device",

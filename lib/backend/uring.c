@@ -30,11 +30,12 @@
  *
  * Sanitizers: the kernel writes read buffers and CQEs behind the
  * sanitizers' backs, which is what they should see of a system call.
- * ThreadSanitizer cannot see that a CQE follows its submission, so the
- * submitter publishes with a release increment of ur_seq after filling
- * the request and the reaper acquires it before reading the request:
- * the order is real (the kernel posts a CQE only after the enter), the
- * atomic only tells TSan about it.
+ * ThreadSanitizer cannot see that a CQE follows its submission; it sees
+ * ur_lock instead: a submitter fills its request before it releases
+ * ur_lock (after entering the kernel), and the reaper takes ur_lock to
+ * account for a batch before it reads the batch's requests, so the
+ * mutex orders the two for TSan as the kernel orders them for real.
+ * Keep that order if you change either side.
  */
 #include <errno.h>
 #include <liburing.h>
@@ -51,7 +52,7 @@
 #define UR_MAXLEN	(1u << 30)	/* bytes per SQE */
 
 /*
- * Locks: q = ur_lock, a = atomic, r = the reaper thread only,
+ * Locks: q = ur_lock, r = the reaper thread only,
  * ( = set at create, then read-only.
  * The CQ side of ur_ring is the reaper's (r); the SQ side is q.
  */
@@ -66,7 +67,6 @@ struct rb_uring {
 	int		ur_fd;		/* ( host descriptor */
 	bool		ur_fixed;	/* ( ur_fd is registered file 0 */
 	pthread_t	ur_reaper;	/* ( */
-	_Atomic uint64_t ur_seq;	/* a: publication, see head comment */
 };
 
 /* The ring whose reaper this thread is, if any. */
@@ -145,7 +145,6 @@ backlog_add_locked(struct rb_uring *r, struct rb_io *io)
 static void
 requeue(struct rb_uring *r, struct rb_io *io)
 {
-	atomic_fetch_add_explicit(&r->ur_seq, 1, memory_order_release);
 	rb_mutex_lock(&r->ur_lock);
 	if (r->ur_backlog != NULL || !prep_locked(r, io))
 		backlog_add_locked(r, io);
@@ -236,8 +235,8 @@ reaper(void *arg)
 				break;
 		}
 		io_uring_cq_advance(&r->ur_ring, n);
-		(void)atomic_load_explicit(&r->ur_seq, memory_order_acquire);
 
+		/* Also the happens-before for TSan (head comment). */
 		rb_mutex_lock(&r->ur_lock);
 		r->ur_inflight -= n;
 		rb_mutex_unlock(&r->ur_lock);
