@@ -206,7 +206,7 @@ struct rumpblk {
 	struct rb_unit	*rb_units;		/* ( rb_cfg.max_units slots */
 	struct rb_counters *rb_counters;	/* a: requests to no unit */
 	struct rumpblk_stats rb_retired;	/* i: deregistered units */
-	struct rb_pool	*rb_pool;		/* i: async workers, lazy */
+	struct rb_pool	*rb_pool;		/* ( async workers */
 	void		*rb_fault;		/* i: rule engine (lib/fault) */
 };
 
@@ -214,10 +214,13 @@ struct rumpblk {
 struct rb_unit *rb_unit_hold(struct rumpblk *, int unit);
 void	rb_unit_rele(struct rb_unit *);
 
+/* Drain a live unit, make it durable, tear it down (rb_lock held). */
+int	rb_unit_detach(struct rb_unit *);
+
 /* Make a unit's completed writes durable (the whole stack). */
 int	rb_unit_sync(struct rb_unit *);
 
-/* The worker pool of an instance, started on first use. */
+/* The worker pool of an instance (threads start on first use). */
 struct rb_pool *rb_instance_pool(struct rumpblk *);
 
 /* ------------------------------------------------------------------ */

@@ -182,6 +182,22 @@ config_check(const struct rumpblk_config *cfg)
 	return 0;
 }
 
+/* Worker threads for asynchronous buffers: enough to keep a few host
+ * requests in flight per core, bounded so that a burst cannot start a
+ * thread per buffer. */
+static unsigned
+pool_threads(const struct rumpblk_config *cfg)
+{
+	long ncpu;
+	unsigned n;
+
+	if (cfg->workers != 0)
+		return cfg->workers;
+	ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	n = ncpu > 0 ? (unsigned)ncpu * 4 : 8;
+	return n > 64 ? 64 : n;
+}
+
 int
 rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 {
@@ -218,6 +234,14 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 	    sizeof(*rb->rb_counters))) == NULL)
 		goto free_units;
 	memset(rb->rb_counters, 0, sizeof(*rb->rb_counters));
+	/*
+	 * The pool is made now, while nothing can contend for it, but its
+	 * threads start only when asynchronous work arrives.  Making it
+	 * lazily under rb_lock would deadlock: deregister holds rb_lock while
+	 * it waits for in-flight buffers, one of which may need the pool.
+	 */
+	if ((error = rb_pool_create(pool_threads(&cfg), &rb->rb_pool)) != 0)
+		goto free_counters;
 	for (i = 0; i < cfg.max_units; i++) {
 		rb->rb_units[i].u_index = (int)i;
 		rb->rb_units[i].u_rb = rb;
@@ -226,6 +250,8 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 	*rbp = rb;
 	return 0;
 
+free_counters:
+	free(rb->rb_counters);
 free_units:
 	free(rb->rb_units);
 destroy_lock:
@@ -240,8 +266,6 @@ rumpblk_get_config(struct rumpblk *rb, struct rumpblk_config *cfg)
 {
 	*cfg = rb->rb_cfg;
 }
-
-int rb_unit_detach(struct rb_unit *);
 
 int
 rumpblk_destroy(struct rumpblk *rb)
@@ -272,25 +296,5 @@ rumpblk_destroy(struct rumpblk *rb)
 struct rb_pool *
 rb_instance_pool(struct rumpblk *rb)
 {
-	struct rb_pool *pool;
-	unsigned n;
-	long ncpu;
-
-	rb_mutex_lock(&rb->rb_lock);
-	if ((pool = rb->rb_pool) == NULL) {
-		n = rb->rb_cfg.workers;
-		if (n == 0) {
-			/* Enough to keep a few host requests in flight per
-			 * core, bounded so that a burst cannot fork a
-			 * thread per buffer. */
-			ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-			n = ncpu > 0 ? (unsigned)ncpu * 4 : 8;
-			if (n > 64)
-				n = 64;
-		}
-		if (rb_pool_create(n, &pool) == 0)
-			rb->rb_pool = pool;
-	}
-	rb_mutex_unlock(&rb->rb_lock);
-	return pool;
+	return rb->rb_pool;
 }

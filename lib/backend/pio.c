@@ -19,7 +19,7 @@
 struct pio {
 	struct rb_stage	pio_stage;
 	int		pio_fd;		/* ( the unit's descriptor */
-	_Atomic(struct rb_pool *) pio_pool; /* a: the instance's, lazy */
+	struct rb_pool	*pio_pool;	/* ( the instance's */
 };
 
 static void
@@ -39,24 +39,11 @@ pio_submit(struct rb_stage *st, struct rb_io *io)
 		rb_fdio_run(p->pio_fd, io);
 		return;
 	}
-	struct rb_pool *pool = atomic_load_explicit(&p->pio_pool,
-	    memory_order_acquire);
-
-	if (pool == NULL) {
-		pool = rb_instance_pool(st->st_unit->u_rb);
-		atomic_store_explicit(&p->pio_pool, pool,
-		    memory_order_release);
-	}
-	if (RB_UNLIKELY(pool == NULL)) {
-		/* No thread could be had: do the work here. */
-		rb_fdio_run(p->pio_fd, io);
-		return;
-	}
 	/* The io belongs to strategy; our context rides in io_ctx, which
 	 * strategy leaves for the stage that holds the request. */
 	io->io_ctx = p;
 	io->io_work = pio_work;
-	rb_pool_submit(pool, io);
+	rb_pool_submit(p->pio_pool, io);
 }
 
 static int
@@ -82,6 +69,7 @@ rb_pio_open(struct rb_unit *u, struct rb_stage **stp)
 	p->pio_stage.st_ops = &pio_ops;
 	p->pio_stage.st_unit = u;
 	p->pio_fd = u->u_fd;
+	p->pio_pool = rb_instance_pool(u->u_rb);
 	*stp = &p->pio_stage;
 	return 0;
 }
