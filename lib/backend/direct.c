@@ -79,7 +79,7 @@ struct direct {
 	uint64_t	d_bwaits;	/* b: times a caller waited */
 
 	struct rb_uring	*d_ring;	/* ( NULL: async on the pool */
-	_Atomic(struct rb_pool *) d_pool; /* a: the instance's, lazy */
+	struct rb_pool	*d_pool;	/* ( the instance's */
 };
 
 /* 1. The bounce pool. */
@@ -291,7 +291,6 @@ static void
 direct_submit(struct rb_stage *st, struct rb_io *io)
 {
 	struct direct *d = (struct direct *)st;
-	struct rb_pool *pool;
 	uint64_t hoff;
 
 	if (RB_LIKELY((io->io_flags & RUMPBLK_B_ASYNC) == 0)) {
@@ -306,18 +305,9 @@ direct_submit(struct rb_stage *st, struct rb_io *io)
 		rb_uring_submit(d->d_ring, io);
 		return;
 	}
-	pool = atomic_load_explicit(&d->d_pool, memory_order_acquire);
-	if (pool == NULL) {
-		pool = rb_instance_pool(st->st_unit->u_rb);
-		atomic_store_explicit(&d->d_pool, pool, memory_order_release);
-	}
-	if (RB_UNLIKELY(pool == NULL)) {
-		dio_run(d, io);
-		return;
-	}
 	io->io_ctx = d;
 	io->io_work = dio_work;
-	rb_pool_submit(pool, io);
+	rb_pool_submit(d->d_pool, io);
 }
 
 static int
@@ -399,6 +389,7 @@ rb_direct_open(struct rb_unit *u, struct rb_stage **stp)
 		goto close_fd;
 	}
 	d->d_bfd = u->u_fd;
+	d->d_pool = rb_instance_pool(u->u_rb);
 	d->d_dioend = rdown(u->u_hostsize, d->d_offalign);
 	d->d_rmw = (u->u_hostoffset & (d->d_offalign - 1)) != 0 ||
 	    (ssz & (d->d_offalign - 1)) != 0 ||

@@ -330,7 +330,7 @@ struct uring {
 	struct rb_stage	ub_stage;
 	struct rb_uring	*ub_eng;	/* ( */
 	int		ub_fd;		/* ( the unit's descriptor */
-	_Atomic(struct rb_pool *) ub_pool; /* a: the instance's, lazy */
+	struct rb_pool	*ub_pool;	/* ( the instance's */
 };
 
 static void
@@ -345,7 +345,6 @@ static void
 uring_submit(struct rb_stage *st, struct rb_io *io)
 {
 	struct uring *ub = (struct uring *)st;
-	struct rb_pool *pool;
 
 	switch (io->io_op) {
 	case RUMPBLK_B_READ:
@@ -363,19 +362,9 @@ uring_submit(struct rb_stage *st, struct rb_io *io)
 		rb_fdio_run(ub->ub_fd, io);
 		return;
 	}
-	pool = atomic_load_explicit(&ub->ub_pool, memory_order_acquire);
-	if (pool == NULL) {
-		pool = rb_instance_pool(st->st_unit->u_rb);
-		atomic_store_explicit(&ub->ub_pool, pool,
-		    memory_order_release);
-	}
-	if (RB_UNLIKELY(pool == NULL)) {
-		rb_fdio_run(ub->ub_fd, io);
-		return;
-	}
 	io->io_ctx = ub;
 	io->io_work = uring_work;
-	rb_pool_submit(pool, io);
+	rb_pool_submit(ub->ub_pool, io);
 }
 
 static int
@@ -415,6 +404,7 @@ rb_uring_open(struct rb_unit *u, struct rb_stage **stp)
 	ub->ub_stage.st_ops = &uring_ops;
 	ub->ub_stage.st_unit = u;
 	ub->ub_fd = u->u_fd;
+	ub->ub_pool = rb_instance_pool(u->u_rb);
 	*stp = &ub->ub_stage;
 	return 0;
 }
