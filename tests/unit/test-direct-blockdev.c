@@ -6,8 +6,7 @@
  * 512-byte requests by read-modify-write.  Random writes with unaligned
  * buffers, synchronous and asynchronous, are read back and compared with
  * a model of the device, then, with the instance gone, with an O_DIRECT
- * read of the device.  Needs root and
- * losetup; skipped otherwise.
+ * read of the device.  Needs root and losetup; skipped otherwise.
  */
 #include "testlib.h"
 
