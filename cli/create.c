@@ -14,8 +14,8 @@ static void
 create_usage(FILE *f)
 {
 	fprintf(f, "usage: rumpblk create IMAGE SIZE\n\n"
-	    "Create IMAGE as a sparse file of SIZE bytes (K, M, G, T\n"
-	    "suffixes are powers of 1024).  An existing file is never\n"
+	    "Create IMAGE as a sparse file of SIZE bytes, not 0 (K, M, G,\n"
+	    "T suffixes are powers of 1024).  An existing file is never\n"
 	    "overwritten.\n");
 }
 
@@ -42,13 +42,29 @@ cmd_create(int argc, char **argv)
 		    "--help')");
 		return 2;
 	}
-	if (cli_parse_size(argv[optind + 1], &size) != 0 ||
-	    size > (uint64_t)INT64_MAX) {
+	error = cli_parse_size(argv[optind + 1], &size);
+	if (error == ERANGE || (error == 0 && size > (uint64_t)INT64_MAX)) {
+		cli_err("create: SIZE '%s' is too large (at most 8388607T; "
+		    "most file systems allow far less)", argv[optind + 1]);
+		return 2;
+	}
+	if (error != 0) {
 		cli_err("create: SIZE '%s' is not a size (e.g. 512M, 2G)",
 		    argv[optind + 1]);
 		return 2;
 	}
+	/* librumpblk cannot register an empty file without an explicit
+	 * size, so an empty image is a mistake, not a device. */
+	if (size == 0) {
+		cli_err("create: SIZE must not be 0");
+		return 2;
+	}
 	fd = open(argv[optind], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd == -1 && errno == EEXIST) {
+		cli_err("%s: already exists; create never overwrites a file",
+		    argv[optind]);
+		return 1;
+	}
 	if (fd == -1) {
 		cli_err("%s: %s", argv[optind], strerror(errno));
 		return 1;

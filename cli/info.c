@@ -6,6 +6,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -33,7 +34,11 @@ print_text(const char *image, const struct rumpblk_unitinfo *ui,
 	printf("image:        %s\n", image);
 	printf("type:         %s\n", cli_ftype_name(ui->ui_ftype));
 	printf("size:         %" PRIu64 " bytes\n", ui->ui_size);
-	if (ui->ui_offset != 0 || ui->ui_size != ui->ui_hostsize)
+	/* A character device that cannot be sized reports host size 0. */
+	if (ui->ui_ftype == RUMPBLK_FT_CHR && ui->ui_hostsize == 0)
+		printf("window:       offset %" PRIu64 " of a device whose "
+		    "size is unknown\n", ui->ui_offset);
+	else if (ui->ui_offset != 0 || ui->ui_size != ui->ui_hostsize)
 		printf("window:       offset %" PRIu64 " of %" PRIu64
 		    " host bytes\n", ui->ui_offset, ui->ui_hostsize);
 	printf("sector size:  %u\n", ui->ui_secsize);
@@ -46,9 +51,11 @@ print_text(const char *image, const struct rumpblk_unitinfo *ui,
 	if (ui->ui_backend == RUMPBLK_BACKEND_MMAP)
 		printf("windows:      %u x %" PRIu64 " bytes\n",
 		    ui->ui_wincount, ui->ui_winsize);
-	printf("disklabel:    type %.16s, pack %.16s, %u sectors of %u bytes, "
-	    "%u partition(s)\n", dl->d_typename, dl->d_packname,
-	    dl->d_secperunit, dl->d_secsize, dl->d_npartitions);
+	printf("disklabel:    type %.16s, pack %.16s, %u sectors%s of %u "
+	    "bytes, %u partition(s)\n", dl->d_typename, dl->d_packname,
+	    dl->d_secperunit, (uint64_t)dl->d_secperunit <
+	    ui->ui_size / ui->ui_secsize ? " (clamped to 32 bits, as NetBSD "
+	    "labels are)" : "", dl->d_secsize, dl->d_npartitions);
 	printf("partition a:  %u sectors at %u\n", dl->d_partitions[0].p_size,
 	    dl->d_partitions[0].p_offset);
 	printf("checksum:     0x%04x\n", dl->d_checksum);
@@ -83,6 +90,75 @@ print_json(const char *image, const struct rumpblk_unitinfo *ui,
 	    dl->d_partitions[0].p_offset, dl->d_partitions[0].p_fstype);
 }
 
+/*
+ * Say why rumpblk_register() refused IMAGE, naming what is at fault.  The
+ * library's EINVAL and EOPNOTSUPP each cover several causes; stat(2) and a
+ * probe registration of an empty window (which fits any file) tell them
+ * apart and give the file's size.
+ */
+static void
+explain_register_error(const char *image, int error, uint64_t offset,
+    uint64_t size, const char *backend)
+{
+	struct rumpblk_config cfg;
+	struct rumpblk_unitinfo ui;
+	struct rumpblk *probe;
+	struct stat st;
+	bool chr, sized = false;
+	uint64_t hostsize = 0;
+	int unit;
+
+	if (stat(image, &st) == -1) {
+		cli_err("%s: %s", image, strerror(errno));
+		return;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		cli_err("%s: is a directory, not an image", image);
+		return;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode) &&
+	    !S_ISCHR(st.st_mode)) {
+		cli_err("%s: is a %s; an image must be a regular file, a "
+		    "block device or a character device", image,
+		    S_ISFIFO(st.st_mode) ? "FIFO" : S_ISSOCK(st.st_mode) ?
+		    "socket" : "special file");
+		return;
+	}
+	chr = S_ISCHR(st.st_mode);
+	/* The probe uses pio, so that a backend this build lacks cannot
+	 * hide the file's size. */
+	rumpblk_config_init(&cfg);
+	cfg.backend = RUMPBLK_BACKEND_PIO;
+	if (error == EINVAL && rumpblk_create(&cfg, &probe) == 0) {
+		if (rumpblk_register(probe, image, 0, 0, &unit) == 0 &&
+		    rumpblk_unitinfo(probe, unit, &ui) == 0) {
+			hostsize = ui.ui_hostsize;
+			sized = true;
+		}
+		rumpblk_destroy(probe);
+	}
+	if (error == EINVAL && sized && hostsize == 0 && offset == 0 &&
+	    size == RUMPBLK_SIZENOTSET)
+		cli_err("%s: is empty (0 bytes); there is no device to "
+		    "describe", image);
+	else if (error == EINVAL && sized && size == RUMPBLK_SIZENOTSET)
+		cli_err("%s: --offset %" PRIu64 " is not inside the file "
+		    "(%" PRIu64 " bytes)", image, offset, hostsize);
+	else if (error == EINVAL && sized)
+		cli_err("%s: --offset %" PRIu64 " + --size %" PRIu64 " is past "
+		    "the end of the file (%" PRIu64 " bytes)", image, offset,
+		    size, hostsize);
+	else if (error == EOPNOTSUPP && chr && size == RUMPBLK_SIZENOTSET)
+		cli_err("%s: cannot tell the size of this character device; "
+		    "give --size", image);
+	else if (error == EOPNOTSUPP)
+		cli_err("%s: backend %s cannot serve this file (this build of "
+		    "librumpblk may not have it; --backend pio always works)",
+		    image, backend);
+	else
+		cli_err("%s: %s", image, strerror(error));
+}
+
 int
 cmd_info(int argc, char **argv)
 {
@@ -104,8 +180,10 @@ cmd_info(int argc, char **argv)
 	bool json = false;
 	int c, error, unit;
 
+	/* The seed's lines about RUMP_BLK* go to stderr, as rumpblk_init()
+	 * printed them: an ignored value is reported, a seed is shown. */
 	rumpblk_config_init(&cfg);
-	rumpblk_config_from_env(&cfg, NULL);
+	rumpblk_config_from_env(&cfg, stderr);
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
@@ -157,21 +235,9 @@ cmd_info(int argc, char **argv)
 		return 1;
 	}
 	if ((error = rumpblk_register(rb, image, offset, size, &unit)) != 0) {
-		if (cli_backend_refused(image, &cfg, offset, size, error))
-			;
-		else if (error == EINVAL && (offset != 0 ||
-		    size != RUMPBLK_SIZENOTSET))
-			cli_err("%s: offset %" PRIu64 " and size are past the "
-			    "end of the file, or it is not a file or device",
-			    image, offset);
-		else if (error == EINVAL)
-			cli_err("%s: not a regular file or device, or empty",
-			    image);
-		else if (error == EOPNOTSUPP)
-			cli_err("%s: cannot tell the size of this character "
-			    "device; give --size", image);
-		else
-			cli_err("%s: %s", image, strerror(error));
+		if (!cli_backend_refused(image, &cfg, offset, size, error))
+			explain_register_error(image, error, offset, size,
+			    rumpblk_backend_name(cfg.backend));
 		rumpblk_destroy(rb);
 		return 1;
 	}

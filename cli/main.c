@@ -29,6 +29,7 @@ usage(FILE *f)
 int
 main(int argc, char **argv)
 {
+	char *name;
 	size_t i;
 
 	if (argc < 2) {
@@ -44,8 +45,21 @@ main(int argc, char **argv)
 		return 0;
 	}
 	for (i = 0; i < NCMDS; i++)
-		if (strcmp(argv[1], cmds[i].name) == 0)
+		if (strcmp(argv[1], cmds[i].name) == 0) {
+			/*
+			 * getopt_long() names argv[0] in its messages; make
+			 * that "rumpblk CMD", not a bare "CMD", so that
+			 * "info: unrecognized option" says whose it is.
+			 */
+			if (asprintf(&name, "%s %s", progname,
+			    cmds[i].name) != -1)
+				argv[1] = name;
 			return cmds[i].main(argc - 1, argv + 1);
-	cli_err("unknown command '%s' (try 'rumpblk --help')", argv[1]);
+		}
+	if (argv[1][0] == '-')
+		cli_err("unknown option '%s'; options of a command follow it "
+		    "(try 'rumpblk --help')", argv[1]);
+	else
+		cli_err("unknown command '%s' (try 'rumpblk --help')", argv[1]);
 	return 2;
 }

@@ -215,8 +215,12 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 	if ((error = config_check(&cfg)) != 0)
 		return error;
 	if (cfg.fail > 0 && !cfg.fail_seed_set) {
+		/* The seed always prints the seed it chose: without it a
+		 * failing run could not be repeated. */
 		rb_random_seed(&cfg.fail_seed);
 		cfg.fail_seed_set = true;
+		fprintf(stderr, "rumpblk: FAULT INJECTION ACTIVE! fail %u/%d. "
+		    "seed %u\n", cfg.fail, RUMPBLK_BLKFAIL_MAX, cfg.fail_seed);
 	}
 
 	if ((rb = calloc(1, sizeof(*rb))) == NULL)

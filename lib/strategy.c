@@ -124,10 +124,15 @@ strategy_done(struct rb_io *io)
 		rb_stat_latency(cn, io->io_op, rb_now_ns() - p->bp_t0);
 	else
 		rb_stat_latency(cn, io->io_op, UINT64_MAX);
-	/* Moved bytes count toward b_resid; the rest of b_bcount (cut at
-	 * the end of the unit) is already outside io_len. */
-	if (io->io_op != RUMPBLK_B_READ && io->io_op != RUMPBLK_B_WRITE)
+	/*
+	 * b_resid is what was not covered: for trim, zero and extents the
+	 * range done (io_len, cut at the end of the unit like a transfer);
+	 * a flush covers its whole (ignored) count.
+	 */
+	if (io->io_op == RUMPBLK_B_FLUSH)
 		moved = error == 0 ? bp->b_bcount : 0;
+	else if (io->io_op != RUMPBLK_B_READ && io->io_op != RUMPBLK_B_WRITE)
+		moved = error == 0 ? io->io_len : 0;
 	buf_finish(bp, error, moved);
 	rb_unit_rele(u);
 }
@@ -203,8 +208,10 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	}
 	if (!rw && (c = op_counter(op)) >= 0)
 		rb_stat_add(cn, (size_t)c, 1);
-	if (RB_UNLIKELY(op != RUMPBLK_B_READ && op != RUMPBLK_B_EXTENTS &&
-	    (u->u_mode & RUMPBLK_FWRITE) == 0)) {
+	/* A flush of a read-only unit has nothing to do, and succeeds as
+	 * DIOCCACHESYNC does. */
+	if (RB_UNLIKELY((op == RUMPBLK_B_WRITE || op == RUMPBLK_B_TRIM ||
+	    op == RUMPBLK_B_ZERO) && (u->u_mode & RUMPBLK_FWRITE) == 0)) {
 		error = EROFS;
 		goto reject;
 	}
@@ -270,6 +277,9 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	return;
 
 reject:
+	/* An extent query that covers nothing describes nothing. */
+	if (op == RUMPBLK_B_EXTENTS && bp->b_data != NULL)
+		((struct rumpblk_extents *)bp->b_data)->ex_count = 0;
 	buf_reject(rb, cn, bp, error);
 	rb_unit_rele(u);
 }

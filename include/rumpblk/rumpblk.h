@@ -94,7 +94,7 @@ struct rumpblk_config {
 	enum rumpblk_backend backend;	/* backend for every unit */
 	/* --- fields below were added after the first release --- */
 	unsigned	workers;	/* async worker threads; 0 = auto */
-	bool		sigbus_eio;	/* see RUMPBLK_SIGBUS in librumpblk(3) */
+	bool		sigbus_eio;	/* see BACKENDS in librumpblk(3) */
 	unsigned	lat_sample;	/* time 1 request in lat_sample; 0 = 64 */
 	uint64_t	reserved[8];	/* zero */
 };

@@ -1,0 +1,85 @@
+#!/bin/bash
+# errors-cli: bad input to rumpblk gets a message that names what is at
+# fault and the documented exit status (2 usage, 1 failure), and touches
+# no file.  One case per message a new user met in review.
+. "$RUMPBLK_SRCDIR/tests/functions.sh"
+
+# expect RC PATTERN CMD...: CMD exits RC and its stderr matches PATTERN.
+expect() {
+	local want=$1 pat=$2 rc
+	shift 2
+	"$RUMPBLK" "$@" >"$tmp/out" 2>"$tmp/err"
+	rc=$?
+	[ "$rc" = "$want" ] ||
+	    fail "rumpblk $*: exit $rc, expected $want; stderr: $(cat "$tmp/err")"
+	grep -qE -- "$pat" "$tmp/err" ||
+	    fail "rumpblk $*: stderr does not match '$pat': $(cat "$tmp/err")"
+}
+
+# getopt's own messages name the command, not a bare subcommand.
+expect 2 "^rumpblk info: unrecognized option '--bogus'" info --bogus x
+expect 2 "^rumpblk create: " create --bogus x 1M
+expect 2 "unknown command 'frobnicate'" frobnicate
+# An option before the command is not called a command.
+expect 2 "^rumpblk: unknown option '--json'; options of a command follow it" \
+    --json info x
+
+# info: each refusal of rumpblk_register() says which cause it was.
+img=$tmp/disk.img
+"$RUMPBLK" create "$img" 1M || fail "create"
+expect 1 "disk.img: --offset 2097152 is not inside the file \(1048576 bytes\)" \
+    info --offset 2M "$img"
+expect 1 "disk.img: --offset 524288 \+ --size 614400 is past the end of the file \(1048576 bytes\)" \
+    info --offset 512K --size 600K "$img"
+expect 1 "$tmp: is a directory" info "$tmp"
+mkfifo "$tmp/fifo" || fail "mkfifo"
+expect 1 "fifo: is a FIFO" info "$tmp/fifo"
+: >"$tmp/empty.img"
+expect 1 "empty.img: is empty \(0 bytes\)" info "$tmp/empty.img"
+expect 1 "missing.img: No such file or directory" info "$tmp/missing.img"
+if [ -c /dev/zero ]; then
+	expect 1 "/dev/zero: cannot tell the size of this character device; give --size" \
+	    info /dev/zero
+	"$RUMPBLK" info --size 1M /dev/zero >"$tmp/out" ||
+	    fail "info --size 1M /dev/zero"
+	grep -q "size is unknown" "$tmp/out" ||
+	    fail "info on /dev/zero shows a host size: $(cat "$tmp/out")"
+fi
+# A backend the library refuses is named as the cause.  (Once every
+# backend is built this registers; then there is nothing to check.)
+for b in mmap direct uring; do
+	if ! "$RUMPBLK" info --backend $b "$img" >/dev/null 2>"$tmp/err"; then
+		grep -q "backend $b" "$tmp/err" ||
+		    fail "info --backend $b: $(cat "$tmp/err")"
+	fi
+done
+
+# info reports the RUMP_BLK* environment on stderr, as rumpblk_init() did.
+RUMP_BLKSECTSHIFT=8 "$RUMPBLK" info --json "$img" >"$tmp/out" 2>"$tmp/err" ||
+    fail "info with RUMP_BLKSECTSHIFT=8"
+grep -q "RUMP_BLKSECTSHIFT must be least 9 (now 8)" "$tmp/err" ||
+    fail "an invalid RUMP_BLKSECTSHIFT is not reported: $(cat "$tmp/err")"
+RUMP_BLKFAIL=5 RUMP_BLKFAIL_SEED=42 "$RUMPBLK" info "$img" >/dev/null \
+    2>"$tmp/err" || fail "info with RUMP_BLKFAIL"
+grep -q "fail 5/10000. seed 42" "$tmp/err" ||
+    fail "the fault-injection seed is not shown: $(cat "$tmp/err")"
+
+# create: sizes that cannot work are usage errors, and nothing is made.
+expect 2 "create: SIZE must not be 0" create "$tmp/zero.img" 0
+[ -e "$tmp/zero.img" ] && fail "create made an image of size 0"
+expect 2 "create: SIZE '20000000T' is too large" create "$tmp/huge.img" 20000000T
+expect 2 "create: SIZE '9223372036854775808' is too large" \
+    create "$tmp/huge.img" 9223372036854775808
+expect 2 "create: SIZE '1.5G' is not a size" create "$tmp/huge.img" 1.5G
+[ -e "$tmp/huge.img" ] && fail "create made an image on a usage error"
+# An existing file, of any type, is refused by name and left alone.
+expect 1 "disk.img: already exists; create never overwrites" create "$img" 2M
+[ "$(stat -c %s "$img")" = 1048576 ] || fail "create changed an existing image"
+expect 1 "already exists" create "$tmp" 1M
+expect 1 "missing-dir/x.img: No such file or directory" \
+    create "$tmp/missing-dir/x.img" 1M
+# An odd size is allowed: the unit keeps its partial last sector.
+"$RUMPBLK" create "$tmp/odd.img" 1000 || fail "create of an odd size"
+"$RUMPBLK" info "$tmp/odd.img" | grep -q "1 (and a partial one)" ||
+    fail "info of an odd-sized image"
+exit 0
