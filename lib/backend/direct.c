@@ -225,7 +225,10 @@ dio_rw(struct direct *d, struct rb_io *io)
 	if (dend < hoff)
 		dend = hoff;
 	aligned = is_aligned(d, buf, hoff, (size_t)(dend - hoff));
-	excl = !aligned || end > d->d_dioend;
+	/* Only a partial block (or the buffered tail) needs the others
+	 * out of the way; a merely unaligned buffer does not. */
+	excl = ((hoff | end) & (d->d_offalign - 1)) != 0 ||
+	    end > d->d_dioend;
 	if (write && d->d_rmw) {
 		if (excl)
 			pthread_rwlock_wrlock(&d->d_rmwlock);

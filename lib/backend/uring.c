@@ -89,6 +89,7 @@ struct rb_uring {
 	pthread_mutex_t	ur_slock;	/* leaf */
 	struct ur_sring	*ur_sfree;	/* s: private rings not in use */
 	unsigned	ur_nsring;	/* s: private rings made */
+	unsigned	ur_nsync;	/* ( bound on ur_nsring */
 	struct io_uring	ur_ring;	/* q (SQ), c (CQ) */
 	bool		ur_stop;	/* c: destroy's NOP was reaped */
 	unsigned	ur_inflight;	/* q: SQEs not reaped yet */
@@ -210,7 +211,7 @@ sring_get(struct rb_uring *r)
 		rb_mutex_unlock(&r->ur_slock);
 		return sr;
 	}
-	if (r->ur_nsring >= UR_NSYNC) {
+	if (r->ur_nsring >= r->ur_nsync) {
 		rb_mutex_unlock(&r->ur_slock);
 		return NULL;
 	}
@@ -458,6 +459,10 @@ rb_uring_create(int fd, struct rb_uring **rp)
 	if ((error = pthread_mutex_init(&r->ur_lock, NULL)) != 0)
 		goto destroy_cqlock;
 	pthread_mutex_init(&r->ur_slock, NULL);
+	r->ur_nsync = UR_NSYNC;
+	if (RB_UNLIKELY(rb_host_seam != NULL) &&
+	    rb_host_seam->hs_uring_nsync != 0)
+		r->ur_nsync = rb_host_seam->hs_uring_nsync;
 	if ((error = io_uring_queue_init(UR_ENTRIES, &r->ur_ring, 0)) < 0) {
 		error = -error;
 		goto destroy_lock;

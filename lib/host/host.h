@@ -99,6 +99,9 @@ struct rb_host_seam {
 	unsigned hs_dio_align;
 	/* errno to fail io_uring setup with (ENOSYS, EPERM), or 0 */
 	int	hs_uring_error;
+	/* private rings a uring engine may make for synchronous buffers
+	 * (0: its default) */
+	unsigned hs_uring_nsync;
 	/* the backend "auto" tries first, as a benchmark might make it
 	 * choose (RUMPBLK_BACKEND_AUTO: the built-in policy) */
 	enum rumpblk_backend hs_auto_first;

@@ -43,7 +43,8 @@ try_register(enum rumpblk_backend asked, enum rumpblk_backend *used)
 static void
 direct_refused(void **state)
 {
-	struct rb_host_seam seam = {
+	static struct rb_host_seam seam;
+	const struct rb_host_seam seam0 = {
 		.hs_open_flags = O_DIRECT,
 		.hs_open_error = EINVAL,
 	};
@@ -54,6 +55,7 @@ direct_refused(void **state)
 	tl_eq(try_register(RUMPBLK_BACKEND_DIRECT, &used), 0);
 	tl_eq(used, RUMPBLK_BACKEND_DIRECT);
 
+	seam = seam0;
 	rb_host_seam = &seam;
 	tl_eq(try_register(RUMPBLK_BACKEND_DIRECT, &used), EINVAL);
 	seam.hs_auto_first = RUMPBLK_BACKEND_DIRECT;
@@ -73,7 +75,8 @@ direct_refused(void **state)
 static void
 uring_refused(void **state)
 {
-	struct rb_host_seam seam = { .hs_uring_error = EPERM };
+	static struct rb_host_seam seam;
+	const struct rb_host_seam seam0 = { .hs_uring_error = EPERM };
 	enum rumpblk_backend used = RUMPBLK_BACKEND_AUTO;
 
 	(void)state;
@@ -84,6 +87,7 @@ uring_refused(void **state)
 	tl_eq(try_register(RUMPBLK_BACKEND_URING, &used), 0);
 	tl_eq(used, RUMPBLK_BACKEND_URING);
 
+	seam = seam0;
 	rb_host_seam = &seam;
 	tl_eq(try_register(RUMPBLK_BACKEND_URING, &used), EPERM);
 	seam.hs_uring_error = ENOSYS;
@@ -97,12 +101,21 @@ uring_refused(void **state)
 	rb_host_seam = NULL;
 }
 
+/* A failed test leaves by longjmp: take its seam away. */
+static int
+teardown_seam(void **state)
+{
+	(void)state;
+	rb_host_seam = NULL;
+	return 0;
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(direct_refused),
-		cmocka_unit_test(uring_refused),
+		cmocka_unit_test_teardown(direct_refused, teardown_seam),
+		cmocka_unit_test_teardown(uring_refused, teardown_seam),
 	};
 	int rc;
 

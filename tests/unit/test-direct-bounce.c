@@ -50,7 +50,8 @@ check_file(const char *img, const uint8_t *model)
 static void
 random_rw(unsigned dio_align, uint64_t uoff, uint64_t usize, int rounds)
 {
-	struct rb_host_seam seam = { .hs_dio_align = dio_align };
+	static struct rb_host_seam seam;
+	const struct rb_host_seam seam0 = { .hs_dio_align = dio_align };
 	struct rumpblk_config cfg;
 	struct rumpblk_unitinfo ui;
 	struct rumpblk *rb;
@@ -63,6 +64,7 @@ random_rw(unsigned dio_align, uint64_t uoff, uint64_t usize, int rounds)
 	assert(model != NULL && mem != NULL);
 	for (size_t i = 0; i < IMGSIZE; i++)
 		model[i] = tl_pattern(i, 3);
+	seam = seam0;
 	rb_host_seam = &seam;
 	rumpblk_config_init(&cfg);
 	cfg.backend = RUMPBLK_BACKEND_DIRECT;
@@ -138,7 +140,8 @@ odd_unit_offset(void **state)
 static void
 sync_durable(void **state)
 {
-	struct rb_host_seam seam = { 0 };
+	static struct rb_host_seam seam;
+	const struct rb_host_seam seam0 = { 0 };
 	struct rumpblk_config cfg;
 	struct rumpblk *rb;
 	char *img = tl_image("sync.img", 1 << 20, 5);
@@ -153,6 +156,7 @@ sync_durable(void **state)
 	cfg.backend = RUMPBLK_BACKEND_DIRECT;
 	tl_eq(rumpblk_create(&cfg, &rb), 0);
 	tl_eq(rumpblk_register(rb, img, 0, RUMPBLK_SIZENOTSET, &unit), 0);
+	seam = seam0;
 	rb_host_seam = &seam;
 	seam.hs_sync_error = EIO;
 	/* Aligned (RWF_DSYNC), unaligned buffer (bounce + fdatasync). */
@@ -183,14 +187,23 @@ sync_durable(void **state)
 	free(img);
 }
 
+/* A failed test leaves by longjmp: take its seam away. */
+static int
+teardown_seam(void **state)
+{
+	(void)state;
+	rb_host_seam = NULL;
+	return 0;
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(unaligned_buffers),
-		cmocka_unit_test(small_sectors),
-		cmocka_unit_test(odd_unit_offset),
-		cmocka_unit_test(sync_durable),
+		cmocka_unit_test_teardown(unaligned_buffers, teardown_seam),
+		cmocka_unit_test_teardown(small_sectors, teardown_seam),
+		cmocka_unit_test_teardown(odd_unit_offset, teardown_seam),
+		cmocka_unit_test_teardown(sync_durable, teardown_seam),
 	};
 	int rc;
 

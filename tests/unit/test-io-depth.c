@@ -6,11 +6,15 @@
  * some requests are flushes; at the end every block is read back.  Run
  * over every backend of the matrix; for uring and direct it exercises
  * the ring at depth (the reaper's deferred submission, the backlog) and
- * is in the concurrency suite for ThreadSanitizer.
+ * is in the concurrency suite for ThreadSanitizer.  A second run leaves
+ * uring one private ring for synchronous buffers, so that the others
+ * take the shared ring.
  */
 #include <pthread.h>
 
 #include "testlib.h"
+#include "internal.h"
+#include "host/host.h"
 
 #define NTHREADS	4
 #define QD		32
@@ -172,6 +176,7 @@ depth(void **state)
 	int unit;
 
 	(void)state;
+	img = tl_image("depth.img", NTHREADS * REGION, 11);
 	tl_config(&cfg);
 	tl_eq(rumpblk_create(&cfg, &rb), 0);
 	tl_eq(rumpblk_register(rb, img, 0, RUMPBLK_SIZENOTSET, &unit), 0);
@@ -218,6 +223,22 @@ depth(void **state)
 	}
 	free(buf);
 	tl_eq(rumpblk_destroy(rb), 0);
+	free(img);
+}
+
+/*
+ * The same with one private ring for synchronous buffers (uring): the
+ * others go through the shared ring and biowait, or, submitted from a
+ * callback on the reaper, are done in place.
+ */
+static void
+depth_one_sync_ring(void **state)
+{
+	static struct rb_host_seam seam = { .hs_uring_nsync = 1 };
+
+	rb_host_seam = &seam;
+	depth(state);
+	rb_host_seam = NULL;
 }
 
 /* A file that shrinks under a unit: a read past its new end is EIO,
@@ -249,18 +270,26 @@ shrunk(void **state)
 	free(small);
 }
 
+/* A failed test leaves by longjmp: take its seam away. */
+static int
+teardown_seam(void **state)
+{
+	(void)state;
+	rb_host_seam = NULL;
+	return 0;
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(depth),
-		cmocka_unit_test(shrunk),
+		cmocka_unit_test_teardown(depth, teardown_seam),
+		cmocka_unit_test_teardown(depth_one_sync_ring, teardown_seam),
+		cmocka_unit_test_teardown(shrunk, teardown_seam),
 	};
 	int rc;
 
-	img = tl_image("depth.img", NTHREADS * REGION, 11);
 	rc = cmocka_run_group_tests(tests, NULL, NULL);
-	free(img);
 	tl_cleanup();
 	return rc;
 }
