@@ -16,9 +16,13 @@
  *
  * Asynchronous buffers go through the unit's shared ring; their
  * completions are reaped under ur_cqlock by the ring's reaper thread,
- * which sleeps in io_uring_enter(GETEVENTS) (that does not touch the CQ,
- * so only the holder of ur_cqlock ever does), copies a batch of CQEs
- * out, frees the CQ, and completes the requests.  A completion callback
+ * which sleeps in read(2) on an eventfd registered with the ring (that
+ * does not touch the CQ, so only the holder of ur_cqlock ever does),
+ * copies a batch of CQEs out, frees the CQ, and completes the requests.
+ * The eventfd rather than io_uring_enter(GETEVENTS) because valgrind
+ * (3.19) holds its big lock across io_uring_enter, so a reaper asleep in
+ * it stops every other thread of a program run under valgrind forever;
+ * a read is a system call valgrind knows may block.  A completion callback
  * (b_iodone) that submits again, which is what a caller at queue depth
  * does, runs on the reaper: its SQE is only queued, and the reaper
  * enters the kernel once for the whole batch, so a loaded ring costs
@@ -57,7 +61,9 @@
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../internal.h"
 #include "../host/host.h"
@@ -98,6 +104,7 @@ struct rb_uring {
 	struct rb_io	*ur_backlog;	/* q: waiting for room, FIFO */
 	struct rb_io	**ur_backlog_tailp; /* q */
 	int		ur_fd;		/* ( host descriptor */
+	int		ur_efd;		/* ( eventfd of the CQ, or -1 */
 	bool		ur_fixed;	/* ( ur_fd is registered file 0 */
 	pthread_t	ur_reaper;	/* ( */
 };
@@ -407,6 +414,7 @@ reaper(void *arg)
 	struct rb_uring *r = arg;
 	struct timespec ms = { 0, 1000000 };
 	bool stop = false, pending = false;
+	uint64_t ev;
 	int error;
 
 	while (!stop) {
@@ -415,9 +423,15 @@ reaper(void *arg)
 			 * soon rather than sleep on a ring with nothing in
 			 * flight. */
 			nanosleep(&ms, NULL);
+		} else if (r->ur_efd != -1) {
+			/* Sleep until a CQE was posted since the last read;
+			 * one posted while we reaped makes this return at
+			 * once, so none is missed. */
+			if (read(r->ur_efd, &ev, sizeof(ev)) == -1 &&
+			    errno != EINTR && errno != EAGAIN)
+				abort();	/* a broken eventfd */
 		} else {
-			/* Sleep until the CQ holds something; this does not
-			 * touch the CQ, so it needs no lock. */
+			/* No eventfd: sleep in the ring (head comment). */
 			error = io_uring_enter((unsigned)r->ur_ring.ring_fd, 0,
 			    1, IORING_ENTER_GETEVENTS, NULL);
 			if (error < 0 && error != -EINTR && error != -EAGAIN &&
@@ -470,6 +484,12 @@ rb_uring_create(int fd, struct rb_uring **rp)
 	r->ur_max = r->ur_ring.cq.ring_entries;
 	r->ur_backlog_tailp = &r->ur_backlog;
 	r->ur_fd = fd;
+	r->ur_efd = eventfd(0, EFD_CLOEXEC);
+	if (r->ur_efd != -1 &&
+	    io_uring_register_eventfd(&r->ur_ring, r->ur_efd) != 0) {
+		close(r->ur_efd);
+		r->ur_efd = -1;
+	}
 	/* A registered file spares a file table lookup per request. */
 	r->ur_fixed = io_uring_register_files(&r->ur_ring, &fd, 1) == 0;
 	if ((error = pthread_create(&r->ur_reaper, NULL, reaper, r)) != 0)
@@ -479,6 +499,8 @@ rb_uring_create(int fd, struct rb_uring **rp)
 
 exit_ring:
 	io_uring_queue_exit(&r->ur_ring);
+	if (r->ur_efd != -1)
+		close(r->ur_efd);
 destroy_lock:
 	pthread_mutex_destroy(&r->ur_slock);
 	pthread_mutex_destroy(&r->ur_lock);
@@ -507,6 +529,8 @@ rb_uring_destroy(struct rb_uring *r)
 	rb_mutex_unlock(&r->ur_lock);
 	pthread_join(r->ur_reaper, NULL);
 	io_uring_queue_exit(&r->ur_ring);
+	if (r->ur_efd != -1)
+		close(r->ur_efd);
 	while ((sr = r->ur_sfree) != NULL) {
 		r->ur_sfree = sr->sr_next;
 		io_uring_queue_exit(&sr->sr_ring);
