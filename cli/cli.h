@@ -46,5 +46,6 @@ struct cli_cmd {
 
 int	cmd_info(int, char **);
 int	cmd_create(int, char **);
+int	cmd_serve(int, char **);
 
 #endif

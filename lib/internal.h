@@ -152,6 +152,9 @@ uint64_t rb_now_ns(void);
 /* Units and instances (rumpblk.c, unit.c)                             */
 /* ------------------------------------------------------------------ */
 
+/* The largest unit table an instance may have (config max_units). */
+#define RB_MAXUNITS	4096
+
 /*
  * u_state packs the number of requests in flight (<< 2) with two flags:
  * LIVE (registered and usable) and DRAIN (deregistering: no new requests).
@@ -214,7 +217,8 @@ struct rumpblk {
 struct rb_unit *rb_unit_hold(struct rumpblk *, int unit);
 void	rb_unit_rele(struct rb_unit *);
 
-/* Drain a live unit, make it durable, tear it down (rb_lock held). */
+/* Drain a live unit, make it durable, tear it down (destroy only: the
+ * drain waits with no lock held that a completion could need). */
 int	rb_unit_detach(struct rb_unit *);
 
 /* Make a unit's completed writes durable (the whole stack). */

@@ -23,6 +23,7 @@ struct rb_pool {
 	unsigned	pl_max;		/* ( */
 	unsigned	pl_nthreads;	/* p: started */
 	unsigned	pl_idle;	/* p: waiting for work */
+	unsigned	pl_wakeups;	/* p: idle ones signalled, not yet up */
 	bool		pl_stop;	/* p */
 	pthread_t	*pl_threads;	/* p */
 };
@@ -58,6 +59,8 @@ worker(void *arg)
 			pl->pl_idle++;
 			pthread_cond_wait(&pl->pl_work, &pl->pl_lock);
 			pl->pl_idle--;
+			if (pl->pl_wakeups > 0)
+				pl->pl_wakeups--;
 		}
 		if ((io = pl->pl_head) == NULL)
 			break;		/* stopping, queue empty */
@@ -79,7 +82,13 @@ rb_pool_submit(struct rb_pool *pl, struct rb_io *io)
 	rb_mutex_lock(&pl->pl_lock);
 	*pl->pl_tailp = io;
 	pl->pl_tailp = &io->io_next;
-	if (pl->pl_idle > 0) {
+	/*
+	 * Wake an idle thread that no earlier submission has claimed yet; a
+	 * signalled thread counts as idle until it runs, and counting it
+	 * again would send a whole burst to it, one item after another.
+	 */
+	if (pl->pl_idle > pl->pl_wakeups) {
+		pl->pl_wakeups++;
 		pthread_cond_signal(&pl->pl_work);
 	} else if (pl->pl_nthreads < pl->pl_max) {
 		/* If the thread cannot start, the running ones (or this

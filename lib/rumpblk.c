@@ -171,7 +171,7 @@ config_check(const struct rumpblk_config *cfg)
 	if (cfg->winsize == 0 || (cfg->winsize & (cfg->winsize - 1)) != 0)
 		return EINVAL;
 	if (cfg->wincount == 0 || cfg->max_units == 0 ||
-	    cfg->max_units > 4096)
+	    cfg->max_units > RB_MAXUNITS)
 		return EINVAL;
 	if (cfg->sectshift < RUMPBLK_DEV_BSHIFT || cfg->sectshift > 16)
 		return EINVAL;

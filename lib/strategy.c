@@ -191,6 +191,8 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 
 	if (RB_UNLIKELY((u = rb_unit_hold(rb, bp->b_unit)) == NULL)) {
 		rb_stat_add(rb->rb_counters, RB_STAT(io_total), 1);
+		if (bp->b_flags & RUMPBLK_B_ASYNC)
+			rb_stat_add(rb->rb_counters, RB_STAT(io_async), 1);
 		buf_reject(rb, rb->rb_counters, bp, ENXIO);
 		return;
 	}

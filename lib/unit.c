@@ -86,21 +86,30 @@ stage_destroy(struct rb_stage *st)
 }
 
 /*
- * Drain a live unit, make its data durable, tear it down.  Called with
- * rb_lock held, or from destroy where no one else may call in.
+ * Wait until no request holds a reference on a unit that is DRAINing.
+ * Called with no lock held: a request's completion (b_iodone) may call
+ * back into the library, and a lock held here would hang both.
  */
-int
-rb_unit_detach(struct rb_unit *u)
+static void
+unit_wait_drained(struct rb_unit *u)
 {
-	struct rumpblk *rb = u->u_rb;
-	struct rumpblk_stats st;
 	uint32_t s;
-	int error, e;
 
-	atomic_fetch_or(&u->u_state, RB_U_DRAIN);
 	while (((s = atomic_load_explicit(&u->u_state,
 	    memory_order_acquire)) >> 2) != 0)
 		futex_wait(&u->u_state, s);
+}
+
+/*
+ * Make a drained unit's data durable and tear it down.  Called with
+ * rb_lock held, or from destroy where no one else may call in.
+ */
+static int
+unit_teardown(struct rb_unit *u)
+{
+	struct rumpblk *rb = u->u_rb;
+	struct rumpblk_stats st;
+	int error, e;
 
 	error = rb_unit_sync(u);
 	stage_destroy(atomic_load(&u->u_top));
@@ -121,6 +130,18 @@ rb_unit_detach(struct rb_unit *u)
 	memset(&u->u_label, 0, sizeof(u->u_label));
 	atomic_fetch_and(&u->u_state, ~(RB_U_LIVE | RB_U_DRAIN));
 	return error;
+}
+
+/*
+ * Drain a live unit, make its data durable, tear it down.  For destroy,
+ * where no one else may call in.
+ */
+int
+rb_unit_detach(struct rb_unit *u)
+{
+	atomic_fetch_or(&u->u_state, RB_U_DRAIN);
+	unit_wait_drained(u);
+	return unit_teardown(u);
 }
 
 static bool
@@ -177,6 +198,9 @@ rumpblk_register(struct rumpblk *rb, const char *path, uint64_t offset,
 				slot = u;
 			continue;
 		}
+		/* Being deregistered: neither free nor usable. */
+		if ((atomic_load(&u->u_state) & RB_U_DRAIN) != 0)
+			continue;
 		if (same_file(u, path, &fi) && u->u_hostoffset == offset &&
 		    u->u_size == usize) {
 			*unitp = (int)i;
@@ -238,12 +262,17 @@ unlock:
 	return error;
 }
 
+/* Units this call is detaching: max_units is at most RB_MAXUNITS. */
+#define MINE_WORDS	(RB_MAXUNITS / 64)
+
 int
 rumpblk_deregister(struct rumpblk *rb, const char *path)
 {
 	struct rb_fileinfo fi, *fip;
 	struct rb_unit *u;
+	uint64_t mine[MINE_WORDS];
 	unsigned i;
+	uint32_t s;
 	int error = 0, e;
 	bool found = false;
 
@@ -251,19 +280,46 @@ rumpblk_deregister(struct rumpblk *rb, const char *path)
 		return EINVAL;
 	/* Match by identity when the file is still there, else by name. */
 	fip = rb_host_fileinfo(path, &fi) == 0 ? &fi : NULL;
+	memset(mine, 0, sizeof(mine));
+
+	/*
+	 * Three steps.  Under rb_lock, mark our units DRAIN, so that no new
+	 * request, registration or other deregister uses them.  Without the
+	 * lock, wait for their requests: a completion still running may call
+	 * into the library (rumpblk_stats, rumpblk_register) and take
+	 * rb_lock.  Under rb_lock again, tear them down; until then they
+	 * stay LIVE, so their slots are not reused and the instance's
+	 * counters still see them.
+	 */
 	rb_mutex_lock(&rb->rb_lock);
 	for (i = 0; i < rb->rb_cfg.max_units; i++) {
 		u = &rb->rb_units[i];
-		if ((atomic_load(&u->u_state) & RB_U_LIVE) == 0 ||
+		s = atomic_load(&u->u_state);
+		if ((s & RB_U_LIVE) == 0 || (s & RB_U_DRAIN) != 0 ||
 		    !same_file(u, path, fip))
 			continue;
+		atomic_fetch_or(&u->u_state, RB_U_DRAIN);
+		mine[i / 64] |= 1ull << (i % 64);
 		found = true;
-		e = rb_unit_detach(u);
+	}
+	rb_mutex_unlock(&rb->rb_lock);
+	if (!found)
+		return ENOENT;
+
+	for (i = 0; i < rb->rb_cfg.max_units; i++)
+		if (mine[i / 64] & (1ull << (i % 64)))
+			unit_wait_drained(&rb->rb_units[i]);
+
+	rb_mutex_lock(&rb->rb_lock);
+	for (i = 0; i < rb->rb_cfg.max_units; i++) {
+		if ((mine[i / 64] & (1ull << (i % 64))) == 0)
+			continue;
+		e = unit_teardown(&rb->rb_units[i]);
 		if (error == 0)
 			error = e;
 	}
 	rb_mutex_unlock(&rb->rb_lock);
-	return found ? error : ENOENT;
+	return error;
 }
 
 int

@@ -184,10 +184,7 @@ dio_bounced(struct direct *d, bool write, char *buf, uint64_t hoff,
 		lo = cs > hoff ? cs : hoff;
 		hi = ce < end ? ce : end;
 		if (!write) {
-			if ((error = rb_host_pread(d->d_fd, b, ce - cs, cs,
-			    &n)) != 0)
-				break;
-			memcpy(buf + (lo - hoff), b + (lo - cs), hi - lo);
+			error = rb_host_pread(d->d_fd, b, ce - cs, cs, &n);
 		} else {
 			/* Edges: keep the bytes of the block we do not own. */
 			if (lo > cs && (error = rb_host_pread(d->d_fd, b, oa,
@@ -198,11 +195,17 @@ dio_bounced(struct direct *d, bool write, char *buf, uint64_t hoff,
 			    oa, ce - oa, &n)) != 0)
 				break;
 			memcpy(b + (lo - cs), buf + (lo - hoff), hi - lo);
-			if ((error = rb_host_pwrite(d->d_fd, b, ce - cs, cs,
-			    false, &n)) != 0)
-				break;
+			error = rb_host_pwrite(d->d_fd, b, ce - cs, cs, false,
+			    &n);
 		}
+		/* A short transfer counts what moved; b_resid is the rest. */
+		if (error != 0)
+			hi = cs + n < lo ? lo : cs + n < hi ? cs + n : hi;
+		if (!write)
+			memcpy(buf + (lo - hoff), b + (lo - cs), hi - lo);
 		*moved += hi - lo;
+		if (error != 0)
+			break;
 	}
 	bounce_put(d, b);
 	return error;

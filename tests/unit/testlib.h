@@ -14,6 +14,7 @@
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -155,6 +156,141 @@ tl_io(struct rumpblk *rb, int unit, int flags, int64_t blkno, void *data,
 	if (resid != NULL)
 		*resid = b.b_resid;
 	return error;
+}
+
+/* ------------------------------------------------------------------ */
+/* Skips, buffers, host checks and the independent seed-mode LCG.     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A program whose prerequisite outside the repo is missing (a kernel
+ * feature, a device) calls tl_skip(); tl_main() then exits 77 unless
+ * something failed.  Programs with skippable tests keep them apart from
+ * tests that must always run, so a skip never hides a pass.
+ */
+static int tl_skipped __attribute__((unused));
+
+#define tl_skip(...) do {						\
+	fprintf(stderr, "[backend %s] skipped: ", tl_backend_name());	\
+	fprintf(stderr, __VA_ARGS__);					\
+	fputc('\n', stderr);						\
+	tl_skipped = 1;							\
+	skip();								\
+} while (0)
+
+/* Run the group, clean the scratch directory, map a skip to 77. */
+#define tl_main(tests, setup, teardown) ({				\
+	int _rc = cmocka_run_group_tests(tests, setup, teardown);	\
+	tl_cleanup();							\
+	_rc != 0 ? 1 : tl_skipped ? 77 : 0;				\
+})
+
+/* assert_true that names the backend. */
+#define tl_true(c) do {							\
+	if (!(c))							\
+		tl_fail("%s:%d: expected %s\n", __FILE__, __LINE__, #c); \
+} while (0)
+
+/* An instance with the test backend and a config tweak. */
+static inline struct rumpblk *
+tl_create(const struct rumpblk_config *cfgp)
+{
+	struct rumpblk_config cfg;
+	struct rumpblk *rb = NULL;
+	int error;
+
+	if (cfgp == NULL) {
+		tl_config(&cfg);
+		cfgp = &cfg;
+	}
+	if ((error = rumpblk_create(cfgp, &rb)) != 0)
+		tl_fail("rumpblk_create: %s\n", strerror(error));
+	return rb;
+}
+
+/* Register, failing the test on error; returns the unit. */
+static inline int
+tl_register(struct rumpblk *rb, const char *path, uint64_t off,
+    uint64_t size)
+{
+	int unit = -1, error;
+
+	if ((error = rumpblk_register(rb, path, off, size, &unit)) != 0)
+		tl_fail("rumpblk_register %s: %s\n", path, strerror(error));
+	return unit;
+}
+
+/* Fill a zeroed buffer. */
+static inline void
+tl_buf(struct rumpblk_buf *b, int unit, int flags, int64_t blkno,
+    void *data, size_t len)
+{
+	memset(b, 0, sizeof(*b));
+	b->b_unit = unit;
+	b->b_flags = flags;
+	b->b_blkno = blkno;
+	b->b_bcount = len;
+	b->b_data = data;
+}
+
+/* Fill with the pattern of the host bytes at off. */
+static inline void
+tl_fill(void *buf, size_t len, uint64_t off, unsigned seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		((uint8_t *)buf)[i] = tl_pattern(off + i, seed);
+}
+
+/* Does buf hold the pattern for [off, off+len)?  Index of the first
+ * difference, or -1. */
+static inline long
+tl_check(const void *buf, size_t len, uint64_t off, unsigned seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (((const uint8_t *)buf)[i] != tl_pattern(off + i, seed))
+			return (long)i;
+	return -1;
+}
+
+/* Read host bytes with pread, failing the test on error. */
+static inline void
+tl_host_read(const char *path, void *buf, size_t len, uint64_t off)
+{
+	int fd = open(path, O_RDONLY);
+
+	if (fd == -1 || pread(fd, buf, len, (off_t)off) != (ssize_t)len)
+		tl_fail("pread %s at %" PRIu64 ": %s\n", path, off,
+		    strerror(errno));
+	close(fd);
+}
+
+/* Is every byte of buf equal to c? */
+static inline bool
+tl_all(const void *buf, size_t len, uint8_t c)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (((const uint8_t *)buf)[i] != c)
+			return false;
+	return true;
+}
+
+/*
+ * The seed driver's fault draw, written out again from its description
+ * (DESIGN.md §4) rather than taken from the library:
+ * state = state * 1103515245 + 12345 in 32 bits; the I/O fails when
+ * (state % 0x80000000) % 10000 < n.
+ */
+static inline bool
+tl_lcg_fails(uint32_t *state, unsigned n)
+{
+	*state = (uint32_t)(*state * 1103515245ul + 12345ul);
+	return (*state & 0x7fffffffu) % 10000u < n;
 }
 
 /* Remove the scratch directory and what is in it. */

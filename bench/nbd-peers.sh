@@ -1,0 +1,244 @@
+#!/bin/bash
+# nbd-peers.sh: rumpblk serve against its peers, nbdkit's file plugin and
+# qemu-nbd --aio=io_uring, with fio's nbd engine (ioengine=nbd) over a
+# Unix socket, on the same page-cached image, in the same run.
+#
+# One server runs at a time.  A round starts each server in turn (the
+# order rotates from round to round), runs every profile against it and
+# stops it; BENCH_ROUNDS rounds (at least 3) are interleaved that way and
+# the median of each figure is reported, because identical runs vary by
+# about 10% on a shared machine.  For every run the server's CPU time
+# (utime + stime of all its threads, /proc/PID/stat) is read before and
+# after, giving CPU per request and per GiB moved.
+#
+# Profiles (fio):
+#   randread-4k-qd1    4 KiB random reads, one job, iodepth 1
+#   randread-4k-qd32   4 KiB random reads, 2 jobs x iodepth 16
+#   randwrite-4k-qd32  4 KiB random writes, 2 jobs x iodepth 16
+#   seqread-1m         1 MiB sequential reads, one job, iodepth 8
+#   seqwrite-1m        1 MiB sequential writes, one job, iodepth 8
+# The QD32 profiles use two fio jobs (two connections) because on 2 cores
+# one fio nbd job saturates a core before a fast server does: with one
+# job the client, not the server, would be measured.
+#
+# Environment: BENCH_SECONDS (5, per run), BENCH_ROUNDS (3),
+# BENCH_SIZE (512M), BENCH_SERVERS ("rumpblk nbdkit qemu-nbd"),
+# BENCH_PROFILES (all), BENCH_DIR (scratch, default /var/tmp),
+# RUMPBLK (default build/cli/rumpblk), RUMPBLK_ARGS (extra serve options,
+# e.g. "--backend pio").  Output: a table per profile with throughput
+# ratios against the best peer and CPU ratios against nbdkit; raw
+# results in $BENCH_DIR/.../results.tsv (kept with BENCH_KEEP=1).
+set -u
+src=$(cd "$(dirname "$0")/.." && pwd)
+secs=${BENCH_SECONDS:-5}
+rounds=${BENCH_ROUNDS:-3}
+size=${BENCH_SIZE:-512M}
+servers=${BENCH_SERVERS:-rumpblk nbdkit qemu-nbd}
+profiles=${BENCH_PROFILES:-randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd32 seqread-1m seqwrite-1m}
+RUMPBLK=${RUMPBLK:-$src/build/cli/rumpblk}
+hz=$(getconf CLK_TCK)
+
+die() {
+	echo "nbd-peers: $*" >&2
+	exit 1
+}
+for t in fio nbdkit qemu-nbd python3; do
+	command -v $t >/dev/null || die "$t is needed (debian-packages.txt)"
+done
+case " $servers " in *" rumpblk "*)
+	[ -x "$RUMPBLK" ] || die "$RUMPBLK is not built (make build)" ;;
+esac
+fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine"
+[ "$rounds" -ge 3 ] || die "BENCH_ROUNDS must be at least 3 (medians)"
+
+work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/rumpblk-bench.XXXXXX")
+srvpid=
+cleanup() {
+	[ -n "$srvpid" ] && kill "$srvpid" 2>/dev/null && wait "$srvpid" 2>/dev/null
+	if [ "${BENCH_KEEP:-0}" = 1 ]; then
+		echo "nbd-peers: results kept in $work"
+	else
+		rm -rf "$work"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+img=$work/bench.img
+sock=$work/s
+bytes=$(numfmt --from=iec "$size") || die "bad BENCH_SIZE $size"
+# Real data (no holes), written now so that it is in the page cache.
+head -c "$bytes" /dev/urandom >"$img" || die "cannot write $img"
+cat "$img" >/dev/null
+
+# start SERVER: start it on $sock in the background, set srvpid.
+start() {
+	local i
+	rm -f "$sock" "$work/pid"
+	case $1 in
+	rumpblk)
+		# shellcheck disable=SC2086
+		"$RUMPBLK" serve --socket "$sock" --pidfile "$work/pid" \
+		    ${RUMPBLK_ARGS:-} "$img" 2>"$work/server.log" &
+		;;
+	nbdkit)
+		nbdkit -f -U "$sock" -P "$work/pid" file "$img" \
+		    2>"$work/server.log" &
+		;;
+	qemu-nbd)
+		# -t: stay up between clients; -e: connections allowed at
+		# once (2 fio jobs); writeback cache like the others (page
+		# cache, flush on request).
+		qemu-nbd -f raw -k "$sock" --aio=io_uring --cache=writeback \
+		    -t -e 8 --pid-file="$work/pid" "$img" \
+		    2>"$work/server.log" &
+		;;
+	*) die "unknown server $1" ;;
+	esac
+	srvpid=$!
+	for ((i = 0; i < 300; i++)); do
+		[ -s "$work/pid" ] && [ -S "$sock" ] && break
+		kill -0 $srvpid 2>/dev/null ||
+		    die "$1 exited: $(cat "$work/server.log")"
+		sleep 0.1
+	done
+	[ -s "$work/pid" ] || die "$1 did not start within 30 s"
+	# The PID whose CPU time is measured is the one in the pidfile.
+	spid=$(cat "$work/pid")
+}
+
+stop() {
+	kill "$srvpid" 2>/dev/null
+	wait "$srvpid" 2>/dev/null
+	srvpid=
+}
+
+cputicks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# fio_args PROFILE: the fio options of a profile.
+fio_args() {
+	case $1 in
+	randread-4k-qd1) echo "--rw=randread --bs=4k --iodepth=1 --numjobs=1" ;;
+	randread-4k-qd32) echo "--rw=randread --bs=4k --iodepth=16 --numjobs=2" ;;
+	randwrite-4k-qd32) echo "--rw=randwrite --bs=4k --iodepth=16 --numjobs=2" ;;
+	seqread-1m) echo "--rw=read --bs=1m --iodepth=8 --numjobs=1" ;;
+	seqwrite-1m) echo "--rw=write --bs=1m --iodepth=8 --numjobs=1" ;;
+	*) die "unknown profile $1" ;;
+	esac
+}
+
+results=$work/results.tsv
+printf 'round\tserver\tprofile\tops\tbytes\tseconds\tcpu_s\n' >"$results"
+set -- $servers
+nserv=$#
+echo "nbd-peers: image $size, $rounds rounds x ${secs}s per run," \
+    "servers: $servers"
+echo "nbd-peers: $(fio --version), $(nbdkit --version 2>&1 | head -1)," \
+    "$(qemu-nbd --version | head -1), rumpblk serve ${RUMPBLK_ARGS:-(defaults)}"
+for ((r = 1; r <= rounds; r++)); do
+	# Rotate the server order every round.
+	order=()
+	for ((k = 0; k < nserv; k++)); do
+		idx=$(( (k + r - 1) % nserv + 1 ))
+		order+=("${!idx}")
+	done
+	for s in "${order[@]}"; do
+		start "$s"
+		for p in $profiles; do
+			c0=$(cputicks "$spid") || die "$s died"
+			# shellcheck disable=SC2046
+			fio --name="$p" --ioengine=nbd \
+			    --uri="nbd+unix:///?socket=$sock" \
+			    $(fio_args "$p") --size="$bytes" --time_based \
+			    --runtime="$secs" --group_reporting \
+			    --output-format=json --output="$work/fio.json" \
+			    >"$work/fio.err" 2>&1 ||
+			    die "fio $p against $s: $(cat "$work/fio.err")"
+			c1=$(cputicks "$spid") || die "$s died during $p"
+			python3 - "$work/fio.json" "$r" "$s" "$p" \
+			    "$(( c1 - c0 ))" "$hz" >>"$results" <<'PY'
+import json, sys
+f, r, s, p, ticks, hz = sys.argv[1:]
+j = json.load(open(f))["jobs"][0]
+ops = byts = 0
+for d in ("read", "write"):
+    ops += j[d]["total_ios"]
+    byts += j[d]["io_bytes"]
+secs = j["job_runtime"] / 1000.0
+print("%s\t%s\t%s\t%d\t%d\t%.3f\t%.3f" % (r, s, p, ops, byts, secs,
+      int(ticks) / int(hz)))
+PY
+			printf '.'
+		done
+		stop
+	done
+done
+echo
+
+python3 - "$results" "$profiles" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+profiles = sys.argv[2].split()
+servers = []
+for r in rows:
+    if r["server"] not in servers:
+        servers.append(r["server"])
+
+def med(p, s, fn):
+    v = [fn(r) for r in rows if r["profile"] == p and r["server"] == s]
+    return statistics.median(v) if v else float("nan")
+
+def iops(r):
+    return int(r["ops"]) / float(r["seconds"])
+
+def mibs(r):
+    return int(r["bytes"]) / float(r["seconds"]) / 2**20
+
+def cpu_req(r):  # microseconds of server CPU per request
+    return float(r["cpu_s"]) * 1e6 / max(int(r["ops"]), 1)
+
+def cpu_gib(r):  # seconds of server CPU per GiB moved
+    return float(r["cpu_s"]) / max(int(r["bytes"]) / 2**30, 1e-9)
+
+peers = [s for s in servers if s != "rumpblk"]
+print("medians over %d rounds; throughput ratio vs the best peer (%s), "
+      "CPU ratios vs nbdkit" % (len({r["round"] for r in rows}),
+                                "/".join(peers)))
+hdr = "%-18s %-9s %10s %9s %8s %10s %9s %8s %8s" % (
+    "profile", "server", "IOPS", "MiB/s", "vs best", "CPU us/req",
+    "CPU s/GiB", "req/nbdk", "GiB/nbdk")
+print(hdr)
+print("-" * len(hdr))
+for p in profiles:
+    best = max((med(p, s, mibs) for s in peers), default=float("nan"))
+    nk_req = med(p, "nbdkit", cpu_req) if "nbdkit" in servers else None
+    nk_gib = med(p, "nbdkit", cpu_gib) if "nbdkit" in servers else None
+    for s in servers:
+        m = med(p, s, mibs)
+        cr, cg = med(p, s, cpu_req), med(p, s, cpu_gib)
+        print("%-18s %-9s %10.0f %9.1f %8s %10.1f %9.2f %8s %8s" % (
+            p, s, med(p, s, iops), m,
+            "%.2fx" % (m / best) if best else "-", cr, cg,
+            "%.2fx" % (cr / nk_req) if nk_req else "-",
+            "%.2fx" % (cg / nk_gib) if nk_gib else "-"))
+print("QD32 profiles run 2 fio jobs x iodepth 16: one fio nbd job "
+      "saturates a core on 2 cores before the server does.")
+
+# The goals of issue 5, met or missed on these figures.
+if "rumpblk" in servers and peers:
+    print("\ngoals (issue 5):")
+    for p in profiles:
+        best = max(med(p, s, mibs) for s in peers)
+        r = med(p, "rumpblk", mibs) / best if best else float("nan")
+        print("  %-18s throughput %.2fx the best peer (goal >= 1.0): %s"
+              % (p, r, "met" if r >= 1.0 else "MISSED"))
+    if "nbdkit" in servers:
+        for p, fn, what in (("randread-4k-qd32", cpu_req, "per request"),
+                            ("seqread-1m", cpu_gib, "per GiB")):
+            if p in profiles:
+                r = med(p, "rumpblk", fn) / med(p, "nbdkit", fn)
+                print("  %-18s CPU %s %.2fx nbdkit's (goal <= 0.7): %s"
+                      % (p, what, r, "met" if r <= 0.7 else "MISSED"))
+PY

@@ -1,0 +1,157 @@
+/*
+ * The NBD fuzz targets' harness (see fuzz-nbd.h): instance, servers and
+ * the socketpair pump.  Set up once, on the first input; the scratch image
+ * lives in $TMPDIR (1 MiB, sparse) and is unlinked once registered.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <rumpblk/rumpblk.h>
+
+#include "fuzz-nbd.h"
+#include "nbd.h"
+
+#define IMAGE_SIZE	(1u << 20)
+
+static struct rumpblk *rb;
+static struct nbd_server *srv_rw, *srv_ro;
+
+static void
+die(const char *what, int error)
+{
+	fprintf(stderr, "fuzz-nbd: %s: %s\n", what, strerror(error));
+	abort();
+}
+
+static void
+setup(void)
+{
+	struct rumpblk_config cfg;
+	struct nbd_server_config sc;
+	const char *dir = getenv("TMPDIR");
+	char path[4096];
+	int fd, unit, error;
+	FILE *devnull;
+
+	snprintf(path, sizeof(path), "%s/fuzz-nbd.XXXXXX",
+	    dir != NULL ? dir : "/tmp");
+	if ((fd = mkstemp(path)) == -1)
+		die("mkstemp", errno);
+	if (ftruncate(fd, IMAGE_SIZE) == -1)
+		die("ftruncate", errno);
+	close(fd);
+	rumpblk_config_init(&cfg);
+	cfg.fail_seed_set = true;	/* no random seed message */
+	if ((error = rumpblk_create(&cfg, &rb)) != 0)
+		die("rumpblk_create", error);
+	if ((error = rumpblk_register(rb, path, 0, RUMPBLK_SIZENOTSET,
+	    &unit)) != 0)
+		die(path, error);
+	unlink(path);
+
+	/* The server's complaints about bad input are expected noise. */
+	devnull = fopen("/dev/null", "w");
+	memset(&sc, 0, sizeof(sc));
+	sc.rb = rb;
+	sc.unit = unit;
+	sc.name = "fuzz";
+	sc.description = "fuzz target";
+	sc.max_connections = 4;
+	sc.shutdown_timeout_ms = 1000;
+	sc.log = devnull;
+	if ((error = nbd_server_create(&sc, &srv_rw)) != 0)
+		die("nbd_server_create", error);
+	sc.read_only = true;
+	if ((error = nbd_server_create(&sc, &srv_ro)) != 0)
+		die("nbd_server_create (read-only)", error);
+}
+
+struct pump {
+	int		p_fd;
+	const uint8_t	*p_pre, *p_data;
+	size_t		p_plen, p_size;
+};
+
+/* Write prefix and data, read and drop replies, until the server hangs
+ * up. */
+static void *
+pump_main(void *arg)
+{
+	struct pump *p = arg;
+	struct pollfd pfd;
+	size_t off = 0, total = p->p_plen + p->p_size;
+	char sink[65536];
+	ssize_t n;
+	int wr_open = 1;
+
+	if (total == 0) {
+		shutdown(p->p_fd, SHUT_WR);
+		wr_open = 0;
+	}
+	for (;;) {
+		pfd.fd = p->p_fd;
+		pfd.events = POLLIN | (wr_open ? POLLOUT : 0);
+		if (poll(&pfd, 1, -1) == -1) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+			n = recv(p->p_fd, sink, sizeof(sink), MSG_DONTWAIT);
+			if (n == 0 || (n == -1 && errno != EAGAIN &&
+			    errno != EINTR))
+				break;
+		}
+		if (wr_open && (pfd.revents & POLLOUT)) {
+			const uint8_t *src = off < p->p_plen ?
+			    p->p_pre + off : p->p_data + (off - p->p_plen);
+			size_t len = off < p->p_plen ? p->p_plen - off :
+			    total - off;
+
+			n = send(p->p_fd, src, len,
+			    MSG_DONTWAIT | MSG_NOSIGNAL);
+			if (n > 0)
+				off += (size_t)n;
+			else if (n == -1 && errno != EAGAIN && errno != EINTR)
+				off = total;	/* server gone: stop sending */
+			if (off == total) {
+				shutdown(p->p_fd, SHUT_WR);
+				wr_open = 0;
+			}
+		}
+	}
+	return NULL;
+}
+
+void
+fuzz_nbd_run(const uint8_t *prefix, size_t plen, const uint8_t *data,
+    size_t size, int read_only)
+{
+	struct pump p;
+	pthread_t t;
+	int sv[2], error;
+
+	if (rb == NULL)
+		setup();
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
+		die("socketpair", errno);
+	p.p_fd = sv[0];
+	p.p_pre = prefix;
+	p.p_plen = plen;
+	p.p_data = data;
+	p.p_size = size;
+	if ((error = pthread_create(&t, NULL, pump_main, &p)) != 0)
+		die("pthread_create", error);
+	/* Serves until the client leaves; closes sv[1]. */
+	nbd_serve_fd(read_only ? srv_ro : srv_rw, sv[1]);
+	pthread_join(t, NULL);
+	close(sv[0]);
+}

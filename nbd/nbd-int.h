@@ -1,0 +1,207 @@
+/*
+ * Private declarations of the NBD server, one section per file.
+ *
+ * Threading (designed for a 2-core machine shared with the client):
+ *   - One reader thread per connection does the handshake, then parses
+ *     requests from a receive buffer (one recv() brings many pipelined
+ *     requests) and submits each as rumpblk_strategy() calls in request
+ *     order.  Small reads are synchronous buffers: on a page-cached image
+ *     the pread or memcpy runs right there, with no handoff.  Writes,
+ *     flushes, trims and zeroes are RUMPBLK_B_ASYNC buffers that the
+ *     library's worker pool runs while the reader goes on reading.
+ *   - Replies are sent by whichever thread completes a request, with
+ *     non-blocking sendmsg() of header + data (no copy).  One thread at a
+ *     time owns the socket for writing (c_owner); others queue their
+ *     reply and leave, and the owner sends the queue, many replies per
+ *     sendmsg().  The reader owns the socket while it works through a
+ *     batch of requests ("corked") and flushes the batch before it
+ *     blocks.  If the socket is full, ownership passes to the
+ *     connection's writer thread, the only thread that ever waits for a
+ *     client to read: a slow reader stalls its own connection only, and
+ *     never a library worker that other connections need.
+ *   - Bytes in flight per connection are capped (c_inflight); the reader
+ *     stops reading requests while over the cap, so memory is bounded by
+ *     max_connections × (max_inflight + 4 MiB of cached request buffers
+ *     + the 256 KiB receive buffer).
+ */
+#ifndef RUMPBLK_NBD_INT_H
+#define RUMPBLK_NBD_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/uio.h>
+
+#include "nbd.h"
+#include "nbd-proto.h"
+
+#define NBD_MAX_LISTENERS	8
+#define NBD_RBUF_SIZE		(256u << 10)	/* receive buffer */
+#define NBD_MAX_OPTIONS		256	/* per connection, then hang up */
+#define NBD_MAX_OPTLEN		(64u << 10)	/* option data, then hang up */
+#define NBD_HANDSHAKE_SECS	60	/* a handshake must end by then */
+#define NBD_INLINE_READ_MAX	(128u << 10)	/* reads done in the reader */
+#define NBD_REQ_OVERHEAD	512	/* charged per request in flight */
+#define NBD_CORK_MAX		64	/* replies held back per batch */
+
+struct nbd_conn;
+
+/*
+ * A range lock over the export (shared by every connection).  Aligned
+ * writes, trims and zeroes hold their range shared from submission to
+ * completion; a read-modify-write of unaligned edges holds its covering
+ * range exclusive, so that it is atomic against every other write.
+ *
+ * Locks: l = rl_lock.
+ */
+struct nbd_range {
+	uint64_t	rg_start;	/* bytes, inclusive */
+	uint64_t	rg_end;		/* bytes, exclusive */
+	bool		rg_excl;
+	struct nbd_range *rg_prev, *rg_next;
+};
+
+struct nbd_rangelock {
+	pthread_mutex_t	rl_lock;
+	pthread_cond_t	rl_cv;		/* l: a range was released */
+	struct nbd_range *rl_shared;	/* l: held shared */
+	struct nbd_range *rl_excl;	/* l: held exclusive */
+};
+
+void	nbd_rl_init(struct nbd_rangelock *);
+void	nbd_rl_fini(struct nbd_rangelock *);
+void	nbd_rl_lock(struct nbd_rangelock *, struct nbd_range *,
+	    uint64_t start, uint64_t end, bool excl);
+void	nbd_rl_unlock(struct nbd_rangelock *, struct nbd_range *);
+
+/*
+ * Locks: s = s_lock, a = atomic, ( = set at create / before run.
+ */
+struct nbd_server {
+	pthread_mutex_t	s_lock;
+	pthread_cond_t	s_cv;		/* s: a connection ended */
+	struct nbd_server_config s_cfg;	/* ( strings copied below */
+	char		*s_name;	/* ( */
+	char		*s_desc;	/* ( may be NULL */
+	struct rumpblk_unitinfo s_ui;	/* ( */
+	uint64_t	s_size;		/* ( bytes */
+	unsigned	s_secsize;	/* ( bytes */
+	bool		s_ro;		/* ( read-only export */
+	bool		s_can_trim;	/* ( */
+	bool		s_async_reads;	/* ( every read through the pool */
+	size_t		s_max_inflight;	/* ( */
+	struct nbd_rangelock s_rl;
+	int		s_lfd[NBD_MAX_LISTENERS]; /* ( listeners */
+	char		*s_lpath[NBD_MAX_LISTENERS]; /* ( Unix paths */
+	int		s_nlfd;		/* ( */
+	int		s_stoppipe[2];	/* ( nbd_server_stop writes */
+	int		s_wakefd;	/* ( eventfd: a connection ended */
+	_Atomic bool	s_stopping;	/* a */
+	_Atomic uint64_t s_deadline;	/* a: CLOCK_MONOTONIC ns, 0 none */
+	struct nbd_conn	*s_conns;	/* s: live and ended connections */
+	unsigned	s_nconns;	/* s: live ones */
+};
+
+/* One request and its reply. */
+struct nbd_req {
+	struct rumpblk_buf r_buf;	/* b_private = this */
+	struct nbd_conn	*r_conn;
+	uint64_t	r_handle;
+	uint64_t	r_off;		/* bytes, as the client asked */
+	uint32_t	r_len;
+	uint16_t	r_type;
+	uint16_t	r_flags;
+	char		*r_data;	/* data buffer, or NULL */
+	size_t		r_cap;		/* bytes at r_data */
+	size_t		r_skip;		/* client's bytes start here */
+	size_t		r_charge;	/* bytes charged to c_inflight */
+	struct nbd_range r_range;
+	bool		r_locked;	/* r_range is held */
+	/* The reply: r_iov[0..r_iovcnt) from r_sent on. */
+	union {
+		struct nbd_simple_reply s;
+		struct {
+			struct nbd_structured_reply h;
+			uint64_t	off;
+		} __attribute__((packed)) d;
+		struct {
+			struct nbd_structured_reply h;
+			uint32_t	error;
+			uint16_t	msglen;
+		} __attribute__((packed)) e;
+		struct {
+			struct nbd_structured_reply h;
+			uint32_t	ctx;
+		} __attribute__((packed)) b;
+	} r_hdr;
+	struct iovec	r_iov[2];
+	int		r_iovcnt;
+	size_t		r_sent;		/* bytes of the reply already sent */
+	struct nbd_req	*r_next;	/* out queue / free list */
+};
+
+/*
+ * Locks: c = c_lock, R = reader thread only, ( = set before the reader
+ * starts, h = set by the handshake (reader) before any request.
+ */
+struct nbd_conn {
+	struct nbd_server *c_srv;	/* ( */
+	int		c_fd;		/* ( */
+	bool		c_is_tcp;	/* ( */
+	pthread_t	c_reader;	/* ( */
+	pthread_t	c_writer;	/* ( */
+	bool		c_has_reader;	/* ( a thread of its own */
+	bool		c_has_writer;	/* R */
+	/* Negotiated. */
+	bool		c_structured;	/* h */
+	bool		c_obey_bs;	/* h: asked for NBD_INFO_BLOCK_SIZE */
+	bool		c_meta_base;	/* h: base:allocation selected */
+	bool		c_no_zeroes;	/* h */
+	uint16_t	c_tflags;	/* h */
+	unsigned	c_nopts;	/* R */
+	uint64_t	c_hs_deadline;	/* R: handshake ends by then (ns) */
+	/* Receive buffer. */
+	char		*c_rbuf;	/* R */
+	size_t		c_rpos;		/* R: next byte to parse */
+	size_t		c_rlen;		/* R: bytes in the buffer */
+	/* Replies and accounting. */
+	pthread_mutex_t	c_lock;
+	pthread_cond_t	c_cv;		/* c: writer work; space in flight */
+	struct nbd_req	*c_outq;	/* c: replies to send, in order */
+	struct nbd_req	**c_outtail;	/* c */
+	bool		c_owner;	/* c: a thread is sending */
+	bool		c_corked;	/* R: the reader is that thread */
+	bool		c_writer_wanted; /* c: ownership passed to writer */
+	bool		c_writer_stop;	/* c */
+	bool		c_dead;		/* c: replies cannot be sent */
+	size_t		c_inflight;	/* c: bytes charged */
+	unsigned	c_nreqs;	/* c: requests alive */
+	bool		c_reader_waits;	/* c: reader waits on c_cv */
+	struct nbd_req	*c_free;	/* c: cached requests */
+	unsigned	c_nfree;	/* c */
+	size_t		c_free_bytes;	/* c: buffer bytes of c_free */
+	/* Server list. */
+	bool		c_ended;	/* s */
+	struct nbd_conn	*c_next;	/* s */
+};
+
+/* conn.c */
+uint64_t nbd_now_ns(void);
+void	nbd_log(struct nbd_server *, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+struct nbd_conn *nbd_conn_new(struct nbd_server *, int fd, bool tcp);
+/* The whole life of a connection: handshake, requests, teardown.  The
+ * connection's memory (but not the struct) is freed at the end. */
+void	nbd_conn_serve(struct nbd_conn *);
+void	nbd_conn_free(struct nbd_conn *);
+/* Read exactly n bytes (through the receive buffer); 0 or errno
+ * (ECONNRESET for EOF). */
+int	nbd_conn_read(struct nbd_conn *, void *, size_t n);
+/* Send everything, waiting as long as the client is alive and the
+ * shutdown deadline has not passed; 0 or errno. */
+int	nbd_conn_sendv(struct nbd_conn *, struct iovec *, int iovcnt);
+
+/* handshake.c: 0 when transmission may start, or an errno to hang up
+ * (the client aborted, misbehaved or left). */
+int	nbd_handshake(struct nbd_conn *);
+
+#endif /* RUMPBLK_NBD_INT_H */

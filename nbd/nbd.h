@@ -1,0 +1,107 @@
+/*
+ * rumpblk's NBD server: one export (a rumpblk unit) served to any number
+ * of clients over Unix and TCP sockets, by the fixed newstyle protocol.
+ *
+ * This is the interface the rumpblk(1) command (cli/serve.c), the tests
+ * and the fuzz targets use.  The server is a caller of the public
+ * librumpblk API only: every data request becomes rumpblk_strategy()
+ * calls on the unit, so fault injection and counters apply to NBD
+ * clients exactly as to in-process callers.
+ *
+ * Threads: nbd_server_stop() may be called from any thread (and from a
+ * signal handler); every other call belongs to the thread that created
+ * the server.  Each connection runs in its own reader thread (plus a
+ * writer thread that only wakes for clients that read their replies
+ * slowly).
+ */
+#ifndef RUMPBLK_NBD_H
+#define RUMPBLK_NBD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <rumpblk/rumpblk.h>
+
+/* Payload limit of one READ or WRITE, and the advertised maximum block
+ * size (DESIGN.md §6). */
+#define NBD_MAX_PAYLOAD		(32u << 20)
+
+struct nbd_server_config {
+	struct rumpblk	*rb;		/* the instance; the caller owns it */
+	int		unit;		/* the exported unit */
+	const char	*name;		/* export name LIST reports ("") */
+	const char	*description;	/* NBD_INFO_DESCRIPTION, or NULL */
+	bool		read_only;	/* refuse writes even if the unit can */
+	unsigned	max_connections; /* 0: 64 */
+	size_t		max_inflight;	/* bytes in flight per connection;
+					   0: one maximum request */
+	unsigned	shutdown_timeout_ms; /* give up on slow readers */
+	FILE		*log;		/* messages; NULL: stderr */
+};
+
+struct nbd_server;
+
+/*
+ * Create a server for one unit.  The unit must stay registered until
+ * nbd_server_destroy().  Errors: the rumpblk_unitinfo() error, ENOMEM.
+ */
+int	nbd_server_create(const struct nbd_server_config *,
+	    struct nbd_server **);
+
+/*
+ * Listen on a Unix socket at path (the file must not exist; it is
+ * removed by nbd_server_destroy).  0 or errno.
+ */
+int	nbd_server_listen_unix(struct nbd_server *, const char *path);
+
+/*
+ * Listen on TCP at "ADDR:PORT" ("127.0.0.1:10809", "[::1]:0",
+ * "localhost:0").  PORT 0 picks a free port; *portp (may be NULL)
+ * receives the port really bound.  0, or EINVAL for a malformed address
+ * (message on the log), or the socket error.
+ */
+int	nbd_server_listen_tcp(struct nbd_server *, const char *addrport,
+	    int *portp);
+
+/*
+ * Accept and serve clients until nbd_server_stop(); then stop reading
+ * requests, finish those in flight, give up on clients that do not read
+ * their replies within the shutdown timeout, and return once every
+ * connection has ended.  extra_fd, if not -1, is polled too: when it
+ * becomes readable the server stops as if nbd_server_stop() had been
+ * called (the CLI passes a signalfd).  Returns 0.
+ */
+int	nbd_server_run(struct nbd_server *, int extra_fd);
+
+/* Make nbd_server_run() return.  Async-signal-safe. */
+void	nbd_server_stop(struct nbd_server *);
+
+/*
+ * Serve one connected socket (or socketpair end) in the calling thread:
+ * the handshake, then requests until the client leaves.  The descriptor
+ * is closed.  For tests and fuzz targets; returns 0.
+ */
+int	nbd_serve_fd(struct nbd_server *, int fd);
+
+/* Close the listeners (removing Unix socket files) and free. */
+void	nbd_server_destroy(struct nbd_server *);
+
+/* Transmission flags the export advertises (structured replies
+ * negotiated or not). */
+uint16_t nbd_server_tflags(const struct nbd_server *, bool structured);
+
+/*
+ * errno → NBD error value, through the one table below (nbd/errno.c).
+ * 0 maps to 0; an errno that is not in the table maps to NBD_EIO.
+ */
+struct nbd_errno_row {
+	int		errnum;		/* errno value */
+	uint32_t	nbd;		/* NBD_E* */
+};
+extern const struct nbd_errno_row nbd_errno_table[];
+extern const size_t nbd_errno_table_len;
+uint32_t nbd_errno_to_nbd(int errnum);
+
+#endif /* RUMPBLK_NBD_H */
