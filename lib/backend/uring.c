@@ -15,7 +15,7 @@
  * with bench/dio-qd.sh on two shared cores, 4 KiB cached random reads at
  * queue depth 32: 1, 2 and 4 submitting threads give the same ~500K
  * IOPS, because the reaper, which also resubmits, is the busy thread,
- * not the lock; 1.0-2.9x fio's io_uring engine at the same depth.  More
+ * not the lock; 2-3x fio's io_uring engine at the same depth.  More
  * than one ring (and reaper) per unit is the next step if a host with
  * more cores shows the reaper saturated.
  *
