@@ -27,7 +27,9 @@
  * The eventfd rather than io_uring_enter(GETEVENTS) because valgrind
  * (3.19) holds its big lock across io_uring_enter, so a reaper asleep in
  * it stops every other thread of a program run under valgrind forever;
- * a read is a system call valgrind knows may block.  A completion callback
+ * a read is a system call valgrind knows may block.  Nor does memcheck
+ * see the kernel fill a read buffer through a ring, so account() tells
+ * it (VALGRIND_MAKE_MEM_DEFINED, a no-op outside valgrind).  A completion callback
  * (b_iodone) that submits again, which is what a caller at queue depth
  * does, runs on the reaper: its SQE is only queued, and the reaper
  * enters the kernel once for the whole batch, so a loaded ring costs
@@ -72,6 +74,12 @@
 
 #include "../internal.h"
 #include "../host/host.h"
+
+#ifdef RUMPBLK_HAVE_VALGRIND
+#include <valgrind/memcheck.h>
+#else
+#define VALGRIND_MAKE_MEM_DEFINED(a, n)	((void)(a), (void)(n))
+#endif
 
 /* 1. The engine. */
 
@@ -279,6 +287,9 @@ account(struct rb_io *io, int res, int *errorp)
 		*errorp = rb_host_seam_sync_error();
 		return 0;
 	}
+	if (io->io_op == RUMPBLK_B_READ)
+		VALGRIND_MAKE_MEM_DEFINED((char *)io->io_data + io->io_moved,
+		    (size_t)res);
 	io->io_moved += (size_t)res;
 	if (RB_UNLIKELY(io->io_moved < io->io_len)) {
 		if (res > 0)
