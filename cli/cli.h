@@ -38,6 +38,29 @@ const char *cli_ftype_name(enum rumpblk_ftype);
 bool	cli_backend_refused(const char *image, const struct rumpblk_config *,
 	    uint64_t offset, uint64_t size, int error);
 
+/*
+ * The CLI's default mmap windows (DESIGN.md §5): windows that cover the
+ * host range [offset, offset + size), since 64-bit hosts need not ration
+ * address space as the seed's 16 x 1 MiB did.  A window size from 1 MiB
+ * to 1 GiB (the smallest power of two that holds size, capped), and as
+ * many windows as the range spans, up to 64 GiB of address space.  A
+ * non-zero *winsize or *wincount (from a flag or the environment) is
+ * kept and the other one fitted to it.
+ */
+void	cli_cover_windows(uint64_t offset, uint64_t size, uint64_t *winsize,
+	    uint64_t *wincount);
+
+/*
+ * Set cfg's windows for IMAGE as the CLI does: a flag's value (non-zero
+ * winsize/wincount) wins, then RUMP_BLKWINSIZE/RUMP_BLKWINCOUNT (already
+ * applied to cfg by rumpblk_config_from_env), then windows covering
+ * [offset, offset + size) of IMAGE (size RUMPBLK_SIZENOTSET: the rest of
+ * the file).
+ */
+void	cli_default_windows(struct rumpblk_config *, const char *image,
+	    uint64_t offset, uint64_t size, uint64_t winsize,
+	    uint64_t wincount);
+
 struct cli_cmd {
 	const char	*name;
 	int		(*main)(int argc, char **argv);
@@ -47,5 +70,6 @@ struct cli_cmd {
 int	cmd_info(int, char **);
 int	cmd_create(int, char **);
 int	cmd_serve(int, char **);
+int	cmd_bench(int, char **);
 
 #endif

@@ -230,6 +230,8 @@ cmd_info(int argc, char **argv)
 		return 2;
 	}
 	image = argv[optind];
+	/* The CLI's windows, so that auto shows what serve and bench pick. */
+	cli_default_windows(&cfg, image, offset, size, 0, 0);
 	if ((error = rumpblk_create(&cfg, &rb)) != 0) {
 		cli_err("cannot create an instance: %s", strerror(error));
 		return 1;

@@ -10,6 +10,7 @@ static const struct cli_cmd cmds[] = {
 	{ "info", cmd_info, "describe an image as a rumpblk unit" },
 	{ "create", cmd_create, "create a sparse image of a given size" },
 	{ "serve", cmd_serve, "export an image over NBD" },
+	{ "bench", cmd_bench, "measure in-process I/O throughput" },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 

@@ -365,29 +365,6 @@ opt_uint(const char *opt, const char *arg, uint64_t min, uint64_t max,
 	return true;
 }
 
-/* The CLI's mmap windows cover the image (up to 64 GiB of mappings). */
-static void
-cover_windows(struct rumpblk_config *cfg, const struct serve_opts *o,
-    uint64_t hostsize)
-{
-	uint64_t size = o->size_set ? o->size : hostsize > o->offset ?
-	    hostsize - o->offset : 0;
-	uint64_t ws = cfg->winsize, n;
-
-	if (!o->winsize_set && getenv("RUMP_BLKWINSIZE") == NULL) {
-		ws = 1u << 20;
-		while (ws < size && ws < (1ull << 30))
-			ws <<= 1;
-		cfg->winsize = ws;
-	}
-	if (!o->wincount_set && getenv("RUMP_BLKWINCOUNT") == NULL) {
-		n = (size + ws - 1) / ws + 1;	/* +1: an unaligned start */
-		if (n * ws > (64ull << 30))
-			n = (64ull << 30) / ws;
-		cfg->wincount = n > 0 ? (unsigned)n : 1;
-	}
-}
-
 int
 cmd_serve(int argc, char **argv)
 {
@@ -623,8 +600,9 @@ cmd_serve(int argc, char **argv)
 		cli_err("%s: %s", o.image, strerror(errno));
 		goto out;
 	}
-	cover_windows(&cfg, &o, S_ISREG(sb.st_mode) ? (uint64_t)sb.st_size :
-	    0);
+	cli_default_windows(&cfg, o.image, o.offset,
+	    o.size_set ? o.size : RUMPBLK_SIZENOTSET,
+	    o.winsize_set ? cfg.winsize : 0, o.wincount_set ? cfg.wincount : 0);
 	if ((error = rumpblk_create(&cfg, &rb)) != 0) {
 		cli_err("serve: cannot set up the driver: %s (check "
 		    "--winsize, --wincount, --sector-size, --backend)",

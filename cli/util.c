@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -141,4 +142,45 @@ cli_backend_refused(const char *image, const struct rumpblk_config *cfg,
 		    "(--backend uring); use --backend pio or auto", image,
 		    strerror(error));
 	return true;
+}
+
+void
+cli_cover_windows(uint64_t offset, uint64_t size, uint64_t *winsize,
+    uint64_t *wincount)
+{
+	const uint64_t space = 64ull << 30;
+	uint64_t w = *winsize, n;
+
+	if (w == 0) {
+		for (w = 1ull << 20; w < size && w < (1ull << 30); w <<= 1)
+			;
+		*winsize = w;
+	}
+	if (*wincount == 0) {
+		n = size == 0 ? 1 : (offset + size - 1) / w - offset / w + 1;
+		if (n > space / w)
+			n = space / w;
+		*wincount = n == 0 ? 1 : n;
+	}
+}
+
+void
+cli_default_windows(struct rumpblk_config *cfg, const char *image,
+    uint64_t offset, uint64_t size, uint64_t winsize, uint64_t wincount)
+{
+	struct stat sb;
+	uint64_t span = 0;
+
+	if (winsize == 0 && getenv("RUMP_BLKWINSIZE") != NULL)
+		winsize = cfg->winsize;
+	if (wincount == 0 && getenv("RUMP_BLKWINCOUNT") != NULL)
+		wincount = cfg->wincount;
+	if (size != RUMPBLK_SIZENOTSET)
+		span = size;
+	else if (stat(image, &sb) == 0 && S_ISREG(sb.st_mode) &&
+	    (uint64_t)sb.st_size > offset)
+		span = (uint64_t)sb.st_size - offset;
+	cli_cover_windows(offset, span, &winsize, &wincount);
+	cfg->winsize = winsize;
+	cfg->wincount = wincount > UINT32_MAX ? UINT32_MAX : (unsigned)wincount;
 }

@@ -288,8 +288,10 @@ rumpblk_destroy(struct rumpblk *rb)
 	}
 	if (rb->rb_pool != NULL)
 		rb_pool_destroy(rb->rb_pool);
-	for (i = 0; i < rb->rb_cfg.max_units; i++)
+	for (i = 0; i < rb->rb_cfg.max_units; i++) {
 		free(rb->rb_units[i].u_counters);
+		free(rb->rb_units[i].u_refs);
+	}
 	free(rb->rb_counters);
 	free(rb->rb_units);
 	pthread_mutex_destroy(&rb->rb_lock);

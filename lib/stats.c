@@ -2,9 +2,11 @@
  * Counters and latency records.
  *
  * Per-request accounting must cost little next to a 4 KiB copy from the
- * page cache (about 0.6 us here).  Two things keep it cheap: counters are
- * sharded by thread onto separate cache lines (no line bounces between
- * two submitting cores), and the clock is read for one request in
+ * page cache (about 0.6 us here).  Three things keep it cheap: counters
+ * are sharded by thread onto separate cache lines (no line bounces between
+ * two submitting cores), a thread that owns its shard updates it with
+ * plain relaxed loads and stores (no locked instruction; internal.h), and
+ * the clock is read for one request in
  * rb_lat_sample per thread (64 by default), since two clock_gettime()
  * calls per request alone would cost several percent.  Latency counts are
  * exact; the sums, maximum and histogram describe the timed sample.
@@ -14,16 +16,61 @@
 
 #include "internal.h"
 
-static _Atomic unsigned next_shard;
-static _Thread_local unsigned my_shard = UINT32_MAX;
+_Thread_local unsigned rb_my_shard
+    __attribute__((tls_model("initial-exec"))) = UINT32_MAX;
 
-unsigned
-rb_shard_index(void)
+/* Which exclusive shards are taken; a bit per shard below SHARED. */
+static pthread_mutex_t shard_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint32_t shard_taken;			/* shard_lock */
+static pthread_key_t shard_key;
+static pthread_once_t shard_once = PTHREAD_ONCE_INIT;
+static bool shard_key_ok;
+
+_Static_assert(RB_NSHARDS <= 32, "shard_taken is a 32-bit mask");
+
+/* A thread that owned a shard exits: the next new thread may have it. */
+static void
+shard_release(void *arg)
 {
-	if (RB_UNLIKELY(my_shard == UINT32_MAX))
-		my_shard = atomic_fetch_add_explicit(&next_shard, 1,
-		    memory_order_relaxed) % RB_NSHARDS;
-	return my_shard;
+	unsigned s = (unsigned)(uintptr_t)arg - 1;
+
+	rb_mutex_lock(&shard_lock);
+	shard_taken &= ~(1u << s);
+	rb_mutex_unlock(&shard_lock);
+	rb_my_shard = UINT32_MAX;
+}
+
+static void
+shard_key_init(void)
+{
+	shard_key_ok = pthread_key_create(&shard_key, shard_release) == 0;
+}
+
+/*
+ * First update by this thread: claim a free exclusive shard, or the
+ * shared one.  The mutex orders the last writes of a shard's previous
+ * owner before the first of its next.
+ */
+unsigned
+rb_shard_claim(void)
+{
+	unsigned s = RB_SHARD_SHARED;
+
+	pthread_once(&shard_once, shard_key_init);
+	if (shard_key_ok) {
+		rb_mutex_lock(&shard_lock);
+		if (~shard_taken & ((1u << RB_SHARD_SHARED) - 1)) {
+			s = (unsigned)__builtin_ctz(~shard_taken);
+			if (pthread_setspecific(shard_key,
+			    (void *)(uintptr_t)(s + 1)) == 0)
+				shard_taken |= 1u << s;
+			else
+				s = RB_SHARD_SHARED;
+		}
+		rb_mutex_unlock(&shard_lock);
+	}
+	rb_my_shard = s;
+	return s;
 }
 
 uint64_t
@@ -55,17 +102,17 @@ rb_stat_latency(struct rb_counters *cn, int op, uint64_t ns)
 	size_t base = lat_base(op);
 	_Atomic uint64_t *w;
 	uint64_t cur;
-	unsigned b;
+	unsigned b, s;
 
 	if (base == 0)
 		return;
-	w = &cn->cn_shard[rb_shard_index()].sh_w[base];
-	atomic_fetch_add_explicit(&w[LAT_W(count)], 1, memory_order_relaxed);
+	s = rb_shard_index();
+	w = &cn->cn_shard[s].sh_w[base];
+	rb_stat_add_word(&w[LAT_W(count)], s, 1);
 	if (ns == UINT64_MAX)
 		return;
-	atomic_fetch_add_explicit(&w[LAT_W(timed)], 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&w[LAT_W(total_ns)], ns,
-	    memory_order_relaxed);
+	rb_stat_add_word(&w[LAT_W(timed)], s, 1);
+	rb_stat_add_word(&w[LAT_W(total_ns)], s, ns);
 	cur = atomic_load_explicit(&w[LAT_W(max_ns)], memory_order_relaxed);
 	while (ns > cur && !atomic_compare_exchange_weak_explicit(
 	    &w[LAT_W(max_ns)], &cur, ns, memory_order_relaxed,
@@ -74,8 +121,7 @@ rb_stat_latency(struct rb_counters *cn, int op, uint64_t ns)
 	b = ns == 0 ? 0 : 63 - (unsigned)__builtin_clzll(ns);
 	if (b >= RUMPBLK_LAT_BUCKETS)
 		b = RUMPBLK_LAT_BUCKETS - 1;
-	atomic_fetch_add_explicit(&w[LAT_W(hist) + b], 1,
-	    memory_order_relaxed);
+	rb_stat_add_word(&w[LAT_W(hist) + b], s, 1);
 }
 
 static bool

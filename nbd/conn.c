@@ -74,6 +74,7 @@ nbd_rl_init(struct nbd_rangelock *rl)
 	pthread_mutex_init(&rl->rl_lock, NULL);
 	pthread_cond_init(&rl->rl_cv, NULL);
 	rl->rl_shared = rl->rl_excl = NULL;
+	rl->rl_waiters = 0;
 }
 
 void
@@ -103,8 +104,11 @@ nbd_rl_lock(struct nbd_rangelock *rl, struct nbd_range *rg, uint64_t start,
 	rg->rg_excl = excl;
 	lock(&rl->rl_lock);
 	while (overlaps(rl->rl_excl, start, end) ||
-	    (excl && overlaps(rl->rl_shared, start, end)))
+	    (excl && overlaps(rl->rl_shared, start, end))) {
+		rl->rl_waiters++;
 		pthread_cond_wait(&rl->rl_cv, &rl->rl_lock);
+		rl->rl_waiters--;
+	}
 	head = excl ? &rl->rl_excl : &rl->rl_shared;
 	rg->rg_prev = NULL;
 	rg->rg_next = *head;
@@ -126,8 +130,13 @@ nbd_rl_unlock(struct nbd_rangelock *rl, struct nbd_range *rg)
 		rl->rl_shared = rg->rg_next;
 	if (rg->rg_next != NULL)
 		rg->rg_next->rg_prev = rg->rg_prev;
-	/* Waiters exist only while someone went unaligned; wake them. */
-	if (rl->rl_excl != NULL || rg->rg_excl)
+	/*
+	 * Wake whoever waits.  Testing "an exclusive range is held" instead
+	 * lost the wake-up of an exclusive locker (a read-modify-write)
+	 * waiting for shared ranges, which it has not inserted yet: the
+	 * fuzzer found that hang.
+	 */
+	if (rl->rl_waiters > 0)
 		pthread_cond_broadcast(&rl->rl_cv);
 	unlock(&rl->rl_lock);
 }

@@ -65,6 +65,7 @@ struct nbd_rangelock {
 	pthread_cond_t	rl_cv;		/* l: a range was released */
 	struct nbd_range *rl_shared;	/* l: held shared */
 	struct nbd_range *rl_excl;	/* l: held exclusive */
+	unsigned	rl_waiters;	/* l: threads in nbd_rl_lock's wait */
 };
 
 void	nbd_rl_init(struct nbd_rangelock *);

@@ -406,6 +406,9 @@ rb_host_mmap(int fd, uint64_t off, size_t len, bool writable, void **memp)
 {
 	void *mem;
 
+	if (RB_HOST_UNLIKELY(rb_host_seam != NULL) &&
+	    rb_host_seam->hs_mmap_error != 0)
+		return rb_host_seam->hs_mmap_error;
 	mem = mmap(NULL, len, PROT_READ | (writable ? PROT_WRITE : 0),
 	    MAP_SHARED, fd, (off_t)off);
 	if (mem == MAP_FAILED)

@@ -105,6 +105,8 @@ struct rb_host_seam {
 	/* the backend "auto" tries first, as a benchmark might make it
 	 * choose (RUMPBLK_BACKEND_AUTO: the built-in policy) */
 	enum rumpblk_backend hs_auto_first;
+	/* errno to fail every mmap with, or 0 */
+	int	hs_mmap_error;
 };
 extern struct rb_host_seam *rb_host_seam;
 

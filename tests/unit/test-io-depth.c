@@ -256,6 +256,8 @@ shrunk(void **state)
 	(void)state;
 	assert(posix_memalign((void **)&buf, 4096, 65536) == 0);
 	tl_config(&cfg);
+	/* mmap: a window over the lost pages would raise SIGBUS. */
+	cfg.sigbus_eio = true;
 	tl_eq(rumpblk_create(&cfg, &rb), 0);
 	tl_eq(rumpblk_register(rb, small, 0, RUMPBLK_SIZENOTSET, &unit), 0);
 	assert(truncate(small, 512 * 1024 + 8192) == 0);

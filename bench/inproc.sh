@@ -1,0 +1,143 @@
+#!/bin/bash
+# bench/inproc.sh BUILDDIR: in-process I/O against the raw host, on one
+# page-cached image in one run (DESIGN.md §7, issue #4).
+#
+# Rows: 4 KiB random reads at 1 and 2 threads, 1 MiB sequential reads
+# and 1 MiB sequential (buffered) writes.  fio runs with --invalidate=0:
+# by default it drops the file's page cache before each job.  Columns: a raw pread/pwrite
+# loop and a raw mmap+memcpy loop (bench/rawio.c), fio's psync and mmap
+# engines (when fio is installed), and `rumpblk bench` over pio and mmap
+# (the CLI's default windows, which cover the image).  Each figure is the
+# median of BENCH_ROUNDS rounds of BENCH_SECONDS, the rounds of every
+# column interleaved so that a noisy neighbour hurts all columns alike.
+# Ratios are rumpblk over the matching raw loop.  An informational row
+# runs the seed's 16 x 1 MiB windows over the same image (far larger than
+# 16 MiB), where nearly every request remaps a window.
+#
+# Environment: BENCH_SIZE (default 512M), BENCH_ROUNDS (5), BENCH_SECONDS
+# (1), BENCH_DIR (scratch directory; default /var/tmp).  Results also go
+# to bench/results/inproc-TIMESTAMP.json (one JSON object per line).
+set -u
+build=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+rumpblk=$build/cli/rumpblk
+rawio=$build/bench/rawio
+size=${BENCH_SIZE:-512M}
+rounds=${BENCH_ROUNDS:-5}
+secs=${BENCH_SECONDS:-1}
+
+for p in "$rumpblk" "$rawio"; do
+	[ -x "$p" ] || { echo "inproc.sh: $p is missing (build first)" >&2
+	    exit 1; }
+done
+command -v jq >/dev/null || { echo "inproc.sh: jq is needed" >&2; exit 1; }
+have_fio=false
+command -v fio >/dev/null && have_fio=true
+
+dir=$(mktemp -d "${BENCH_DIR:-/var/tmp}/rumpblk-bench.XXXXXX") || exit 1
+trap 'rm -rf "$dir"' EXIT
+trap 'exit 130' INT TERM
+img=$dir/inproc.img
+mkdir -p "$here/results"
+out=$here/results/inproc-$(date -u +%Y%m%dT%H%M%SZ).json
+
+bytes=$(numfmt --from=iec "$size")
+echo "inproc: $size image, $rounds rounds of ${secs}s, $(nproc) CPUs," \
+    "fio: $($have_fio && fio --version || echo none)"
+# Real data (not a sparse file, whose holes read from the zero page).
+head -c "$bytes" /dev/urandom >"$img"
+sync "$img"
+cat "$img" >/dev/null
+
+# One measurement: prints IOPS.
+run() {		# run TOOL PATTERN BS THREADS
+	local tool=$1 pat=$2 bs=$3 thr=$4 j rw
+	case $tool in
+	pread|mmap)
+		j=$("$rawio" "$tool" "$pat" "$(numfmt --from=iec "$bs")" \
+		    "$thr" "$secs" "$img") ;;
+	fio-psync|fio-mmap)
+		case $pat in
+		randread) rw=randread ;; seqread) rw=read ;;
+		seqwrite) rw=write ;; randwrite) rw=randwrite ;;
+		esac
+		j=$(fio --name=inproc --filename="$img" --rw="$rw" --bs="$bs" \
+		    --numjobs="$thr" --ioengine="${tool#fio-}" --time_based \
+		    --runtime="${secs}s" --size="$bytes" --group_reporting \
+		    --norandommap --randrepeat=0 --invalidate=0 \
+		    --output-format=json 2>/dev/null |
+		    jq -c '{iops: (.jobs[0].read.iops + .jobs[0].write.iops)}')
+		;;
+	rumpblk-pio|rumpblk-mmap)
+		j=$("$rumpblk" bench --json --backend "${tool#rumpblk-}" \
+		    --pattern "$pat" --bs "$bs" --threads "$thr" \
+		    --seconds "$secs" "$img") ;;
+	seed16)
+		j=$("$rumpblk" bench --json --backend mmap --winsize 1M \
+		    --wincount 16 --pattern "$pat" --bs "$bs" --threads "$thr" \
+		    --seconds "$secs" "$img") ;;
+	esac
+	[ -n "$j" ] || { echo "inproc.sh: $tool $pat failed" >&2; echo 0
+	    return; }
+	echo "{\"tool\":\"$tool\",\"pattern\":\"$pat\",\"bs\":\"$bs\",\"threads\":$thr,\"result\":$j}" >>"$out"
+	echo "$j" | jq '.iops'
+}
+
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {
+	if (NR == 0) print 0; else print a[int((NR + 1) / 2)] }'; }
+
+tools="pread mmap"
+$have_fio && tools="$tools fio-psync fio-mmap"
+tools="$tools rumpblk-pio rumpblk-mmap"
+cases="randread:4K:1 randread:4K:2 seqread:1M:1 seqwrite:1M:1"
+
+declare -A vals
+for r in $(seq "$rounds"); do
+	for c in $cases; do
+		IFS=: read -r pat bs thr <<<"$c"
+		for t in $tools; do
+			vals[$c/$t]+="$(run "$t" "$pat" "$bs" "$thr") "
+		done
+	done
+	printf '.' >&2
+done
+echo >&2
+
+declare -A med
+printf '\n%-16s' "workload"
+for t in $tools; do printf '%13s' "$t"; done
+printf '%10s%10s\n' "pio/pread" "mmap/mmap"
+for c in $cases; do
+	IFS=: read -r pat bs thr <<<"$c"
+	printf '%-16s' "$pat $bs x$thr"
+	for t in $tools; do
+		med[$c/$t]=$(echo "${vals[$c/$t]}" | median)
+		printf '%13.0f' "${med[$c/$t]}"
+	done
+	awk -v a="${med[$c/rumpblk-pio]}" -v b="${med[$c/pread]}" \
+	    -v c="${med[$c/rumpblk-mmap]}" -v d="${med[$c/mmap]}" \
+	    'BEGIN { printf "%10.2f%10.2f\n", b ? a / b : 0, d ? c / d : 0 }'
+done
+echo "(IOPS, medians; 1 MiB rows: IOPS = MiB/s)"
+awk -v p1="${med[randread:4K:1/rumpblk-pio]}" \
+    -v p2="${med[randread:4K:2/rumpblk-pio]}" \
+    -v m1="${med[randread:4K:1/rumpblk-mmap]}" \
+    -v m2="${med[randread:4K:2/rumpblk-mmap]}" \
+    -v r1="${med[randread:4K:1/mmap]}" -v r2="${med[randread:4K:2/mmap]}" \
+    -v q1="${med[randread:4K:1/pread]}" -v q2="${med[randread:4K:2/pread]}" \
+    'BEGIN { printf "2-thread scaling, 4K randread: rumpblk pio %.2fx, " \
+    "rumpblk mmap %.2fx, raw pread %.2fx, raw mmap %.2fx\n",
+    p1 ? p2 / p1 : 0, m1 ? m2 / m1 : 0, q1 ? q2 / q1 : 0, r1 ? r2 / r1 : 0 }'
+
+# Informational: the seed's 16 x 1 MiB windows over this image.
+s=$("$rumpblk" bench --json --backend mmap --winsize 1M --wincount 16 \
+    --pattern randread --bs 4K --seconds "$secs" "$img")
+echo "{\"tool\":\"seed16\",\"pattern\":\"randread\",\"bs\":\"4K\",\"threads\":1,\"result\":$s}" >>"$out"
+echo "$s" | jq -r --arg cover "${med[randread:4K:1/rumpblk-mmap]}" '
+	(.win_misses / .ops) as $mr |
+	"seed windows 16 x 1 MiB, 4K randread x1: \(.iops | floor) IOPS " +
+	"(\(100 * .iops / ($cover | tonumber) | floor)% of covering windows), " +
+	"\(100 * $mr | floor)% of requests remap a window; " +
+	"remapping costs about \(((1e6 / .iops - 1e6 / ($cover | tonumber)) / $mr) * 100 | floor / 100) us per miss " +
+	"(munmap + mmap + the first-touch page fault)"'
+echo "results: $out"

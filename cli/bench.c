@@ -1,0 +1,603 @@
+/*
+ * rumpblk bench: drive the library in-process (no NBD) and print
+ * throughput (DESIGN.md §5).
+ *
+ * Each thread keeps --qd buffers in flight.  With --qd 1 a thread calls
+ * rumpblk_strategy and rumpblk_biowait in turn, which is how a caller
+ * that wants one I/O at a time uses the library; with more, every buffer
+ * is RUMPBLK_B_ASYNC with a b_iodone that hands it back to its thread.
+ * Writes are asynchronous buffers unless --sync is given (as with fio's
+ * buffered writes); with --sync they are durable at completion.
+ *
+ * The benchmark times nothing itself per request (a clock read per
+ * request would cost as much as what it measures); latency comes from
+ * the library's own sampled records (one request in lat_sample per
+ * thread), read from rumpblk_stats at the end.  Offsets always fall
+ * inside the unit, so nothing outside IMAGE (or the --offset/--size part
+ * of it) is ever written.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+enum pattern { P_RANDREAD, P_RANDWRITE, P_SEQREAD, P_SEQWRITE };
+static const char *const pattern_names[] = {
+	"randread", "randwrite", "seqread", "seqwrite",
+};
+
+struct bench {
+	struct rumpblk	*b_rb;
+	int		b_unit;
+	enum pattern	b_pattern;
+	size_t		b_bs;
+	unsigned	b_qd;
+	bool		b_sync;
+	uint64_t	b_nblocks;	/* bs-sized blocks in the unit */
+	unsigned	b_threads;
+	atomic_bool	b_stop;
+	atomic_int	b_error;	/* first I/O error */
+};
+
+struct bthread {
+	struct bench	*t_b;
+	pthread_t	t_thread;
+	unsigned	t_id;
+	uint64_t	t_rand;		/* xorshift state */
+	uint64_t	t_lo, t_n, t_pos; /* sequential stripe, in blocks */
+	_Atomic uint64_t t_ops;		/* completed, read by progress */
+	char		*t_mem;		/* qd * bs bytes */
+	struct rumpblk_buf *t_bufs;
+	/* --qd > 1: completed buffers come back through t_done. */
+	pthread_mutex_t	t_lock;
+	pthread_cond_t	t_cv;
+	struct rumpblk_buf **t_done;	/* t_lock: a stack of qd */
+	unsigned	t_ndone;	/* t_lock */
+} __attribute__((aligned(64)));	/* threads share no written line */
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t
+next_block(struct bthread *t)
+{
+	uint64_t x;
+
+	if (t->t_b->b_pattern == P_RANDREAD ||
+	    t->t_b->b_pattern == P_RANDWRITE) {
+		x = t->t_rand;
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		t->t_rand = x;
+		return x % t->t_b->b_nblocks;
+	}
+	x = t->t_lo + t->t_pos;
+	if (++t->t_pos == t->t_n)
+		t->t_pos = 0;
+	return x;
+}
+
+static void
+prep(struct bthread *t, struct rumpblk_buf *bp, char *data)
+{
+	struct bench *b = t->t_b;
+	bool wr = b->b_pattern == P_RANDWRITE || b->b_pattern == P_SEQWRITE;
+	void (*iodone)(struct rumpblk_buf *) = bp->b_iodone;
+
+	memset(bp, 0, sizeof(*bp));
+	bp->b_unit = b->b_unit;
+	bp->b_blkno = (int64_t)(next_block(t) * b->b_bs / RUMPBLK_DEV_BSIZE);
+	bp->b_bcount = b->b_bs;
+	bp->b_data = data;
+	bp->b_private = t;
+	bp->b_iodone = iodone;
+	if (wr)
+		bp->b_flags = RUMPBLK_B_WRITE | (b->b_sync ? (b->b_qd > 1 ?
+		    RUMPBLK_B_ASYNC | RUMPBLK_B_FUA : 0) : RUMPBLK_B_ASYNC);
+	else
+		bp->b_flags = RUMPBLK_B_READ | (b->b_qd > 1 ?
+		    RUMPBLK_B_ASYNC : 0);
+}
+
+static void
+note_error(struct bench *b, int error)
+{
+	int zero = 0;
+
+	atomic_compare_exchange_strong(&b->b_error, &zero, error);
+	atomic_store(&b->b_stop, true);
+}
+
+static void
+bench_iodone(struct rumpblk_buf *bp)
+{
+	struct bthread *t = bp->b_private;
+
+	if (bp->b_error != 0)
+		note_error(t->t_b, bp->b_error);
+	pthread_mutex_lock(&t->t_lock);
+	t->t_done[t->t_ndone++] = bp;
+	pthread_cond_signal(&t->t_cv);
+	pthread_mutex_unlock(&t->t_lock);
+}
+
+static void *
+bench_thread(void *arg)
+{
+	struct bthread *t = arg;
+	struct bench *b = t->t_b;
+	struct rumpblk_buf *bp;
+	unsigned i, inflight;
+	int error;
+
+	if (b->b_qd == 1) {
+		bp = &t->t_bufs[0];
+		while (!atomic_load_explicit(&b->b_stop,
+		    memory_order_relaxed)) {
+			prep(t, bp, t->t_mem);
+			rumpblk_strategy(b->b_rb, bp);
+			if ((error = rumpblk_biowait(bp)) != 0) {
+				note_error(b, error);
+				break;
+			}
+			atomic_store_explicit(&t->t_ops, atomic_load_explicit(
+			    &t->t_ops, memory_order_relaxed) + 1,
+			    memory_order_relaxed);
+		}
+		return NULL;
+	}
+	for (i = 0; i < b->b_qd; i++) {
+		t->t_bufs[i].b_iodone = bench_iodone;
+		prep(t, &t->t_bufs[i], t->t_mem + (size_t)i * b->b_bs);
+		rumpblk_strategy(b->b_rb, &t->t_bufs[i]);
+	}
+	inflight = b->b_qd;
+	while (inflight > 0) {
+		pthread_mutex_lock(&t->t_lock);
+		while (t->t_ndone == 0)
+			pthread_cond_wait(&t->t_cv, &t->t_lock);
+		bp = t->t_done[--t->t_ndone];
+		pthread_mutex_unlock(&t->t_lock);
+		inflight--;
+		if (bp->b_error == 0)
+			atomic_store_explicit(&t->t_ops, atomic_load_explicit(
+			    &t->t_ops, memory_order_relaxed) + 1,
+			    memory_order_relaxed);
+		if (atomic_load_explicit(&b->b_stop, memory_order_relaxed))
+			continue;
+		prep(t, bp, bp->b_data);
+		inflight++;
+		rumpblk_strategy(b->b_rb, bp);
+	}
+	return NULL;
+}
+
+static void
+bench_usage(FILE *f)
+{
+	fprintf(f, "usage: rumpblk bench [options] IMAGE\n\n"
+	    "Drive the library in-process (no NBD) and print throughput.\n\n"
+	    "  --backend B       auto, mmap, pio, direct or uring "
+	    "(default auto)\n"
+	    "  --pattern P       randread, randwrite, seqread or seqwrite "
+	    "(default randread)\n"
+	    "  --bs N            bytes per request, a sector multiple "
+	    "(default 4K)\n"
+	    "  --threads N       submitting threads (default 1)\n"
+	    "  --qd N            buffers in flight per thread, through\n"
+	    "                    RUMPBLK_B_ASYNC and b_iodone (default 1)\n"
+	    "  --seconds S       run time, fractions allowed (default 5)\n"
+	    "  --sync            writes are durable at completion (default:\n"
+	    "                    asynchronous buffers, like buffered writes)\n"
+	    "  --winsize N       mmap window size, a power of two\n"
+	    "  --wincount N      mmap windows (default: windows covering the\n"
+	    "                    unit, up to 64 GiB of address space)\n"
+	    "  --offset N        the unit starts N bytes into IMAGE\n"
+	    "  --size N          the unit is N bytes (default: the rest)\n"
+	    "  --json            one JSON object on standard output\n\n"
+	    "Sizes take K, M, G and T suffixes (powers of 1024).  Flags\n"
+	    "override RUMP_BLK* variables.  Write patterns write over the\n"
+	    "unit's data (never outside it) and need a writable IMAGE.\n"
+	    "A progress line is shown when standard error is a terminal.\n"
+	    "Latency figures are the library's sampled records.\n");
+}
+
+/* The upper bound (us) of the log2 bucket holding quantile q. */
+static double
+lat_quantile_us(const struct rumpblk_latency *l, double q)
+{
+	uint64_t sum = 0, want;
+	unsigned i;
+
+	if (l->timed == 0)
+		return 0;
+	want = (l->timed * (uint64_t)(q * 1000) + 999) / 1000;
+	for (i = 0; i < RUMPBLK_LAT_BUCKETS; i++) {
+		sum += l->hist[i];
+		if (sum >= want)
+			return (double)(1ull << (i + 1)) / 1000.0;
+	}
+	return (double)l->max_ns / 1000.0;
+}
+
+static int
+parse_opt_size(const char *flag, const char *arg, uint64_t *v)
+{
+	if (cli_parse_size(arg, v) != 0) {
+		cli_err("%s: '%s' is not a size", flag, arg);
+		return 2;
+	}
+	return 0;
+}
+
+static int
+parse_opt_uint(const char *flag, const char *arg, uint64_t min, uint64_t max,
+    uint64_t *v)
+{
+	if (cli_parse_uint(arg, min, max, v) != 0) {
+		cli_err("%s: '%s' is not a number from %" PRIu64 " to %" PRIu64,
+		    flag, arg, min, max);
+		return 2;
+	}
+	return 0;
+}
+
+int
+cmd_bench(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "backend", required_argument, NULL, 'b' },
+		{ "pattern", required_argument, NULL, 'p' },
+		{ "bs", required_argument, NULL, 'B' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "qd", required_argument, NULL, 'q' },
+		{ "seconds", required_argument, NULL, 'T' },
+		{ "sync", no_argument, NULL, 'y' },
+		{ "winsize", required_argument, NULL, 'w' },
+		{ "wincount", required_argument, NULL, 'c' },
+		{ "offset", required_argument, NULL, 'o' },
+		{ "size", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct rumpblk_config cfg;
+	struct rumpblk_unitinfo ui;
+	struct rumpblk_stats st;
+	const struct rumpblk_latency *lat;
+	struct bench b;
+	struct bthread *th = NULL;
+	struct stat sb;
+	enum rumpblk_backend asked;
+	uint64_t offset = 0, size = RUMPBLK_SIZENOTSET, ops, t0 = 0, t1, last;
+	uint64_t winsize = 0, wincount = 0, threads = 1, qd = 1, bs = 4096;
+	double seconds = 5, el, iops, mibs;
+	const char *image;
+	char *end;
+	bool json = false, tty = false, wr;
+	uint64_t j;
+	unsigned i, started = 0;
+	int c, error, rc = 1, p = P_RANDREAD;
+
+	memset(&b, 0, sizeof(b));
+	rumpblk_config_init(&cfg);
+	rumpblk_config_from_env(&cfg, stderr);
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'b':
+			if (rumpblk_backend_parse(optarg, &cfg.backend) != 0) {
+				cli_err("--backend: '%s' is not auto, mmap, "
+				    "pio, direct or uring", optarg);
+				return 2;
+			}
+			break;
+		case 'p':
+			for (p = 0; p < 4; p++)
+				if (strcmp(optarg, pattern_names[p]) == 0)
+					break;
+			if (p == 4) {
+				cli_err("--pattern: '%s' is not randread, "
+				    "randwrite, seqread or seqwrite", optarg);
+				return 2;
+			}
+			break;
+		case 'B':
+			if (parse_opt_size("--bs", optarg, &bs) != 0)
+				return 2;
+			if (bs == 0 || bs > (1u << 30)) {
+				cli_err("--bs: '%s' is not from 512 to 1G",
+				    optarg);
+				return 2;
+			}
+			break;
+		case 't':
+			if (parse_opt_uint("--threads", optarg, 1, 1024,
+			    &threads) != 0)
+				return 2;
+			break;
+		case 'q':
+			if (parse_opt_uint("--qd", optarg, 1, 4096, &qd) != 0)
+				return 2;
+			break;
+		case 'T':
+			errno = 0;
+			seconds = strtod(optarg, &end);
+			if (errno != 0 || end == optarg || *end != '\0' ||
+			    !(seconds > 0 && seconds <= 86400)) {
+				cli_err("--seconds: '%s' is not a time in "
+				    "seconds (0 < S <= 86400)", optarg);
+				return 2;
+			}
+			break;
+		case 'y':
+			b.b_sync = true;
+			break;
+		case 'w':
+			if (parse_opt_size("--winsize", optarg, &winsize) != 0)
+				return 2;
+			if (winsize == 0 || (winsize & (winsize - 1)) != 0) {
+				cli_err("--winsize: '%s' is not a power of two",
+				    optarg);
+				return 2;
+			}
+			break;
+		case 'c':
+			if (parse_opt_uint("--wincount", optarg, 1, UINT32_MAX,
+			    &wincount) != 0)
+				return 2;
+			break;
+		case 'o':
+			if (parse_opt_size("--offset", optarg, &offset) != 0)
+				return 2;
+			break;
+		case 's':
+			if (parse_opt_size("--size", optarg, &size) != 0)
+				return 2;
+			break;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			bench_usage(stdout);
+			return 0;
+		default:
+			bench_usage(stderr);
+			return 2;
+		}
+	}
+	if (argc - optind != 1) {
+		cli_err("bench: expected one IMAGE (try 'rumpblk bench "
+		    "--help')");
+		return 2;
+	}
+	image = argv[optind];
+	b.b_pattern = (enum pattern)p;
+	wr = p == P_RANDWRITE || p == P_SEQWRITE;
+	asked = cfg.backend;
+
+	if (stat(image, &sb) == -1) {
+		cli_err("%s: %s", image, strerror(errno));
+		return 1;
+	}
+	/* The CLI's windows cover the image unless the environment or a
+	 * flag says otherwise (DESIGN.md §5). */
+	cli_default_windows(&cfg, image, offset, size, winsize, wincount);
+	cfg.sigbus_eio = true;
+
+	if ((error = rumpblk_create(&cfg, &b.b_rb)) != 0) {
+		cli_err("bench: cannot create an instance: %s",
+		    strerror(error));
+		return 1;
+	}
+	if ((error = rumpblk_register(b.b_rb, image, offset, size,
+	    &b.b_unit)) != 0) {
+		if (error == EINVAL && (offset != 0 ||
+		    size != RUMPBLK_SIZENOTSET))
+			cli_err("%s: --offset %" PRIu64 " / --size do not fit "
+			    "in the file, or it is not a file or device",
+			    image, offset);
+		else
+			cli_err("%s: %s", image, strerror(error));
+		goto destroy;
+	}
+	rumpblk_unitinfo(b.b_rb, b.b_unit, &ui);
+	if (wr && (ui.ui_mode & RUMPBLK_FWRITE) == 0) {
+		cli_err("%s: opened read-only (no write permission); --pattern "
+		    "%s would write to it", image, pattern_names[p]);
+		goto destroy;
+	}
+	if (bs % ui.ui_secsize != 0) {
+		cli_err("--bs: %" PRIu64 " is not a multiple of the sector "
+		    "size %u", bs, ui.ui_secsize);
+		rc = 2;
+		goto destroy;
+	}
+	if (bs > ui.ui_size) {
+		cli_err("--bs: %" PRIu64 " is larger than the unit (%" PRIu64
+		    " bytes of %s)", bs, ui.ui_size, image);
+		rc = 2;
+		goto destroy;
+	}
+	b.b_bs = (size_t)bs;
+	b.b_qd = (unsigned)qd;
+	b.b_threads = (unsigned)threads;
+	b.b_nblocks = ui.ui_size / bs;
+
+	if ((th = aligned_alloc(64, threads * sizeof(*th))) != NULL)
+		memset(th, 0, threads * sizeof(*th));
+	if (th == NULL) {
+		cli_err("bench: out of memory");
+		goto destroy;
+	}
+	for (i = 0; i < threads; i++) {
+		struct bthread *t = &th[i];
+
+		t->t_b = &b;
+		t->t_id = i;
+		t->t_rand = 0x9e3779b97f4a7c15ull * (i + 1) | 1;
+		t->t_n = b.b_nblocks / threads;
+		if (t->t_n == 0)
+			t->t_n = 1;
+		t->t_lo = (uint64_t)i * t->t_n % b.b_nblocks;
+		if (t->t_lo + t->t_n > b.b_nblocks)
+			t->t_n = b.b_nblocks - t->t_lo;
+		pthread_mutex_init(&t->t_lock, NULL);
+		pthread_cond_init(&t->t_cv, NULL);
+		/* Cache-line aligned and padded: two threads' buffers on one
+		 * line would bounce it on every request. */
+		t->t_bufs = aligned_alloc(64, (qd * sizeof(*t->t_bufs) + 63) /
+		    64 * 64);
+		if (t->t_bufs != NULL)
+			memset(t->t_bufs, 0, qd * sizeof(*t->t_bufs));
+		t->t_done = calloc(qd, sizeof(*t->t_done));
+		t->t_mem = aligned_alloc(4096, (size_t)(qd * bs + 4095) /
+		    4096 * 4096);
+		if (t->t_bufs == NULL || t->t_done == NULL ||
+		    t->t_mem == NULL) {
+			cli_err("bench: out of memory for %" PRIu64 " x %"
+			    PRIu64 " byte buffers", qd, bs);
+			goto join;
+		}
+		for (j = 0; j < qd * bs; j++)
+			t->t_mem[j] = (char)(j * 31 + i);
+	}
+
+	tty = isatty(STDERR_FILENO);
+	t0 = now_ns();
+	for (i = 0; i < threads; i++) {
+		if ((error = pthread_create(&th[i].t_thread, NULL,
+		    bench_thread, &th[i])) != 0) {
+			cli_err("bench: cannot start a thread: %s",
+			    strerror(error));
+			atomic_store(&b.b_stop, true);
+			goto join;
+		}
+		started++;
+	}
+	last = t0;
+	for (;;) {
+		struct timespec ts = { 0, 100 * 1000 * 1000 };
+		uint64_t now;
+
+		nanosleep(&ts, NULL);
+		now = now_ns();
+		if (atomic_load(&b.b_stop) ||
+		    (double)(now - t0) >= seconds * 1e9)
+			break;
+		if (tty && now - last >= 500 * 1000 * 1000) {
+			last = now;
+			for (ops = 0, i = 0; i < threads; i++)
+				ops += atomic_load(&th[i].t_ops);
+			el = (double)(now - t0) / 1e9;
+			fprintf(stderr, "\r%s %s: %.1f s, %" PRIu64 " ops, "
+			    "%.0f IOPS, %.1f MiB/s   ",
+			    rumpblk_backend_name(ui.ui_backend),
+			    pattern_names[p], el, ops, (double)ops / el,
+			    (double)ops * (double)bs / el / 1048576.0);
+		}
+	}
+	atomic_store(&b.b_stop, true);
+join:
+	for (i = 0; i < started; i++)
+		pthread_join(th[i].t_thread, NULL);
+	t1 = now_ns();
+	if (tty && started > 0)
+		fprintf(stderr, "\r%*s\r", 70, "");
+	if (started < threads)
+		goto free_threads;
+	if ((error = atomic_load(&b.b_error)) != 0) {
+		cli_err("%s: I/O error during the benchmark: %s", image,
+		    strerror(error));
+		goto free_threads;
+	}
+
+	for (ops = 0, i = 0; i < threads; i++)
+		ops += atomic_load(&th[i].t_ops);
+	el = (double)(t1 - t0) / 1e9;
+	iops = (double)ops / el;
+	mibs = iops * (double)bs / 1048576.0;
+	rumpblk_stats(b.b_rb, b.b_unit, &st);
+	lat = wr ? &st.lat_write : &st.lat_read;
+	if (json) {
+		printf("{\"image\":");
+		cli_json_string(stdout, image);
+		printf(",\"backend\":\"%s\",\"backend_requested\":\"%s\","
+		    "\"pattern\":\"%s\",\"bs\":%" PRIu64 ",\"threads\":%"
+		    PRIu64 ",\"qd\":%" PRIu64 ",\"sync\":%s,\"seconds\":%.3f,"
+		    "\"ops\":%" PRIu64 ",\"iops\":%.1f,\"mib_per_s\":%.2f,"
+		    "\"lat_timed\":%" PRIu64 ",\"lat_mean_us\":%.3f,"
+		    "\"lat_p50_us\":%.3f,\"lat_p99_us\":%.3f,"
+		    "\"lat_max_us\":%.3f,\"offset\":%" PRIu64 ",\"size\":%"
+		    PRIu64, rumpblk_backend_name(ui.ui_backend),
+		    rumpblk_backend_name(asked), pattern_names[p], bs, threads,
+		    qd, b.b_sync ? "true" : "false", el, ops, iops, mibs,
+		    lat->timed, lat->timed ? (double)lat->total_ns /
+		    (double)lat->timed / 1000.0 : 0.0,
+		    lat_quantile_us(lat, 0.5), lat_quantile_us(lat, 0.99),
+		    (double)lat->max_ns / 1000.0, ui.ui_offset, ui.ui_size);
+		if (ui.ui_backend == RUMPBLK_BACKEND_MMAP)
+			printf(",\"winsize\":%" PRIu64 ",\"wincount\":%u,"
+			    "\"win_hits\":%" PRIu64 ",\"win_misses\":%" PRIu64
+			    ",\"win_busy\":%" PRIu64, ui.ui_winsize,
+			    ui.ui_wincount, st.win_hits, st.win_misses,
+			    st.win_busy);
+		printf("}\n");
+	} else {
+		printf("%s: %s (asked %s), %s, bs %" PRIu64 ", %" PRIu64
+		    " thread(s) x qd %" PRIu64 "%s, %.2f s\n", image,
+		    rumpblk_backend_name(ui.ui_backend),
+		    rumpblk_backend_name(asked), pattern_names[p], bs, threads,
+		    qd, wr ? (b.b_sync ? ", sync writes" :
+		    ", async writes") : "", el);
+		printf("  %" PRIu64 " ops, %.0f IOPS, %.1f MiB/s\n", ops, iops,
+		    mibs);
+		if (lat->timed != 0)
+			printf("  latency (%" PRIu64 " sampled): mean %.2f us, "
+			    "p50 <= %.2f us, p99 <= %.2f us, max %.2f us\n",
+			    lat->timed, (double)lat->total_ns /
+			    (double)lat->timed / 1000.0,
+			    lat_quantile_us(lat, 0.5),
+			    lat_quantile_us(lat, 0.99),
+			    (double)lat->max_ns / 1000.0);
+		if (ui.ui_backend == RUMPBLK_BACKEND_MMAP)
+			printf("  windows %u x %" PRIu64 " bytes: %" PRIu64
+			    " hits, %" PRIu64 " misses, %" PRIu64 " busy\n",
+			    ui.ui_wincount, ui.ui_winsize, st.win_hits,
+			    st.win_misses, st.win_busy);
+	}
+	rc = 0;
+free_threads:
+	for (i = 0; i < threads; i++) {
+		free(th[i].t_bufs);
+		free(th[i].t_done);
+		free(th[i].t_mem);
+		if (th[i].t_b != NULL) {
+			pthread_mutex_destroy(&th[i].t_lock);
+			pthread_cond_destroy(&th[i].t_cv);
+		}
+	}
+	free(th);
+destroy:
+	if ((error = rumpblk_destroy(b.b_rb)) != 0 && rc == 0) {
+		cli_err("%s: cannot make written data durable: %s", image,
+		    strerror(error));
+		rc = 1;
+	}
+	return rc;
+}
