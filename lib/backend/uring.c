@@ -219,6 +219,8 @@ requeue(struct rb_uring *r, struct rb_io *io)
  * unit's host offset.  Never blocks on I/O; completes io from the reaper
  * (or, with no room, later).  Sync writes carry RWF_DSYNC.
  */
+static bool reap_locked(struct rb_uring *);
+
 /* Borrow a private ring, making one if there are fewer than UR_NSYNC. */
 static struct ur_sring *
 sring_get(struct rb_uring *r)
@@ -362,6 +364,17 @@ rb_uring_submit(struct rb_uring *r, struct rb_io *io)
 	}
 	io->io_moved = 0;
 	requeue(r, io);
+	/*
+	 * io may be complete and reused from here on.  A cached read
+	 * completed inside the enter: reap it here, if no one else is,
+	 * rather than wait for the reaper to wake (two context switches).
+	 */
+	if (reaping == NULL && pthread_mutex_trylock(&r->ur_cqlock) == 0) {
+		reaping = r;
+		reap_locked(r);
+		reaping = NULL;
+		rb_mutex_unlock(&r->ur_cqlock);
+	}
 }
 
 /* One CQE of the shared ring: complete io, or queue its next step. */

@@ -254,10 +254,16 @@ shrunk(void **state)
 	int unit;
 
 	(void)state;
+	/*
+	 * mmap meets a truncated file with SIGBUS (sigbus_eio turns it into
+	 * EIO); test-mmap-sigbus covers that, outside the TSan suite: its
+	 * recovery jumps out of a TSan ignore region, which TSan's runtime
+	 * rejects (a CHECK failure in ThreadIgnoreEnd, mmap.c).
+	 */
+	if (tl_backend() == RUMPBLK_BACKEND_MMAP)
+		skip();
 	assert(posix_memalign((void **)&buf, 4096, 65536) == 0);
 	tl_config(&cfg);
-	/* mmap: a window over the lost pages would raise SIGBUS. */
-	cfg.sigbus_eio = true;
 	tl_eq(rumpblk_create(&cfg, &rb), 0);
 	tl_eq(rumpblk_register(rb, small, 0, RUMPBLK_SIZENOTSET, &unit), 0);
 	assert(truncate(small, 512 * 1024 + 8192) == 0);
