@@ -260,8 +260,10 @@ shrunk(void **state)
 	 * recovery jumps out of a TSan ignore region, which TSan's runtime
 	 * rejects (a CHECK failure in ThreadIgnoreEnd, mmap.c).
 	 */
-	if (tl_backend() == RUMPBLK_BACKEND_MMAP)
+	if (tl_backend() == RUMPBLK_BACKEND_MMAP) {
+		free(small);
 		skip();
+	}
 	assert(posix_memalign((void **)&buf, 4096, 65536) == 0);
 	tl_config(&cfg);
 	tl_eq(rumpblk_create(&cfg, &rb), 0);
