@@ -172,4 +172,49 @@ awk -v n="$fnone" -v p="$fpast" -v s="$fsel" 'BEGIN {
 	    "that never fires (range past the image) %.0f IOPS (%.3f); a " \
 	    "rule selecting every request, p=0, %.0f IOPS (%.3f)\n",
 	    n, p, n ? p / n : 0, s, n ? s / n : 0 }'
+
+# Queue depth 32, 4 KiB random reads (issue #7): rumpblk bench --qd 32
+# over uring and pio against fio's io_uring and libaio engines at
+# iodepth 32 on the cached image, and over direct against the same
+# engines with direct=1.  Targets: uring >= 0.9x fio io_uring (cached),
+# direct >= 0.9x fio io_uring direct=1.  Medians of $rounds rounds.
+qd_run() {	# qd_run TOOL: prints IOPS
+	local j
+	case $1 in
+	fio-io_uring|fio-libaio|fio-io_uring-direct|fio-libaio-direct)
+		local e=${1#fio-} d=0
+		case $e in *-direct) e=${e%-direct}; d=1 ;; esac
+		$have_fio || { echo 0; return; }
+		j=$(fio --name=inproc --filename="$img" --rw=randread --bs=4k \
+		    --iodepth=32 --ioengine="$e" --direct=$d --time_based \
+		    --runtime="${secs}s" --size="$bytes" --norandommap \
+		    --randrepeat=0 --invalidate=0 --output-format=json \
+		    2>/dev/null | jq -c '{iops: .jobs[0].read.iops}') ;;
+	rumpblk-*)
+		j=$("$rumpblk" bench --json --backend "${1#rumpblk-}" --qd 32 \
+		    --pattern randread --bs 4K --seconds "$secs" "$img") ;;
+	esac
+	[ -n "$j" ] || { echo "inproc.sh: $1 qd32 failed" >&2; echo 0
+	    return; }
+	echo "{\"tool\":\"$1\",\"pattern\":\"randread\",\"bs\":\"4K\",\"qd\":32,\"result\":$j}" >>"$out"
+	echo "$j" | jq '.iops'
+}
+qtools="fio-io_uring fio-libaio rumpblk-uring rumpblk-pio"
+qtools="$qtools fio-io_uring-direct fio-libaio-direct rumpblk-direct"
+declare -A qv qm
+for r in $(seq "$rounds"); do
+	for t in $qtools; do
+		qv[$t]+="$(qd_run "$t") "
+	done
+done
+echo
+echo "4K randread, queue depth 32 (IOPS, medians):"
+for t in $qtools; do
+	qm[$t]=$(echo "${qv[$t]}" | median)
+	printf '  %-22s %10.0f\n' "$t" "${qm[$t]}"
+done
+awk -v u="${qm[rumpblk-uring]}" -v fu="${qm[fio-io_uring]}" \
+    -v d="${qm[rumpblk-direct]}" -v fd="${qm[fio-io_uring-direct]}" \
+    'BEGIN { printf "uring / fio io_uring %.2f, direct / fio io_uring " \
+    "direct=1 %.2f (targets >= 0.90)\n", fu ? u / fu : 0, fd ? d / fd : 0 }'
 echo "results: $out"

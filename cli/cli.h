@@ -30,6 +30,15 @@ void	cli_json_string(FILE *, const char *);
 const char *cli_ftype_name(enum rumpblk_ftype);
 
 /*
+ * After rumpblk_register(image, offset, size) failed with error under
+ * cfg: if the cause is that the host refuses the backend cfg asked for
+ * (O_DIRECT, io_uring) -- checked by registering with pio instead --
+ * print a message that says so and return true.
+ */
+bool	cli_backend_refused(const char *image, const struct rumpblk_config *,
+	    uint64_t offset, uint64_t size, int error);
+
+/*
  * The CLI's default mmap windows (DESIGN.md §5): windows that cover the
  * host range [offset, offset + size), since 64-bit hosts need not ration
  * address space as the seed's 16 x 1 MiB did.  A window size from 1 MiB

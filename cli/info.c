@@ -237,8 +237,9 @@ cmd_info(int argc, char **argv)
 		return 1;
 	}
 	if ((error = rumpblk_register(rb, image, offset, size, &unit)) != 0) {
-		explain_register_error(image, error, offset, size,
-		    rumpblk_backend_name(cfg.backend));
+		if (!cli_backend_refused(image, &cfg, offset, size, error))
+			explain_register_error(image, error, offset, size,
+			    rumpblk_backend_name(cfg.backend));
 		rumpblk_destroy(rb);
 		return 1;
 	}

@@ -109,6 +109,41 @@ cli_ftype_name(enum rumpblk_ftype ft)
 	return "unknown";
 }
 
+bool
+cli_backend_refused(const char *image, const struct rumpblk_config *cfg,
+    uint64_t offset, uint64_t size, int error)
+{
+	struct rumpblk_config pcfg = *cfg;
+	struct rumpblk *rb;
+	bool pio_works;
+	int unit;
+
+	if (!((cfg->backend == RUMPBLK_BACKEND_DIRECT && error == EINVAL) ||
+	    (cfg->backend == RUMPBLK_BACKEND_URING && (error == ENOSYS ||
+	    error == EPERM || error == EACCES || error == EOPNOTSUPP))))
+		return false;
+	/* Blame the backend only if the image is fine without it. */
+	pcfg.backend = RUMPBLK_BACKEND_PIO;
+	if (rumpblk_create(&pcfg, &rb) != 0)
+		return false;
+	pio_works = rumpblk_register(rb, image, offset, size, &unit) == 0;
+	rumpblk_destroy(rb);
+	if (!pio_works)
+		return false;
+	if (cfg->backend == RUMPBLK_BACKEND_DIRECT)
+		cli_err("%s: the host file system refuses O_DIRECT "
+		    "(--backend direct); use --backend pio or auto", image);
+	else if (error == EOPNOTSUPP)
+		cli_err("%s: this rumpblk was built without io_uring "
+		    "(--backend uring); use --backend pio or auto", image);
+	else
+		cli_err("%s: io_uring is disabled or missing on this host "
+		    "(%s; see /proc/sys/kernel/io_uring_disabled) "
+		    "(--backend uring); use --backend pio or auto", image,
+		    strerror(error));
+	return true;
+}
+
 void
 cli_cover_windows(uint64_t offset, uint64_t size, uint64_t *winsize,
     uint64_t *wincount)

@@ -329,6 +329,22 @@ int	rb_backend_open(struct rb_unit *, enum rumpblk_backend,
 enum rumpblk_backend rb_backend_auto(const struct rb_unit *);
 
 int	rb_pio_open(struct rb_unit *, struct rb_stage **);
+int	rb_direct_open(struct rb_unit *, struct rb_stage **);
+void	rb_direct_bounce_info(struct rb_stage *, unsigned *max,
+	    unsigned *nalloc, uint64_t *waits);
+int	rb_uring_open(struct rb_unit *, struct rb_stage **);
+
+/*
+ * backend/uring.c: the io_uring engine (a ring over one descriptor and
+ * its reaper thread), used by the uring and direct backends.  Reads,
+ * writes and flushes only; completion through rb_io_complete on the
+ * reaper.  Without liburing (RUMPBLK_HAVE_URING unset) create is never
+ * called.
+ */
+struct rb_uring;
+int	rb_uring_create(int fd, struct rb_uring **);
+void	rb_uring_submit(struct rb_uring *, struct rb_io *);
+void	rb_uring_destroy(struct rb_uring *);
 /* The mmap window cache; falls back to rb_pio_open when it cannot map. */
 int	rb_mmap_open(struct rb_unit *, struct rb_stage **);
 

@@ -114,6 +114,48 @@ rb_host_open(const char *path, int extra, int *fdp, int *modep)
 }
 
 int
+rb_host_dioalign(int fd, enum rumpblk_ftype ft, unsigned *memalign,
+    unsigned *offalign)
+{
+	struct statx stx;
+	struct stat st;
+	unsigned ma = 0, oa = 0;
+	int ssz;
+
+	memset(&stx, 0, sizeof(stx));
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+	    (stx.stx_mask & STATX_DIOALIGN) != 0) {
+		/* The file system answered; zero means "no direct I/O". */
+		if (stx.stx_dio_offset_align == 0)
+			return EINVAL;
+		ma = stx.stx_dio_mem_align;
+		oa = stx.stx_dio_offset_align;
+	} else if (ft == RUMPBLK_FT_BLK && ioctl(fd, BLKSSZGET, &ssz) == 0 &&
+	    ssz > 0) {
+		ma = oa = (unsigned)ssz;
+	} else {
+		/*
+		 * No answer (tmpfs, older kernels): st_blksize is at least
+		 * the logical block size on every Linux file system, so it
+		 * is safe if wasteful.
+		 */
+		if (fstat(fd, &st) == -1)
+			return errno;
+		ma = oa = st.st_blksize > 0 ? (unsigned)st.st_blksize : 4096;
+	}
+	if (ma == 0)
+		ma = 1;
+	if (RB_HOST_UNLIKELY(rb_host_seam != NULL) &&
+	    rb_host_seam->hs_dio_align != 0)
+		oa = rb_host_seam->hs_dio_align;
+	if ((ma & (ma - 1)) != 0 || (oa & (oa - 1)) != 0)
+		return EINVAL;
+	*memalign = ma;
+	*offalign = oa;
+	return 0;
+}
+
+int
 rb_host_close(int fd)
 {
 	/* Linux closes the descriptor even when close() says EINTR. */
@@ -143,6 +185,31 @@ rb_host_pread(int fd, void *buf, size_t len, uint64_t off, size_t *moved)
 			error = EIO;
 			break;
 		}
+		done += (size_t)n;
+	}
+	*moved = done;
+	return error;
+}
+
+int
+rb_host_pread_upto(int fd, void *buf, size_t len, uint64_t off,
+    size_t *moved)
+{
+	size_t done = 0;
+	ssize_t n;
+	int error = 0;
+
+	while (done < len) {
+		n = pread(fd, (char *)buf + done, len - done,
+		    (off_t)(off + done));
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			error = errno;
+			break;
+		}
+		if (n == 0)
+			break;
 		done += (size_t)n;
 	}
 	*moved = done;

@@ -45,8 +45,22 @@ int	rb_host_fileinfo(const char *path, struct rb_fileinfo *);
 int	rb_host_open(const char *path, int extra, int *fdp, int *modep);
 int	rb_host_close(int fd);
 
+/*
+ * O_DIRECT alignment of an open descriptor, in bytes: *memalign for
+ * buffer addresses, *offalign for file offsets and lengths.  From statx
+ * STATX_DIOALIGN where the kernel has it (Linux 6.1); else the logical
+ * block size (BLKSSZGET) of a block device, or st_blksize, which is
+ * conservative.  EINVAL when statx says the file takes no direct I/O.
+ * Both are powers of two.
+ */
+int	rb_host_dioalign(int fd, enum rumpblk_ftype, unsigned *memalign,
+	    unsigned *offalign);
+
 /* Full transfers at byte offsets; *moved gets what moved even on error. */
 int	rb_host_pread(int fd, void *, size_t, uint64_t off, size_t *moved);
+/* The same, but end of file is not an error: *moved says where it was. */
+int	rb_host_pread_upto(int fd, void *, size_t, uint64_t off,
+	    size_t *moved);
 int	rb_host_pwrite(int fd, const void *, size_t, uint64_t off,
 	    bool dsync, size_t *moved);
 int	rb_host_datasync(int fd);
@@ -81,9 +95,28 @@ struct rb_host_seam {
 	int	hs_open_error;
 	/* errno to fail every data sync with, or 0 */
 	int	hs_sync_error;
+	/* O_DIRECT offset alignment to report instead of the host's, or 0 */
+	unsigned hs_dio_align;
+	/* errno to fail io_uring setup with (ENOSYS, EPERM), or 0 */
+	int	hs_uring_error;
+	/* private rings a uring engine may make for synchronous buffers
+	 * (0: its default) */
+	unsigned hs_uring_nsync;
+	/* the backend "auto" tries first, as a benchmark might make it
+	 * choose (RUMPBLK_BACKEND_AUTO: the built-in policy) */
+	enum rumpblk_backend hs_auto_first;
 	/* errno to fail every mmap with, or 0 */
 	int	hs_mmap_error;
 };
 extern struct rb_host_seam *rb_host_seam;
+
+/* The seam's sync error, for data syncs done outside this file (an
+ * io_uring fsync or RWF_DSYNC write); 0 in production. */
+static inline int
+rb_host_seam_sync_error(void)
+{
+	return RB_HOST_UNLIKELY(rb_host_seam != NULL) ?
+	    rb_host_seam->hs_sync_error : 0;
+}
 
 #endif /* RUMPBLK_HOST_H */
