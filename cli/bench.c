@@ -5,7 +5,8 @@
  * Each thread keeps --qd buffers in flight.  With --qd 1 a thread calls
  * rumpblk_strategy and rumpblk_biowait in turn, which is how a caller
  * that wants one I/O at a time uses the library; with more, every buffer
- * is RUMPBLK_B_ASYNC with a b_iodone that hands it back to its thread.
+ * is RUMPBLK_B_ASYNC with a b_iodone that resubmits it from the thread
+ * that completed it (see bench_iodone).
  * Writes are asynchronous buffers unless --sync is given (as with fio's
  * buffered writes); with --sync they are durable at completion.
  *
@@ -57,13 +58,31 @@ struct bthread {
 	uint64_t	t_lo, t_n, t_pos; /* sequential stripe, in blocks */
 	_Atomic uint64_t t_ops;		/* completed, read by progress */
 	char		*t_mem;		/* qd * bs bytes */
-	struct rumpblk_buf *t_bufs;
-	/* --qd > 1: completed buffers come back through t_done. */
+	struct bbuf	*t_bufs;
+	/*
+	 * --qd > 1: a completion resubmits its buffer at once, on whatever
+	 * thread it runs (see bench_iodone), so t_lock guards the offset
+	 * generator, and the thread waits on t_cv for t_inflight to drain.
+	 */
 	pthread_mutex_t	t_lock;
 	pthread_cond_t	t_cv;
-	struct rumpblk_buf **t_done;	/* t_lock: a stack of qd */
-	unsigned	t_ndone;	/* t_lock */
+	_Atomic unsigned t_inflight;
 } __attribute__((aligned(64)));	/* threads share no written line */
+
+/* A benchmark buffer: the library's buffer first, then our link. */
+struct bbuf {
+	struct rumpblk_buf bb_buf;
+	struct bbuf	*bb_next;	/* tls_pending */
+} __attribute__((aligned(64)));
+
+/*
+ * Buffers completed on this thread while it was inside rumpblk_strategy
+ * (the mmap backend completes inline, uring reaps in the submitter): they
+ * are resubmitted by the loop in submit_chain once strategy returns, not
+ * from the callback, so that the stack does not grow with every request.
+ */
+static _Thread_local struct bbuf *tls_pending;
+static _Thread_local bool tls_submitting;
 
 static uint64_t
 now_ns(void)
@@ -125,17 +144,55 @@ note_error(struct bench *b, int error)
 	atomic_store(&b->b_stop, true);
 }
 
+/* Prepare and submit bb, then whatever completed inline meanwhile. */
+static void
+submit_chain(struct bbuf *bb)
+{
+	struct bthread *t;
+
+	tls_submitting = true;
+	while (bb != NULL) {
+		t = bb->bb_buf.b_private;
+		pthread_mutex_lock(&t->t_lock);
+		prep(t, &bb->bb_buf, bb->bb_buf.b_data);
+		pthread_mutex_unlock(&t->t_lock);
+		rumpblk_strategy(t->t_b->b_rb, &bb->bb_buf);
+		if ((bb = tls_pending) != NULL)
+			tls_pending = bb->bb_next;
+	}
+	tls_submitting = false;
+}
+
+/*
+ * A completion resubmits its buffer from the completing thread, as a
+ * kernel driver chains bios: handing every buffer back to the
+ * submitting thread would cost a wake-up per request and measure the
+ * scheduler, not the backend.
+ */
 static void
 bench_iodone(struct rumpblk_buf *bp)
 {
+	struct bbuf *bb = (struct bbuf *)bp;
 	struct bthread *t = bp->b_private;
 
 	if (bp->b_error != 0)
 		note_error(t->t_b, bp->b_error);
-	pthread_mutex_lock(&t->t_lock);
-	t->t_done[t->t_ndone++] = bp;
-	pthread_cond_signal(&t->t_cv);
-	pthread_mutex_unlock(&t->t_lock);
+	else
+		atomic_fetch_add_explicit(&t->t_ops, 1, memory_order_relaxed);
+	if (atomic_load_explicit(&t->t_b->b_stop, memory_order_relaxed)) {
+		if (atomic_fetch_sub(&t->t_inflight, 1) == 1) {
+			pthread_mutex_lock(&t->t_lock);
+			pthread_cond_signal(&t->t_cv);
+			pthread_mutex_unlock(&t->t_lock);
+		}
+		return;
+	}
+	if (tls_submitting) {
+		bb->bb_next = tls_pending;
+		tls_pending = bb;
+		return;
+	}
+	submit_chain(bb);
 }
 
 static void *
@@ -144,11 +201,11 @@ bench_thread(void *arg)
 	struct bthread *t = arg;
 	struct bench *b = t->t_b;
 	struct rumpblk_buf *bp;
-	unsigned i, inflight;
+	unsigned i;
 	int error;
 
 	if (b->b_qd == 1) {
-		bp = &t->t_bufs[0];
+		bp = &t->t_bufs[0].bb_buf;
 		while (!atomic_load_explicit(&b->b_stop,
 		    memory_order_relaxed)) {
 			prep(t, bp, t->t_mem);
@@ -163,29 +220,19 @@ bench_thread(void *arg)
 		}
 		return NULL;
 	}
+	atomic_store(&t->t_inflight, b->b_qd);
 	for (i = 0; i < b->b_qd; i++) {
-		t->t_bufs[i].b_iodone = bench_iodone;
-		prep(t, &t->t_bufs[i], t->t_mem + (size_t)i * b->b_bs);
-		rumpblk_strategy(b->b_rb, &t->t_bufs[i]);
+		bp = &t->t_bufs[i].bb_buf;
+		bp->b_iodone = bench_iodone;
+		bp->b_private = t;
+		bp->b_data = t->t_mem + (size_t)i * b->b_bs;
+		submit_chain(&t->t_bufs[i]);
 	}
-	inflight = b->b_qd;
-	while (inflight > 0) {
-		pthread_mutex_lock(&t->t_lock);
-		while (t->t_ndone == 0)
-			pthread_cond_wait(&t->t_cv, &t->t_lock);
-		bp = t->t_done[--t->t_ndone];
-		pthread_mutex_unlock(&t->t_lock);
-		inflight--;
-		if (bp->b_error == 0)
-			atomic_store_explicit(&t->t_ops, atomic_load_explicit(
-			    &t->t_ops, memory_order_relaxed) + 1,
-			    memory_order_relaxed);
-		if (atomic_load_explicit(&b->b_stop, memory_order_relaxed))
-			continue;
-		prep(t, bp, bp->b_data);
-		inflight++;
-		rumpblk_strategy(b->b_rb, bp);
-	}
+	/* Buffers circulate on their own until b_stop; wait for them. */
+	pthread_mutex_lock(&t->t_lock);
+	while (atomic_load(&t->t_inflight) > 0)
+		pthread_cond_wait(&t->t_cv, &t->t_lock);
+	pthread_mutex_unlock(&t->t_lock);
 	return NULL;
 }
 
@@ -486,10 +533,9 @@ cmd_bench(int argc, char **argv)
 		    64 * 64);
 		if (t->t_bufs != NULL)
 			memset(t->t_bufs, 0, qd * sizeof(*t->t_bufs));
-		t->t_done = calloc(qd, sizeof(*t->t_done));
 		t->t_mem = aligned_alloc(4096, (size_t)(qd * bs + 4095) /
 		    4096 * 4096);
-		if (t->t_bufs == NULL || t->t_done == NULL ||
+		if (t->t_bufs == NULL ||
 		    t->t_mem == NULL) {
 			cli_err("bench: out of memory for %" PRIu64 " x %"
 			    PRIu64 " byte buffers", qd, bs);
@@ -608,7 +654,6 @@ join:
 free_threads:
 	for (i = 0; i < threads; i++) {
 		free(th[i].t_bufs);
-		free(th[i].t_done);
 		free(th[i].t_mem);
 		if (th[i].t_b != NULL) {
 			pthread_mutex_destroy(&th[i].t_lock);
