@@ -190,21 +190,7 @@ iodone_calls_in(void **state)
 	pthread_barrier_destroy(&done_barrier);
 }
 
-static int
-setup(void **state)
-{
-	(void)state;
-	img = tl_image("dereg-race.img", 64 << 10, 0);
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	free(img);
-	return 0;
-}
+TL_IMAGE_FIXTURE(img, "dereg-race.img", 64 << 10, 0)
 
 int
 main(void)
