@@ -121,7 +121,7 @@ pump_main(void *arg)
 			if (n > 0)
 				off += (size_t)n;
 			else if (n == -1 && errno != EAGAIN && errno != EINTR)
-				off = total;	/* server gone: stop sending */
+				off = total;	/* server gone */
 			if (off == total) {
 				shutdown(p->p_fd, SHUT_WR);
 				wr_open = 0;

@@ -21,7 +21,7 @@
  * Serve data (size bytes) on a fresh connection of the read-write server,
  * or of the read-only one; prefix (plen bytes, may be 0) goes first.
  */
-void	fuzz_nbd_run(const uint8_t *prefix, size_t plen, const uint8_t *data,
-	    size_t size, int read_only);
+void	fuzz_nbd_run(const uint8_t *prefix, size_t plen,
+	    const uint8_t *data, size_t size, int read_only);
 
 #endif /* RUMPBLK_FUZZ_NBD_H */

@@ -35,7 +35,8 @@ for t in $targets; do
 	TMPDIR=${TMPDIR:-/tmp} \
 	    "$build/fuzz/$t" -max_total_time="$secs" -timeout=30 \
 	    -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
-	    -artifact_prefix="$build/fuzz/artifacts/$t-" -dict="$src/fuzz/nbd.dict" \
+	    -artifact_prefix="$build/fuzz/artifacts/$t-" \
+	    -dict="$src/fuzz/nbd.dict" \
 	    "$work/$t" "$src/fuzz/corpus/$t" >"$work/$t.log" 2>&1 || {
 		rc=1
 		echo "run-smoke: $t FAILED; its log:"

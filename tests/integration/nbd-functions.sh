@@ -35,7 +35,8 @@ serve() {
 		[ "$prev" = --socket ] && rm -f "$a"
 		prev=$a
 	done
-	timeout -k 10 "$NBD_TIMEOUT" "$RUMPBLK" serve --backend "$TEST_BACKEND" "$@"
+	timeout -k 10 "$NBD_TIMEOUT" "$RUMPBLK" serve \
+	    --backend "$TEST_BACKEND" "$@"
 }
 
 start_nbd() {

@@ -5,7 +5,8 @@
 # offset and length served, payloads up to 32 MiB, and concurrent
 # overlapping unaligned writes from two connections stay atomic per
 # request; a client that negotiated gets EINVAL for unaligned requests and
-# nothing is written.  With --sector-size 4096 as well.
+# nothing is written.  Pipelined overlapping aligned and unaligned writes
+# are all answered.  With --sector-size 4096 as well.
 . "$RUMPBLK_SRCDIR/tests/functions.sh"
 . "$RUMPBLK_SRCDIR/tests/integration/nbd-functions.sh"
 requires nbdsh --version
@@ -22,5 +23,11 @@ for ss in 512 4096; do
 	serve --socket "$tmp/s" --sector-size $ss \
 	    --run "python3 '$NBDRAW' --unix \"\$unixsocket\" sanity" "$img" ||
 	    fail "sector size $ss: raw EXPORT_NAME and GO without block sizes"
+	# Pipelined overlapping aligned and unaligned writes in one send
+	# (a hang found by fuzz-nbd-request).
+	NBD_TIMEOUT=30 serve --socket "$tmp/s" --sector-size $ss \
+	    --shutdown-timeout 2 --run "python3 '$NBDRAW' \
+	    --unix \"\$unixsocket\" rmw-pipelined" "$img" ||
+	    fail "sector size $ss: pipelined unaligned writes"
 done
 exit 0

@@ -63,7 +63,10 @@ for c in slow-reader stalled-handshake; do
 		kill -0 $rawpid 2>/dev/null || break
 		sleep 0.1
 	done
-	[ -e "$tmp/ready" ] || { cat "$tmp/$c.log"; fail "$c: client not ready"; }
+	if [ ! -e "$tmp/ready" ]; then
+		cat "$tmp/$c.log"
+		fail "$c: client not ready"
+	fi
 	proof "$c (while held)"
 	touch "$tmp/done"
 	wait $rawpid || { cat "$tmp/$c.log"; fail "hostile case $c"; }
@@ -91,7 +94,10 @@ for ((i = 0; i < 600; i++)); do
 	kill -0 $rawpid 2>/dev/null || break
 	sleep 0.1
 done
-[ -e "$tmp/ready" ] || { cat "$tmp/st.log"; fail "shutdown: slow reader not ready"; }
+if [ ! -e "$tmp/ready" ]; then
+	cat "$tmp/st.log"
+	fail "shutdown: slow reader not ready"
+fi
 stop_nbd "$pid" "SIGTERM with a slow reader" ||
     fail "SIGTERM with a slow reader: exit status $?"
 touch "$tmp/done"

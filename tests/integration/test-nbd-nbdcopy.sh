@@ -19,7 +19,11 @@ serve --socket "$tmp/s" --run "
 	nbdcopy --connections=4 --requests=16 \"\$uri\" '$tmp/back.img' || exit 12
 	" "$img" >"$tmp/out" 2>&1
 rc=$?
-[ $rc = 0 ] || { cat "$tmp/out"; fail "nbdcopy over NBD: status $rc (10 no multi-conn, 11 copy to, 12 copy from)"; }
+if [ $rc != 0 ]; then
+	cat "$tmp/out"
+	fail "nbdcopy over NBD: status $rc" \
+	    "(10 no multi-conn, 11 copy to, 12 copy from)"
+fi
 cmp "$src" "$tmp/back.img" || fail "64 MiB copied back differ"
 cmp "$src" "$img" || fail "the served image differs from the source"
 

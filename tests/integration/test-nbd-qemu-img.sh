@@ -26,7 +26,11 @@ serve --socket "$tmp/s" --run "
 	qemu-img convert -n -f raw -O raw '$src' \"\$uri\" || exit 14" "$img" \
     >"$tmp/out" 2>&1
 rc=$?
-[ $rc = 0 ] || { cat "$tmp/out"; fail "qemu-img over NBD: status $rc (11 convert to, 12 compare, 13 convert from, 14 convert again)"; }
+if [ $rc != 0 ]; then
+	cat "$tmp/out"
+	fail "qemu-img over NBD: status $rc (11 convert to, 12 compare," \
+	    "13 convert from, 14 convert again)"
+fi
 cmp "$src" "$tmp/back.img" || fail "converted back from NBD, the data differs"
 cmp "$src" "$img" || fail "the served image differs from the source"
 exit 0

@@ -78,7 +78,8 @@ serve --socket "$tmp/s" --run "
 	'$tmp/qio.sh' \"\$uri\" '$tmp/r.cmds' || exit 12
 	'$tmp/qio.sh' \"\$uri\" '$tmp/wr.cmds' || exit 13" "$img"
 rc=$?
-[ $rc = 0 ] || fail "qemu-io over NBD: status $rc (11 first session, 12 re-read, 13 again)"
+[ $rc = 0 ] || fail "qemu-io over NBD: status $rc" \
+    "(11 first session, 12 re-read, 13 again)"
 cmp "$img" "$tmp/ref.img" ||
     fail "the served image differs from qemu's local reference"
 
