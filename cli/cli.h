@@ -23,6 +23,9 @@ void	cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int	cli_parse_size(const char *, uint64_t *);
 /* Parse an unsigned number in [min, max]; 0 or EINVAL/ERANGE. */
 int	cli_parse_uint(const char *, uint64_t min, uint64_t max, uint64_t *);
+/* --sector-size N: a power of two, 512 to 65536, as a shift; false after
+ * saying what is wrong. */
+bool	cli_parse_sectsize(const char *, unsigned *);
 
 /* Write a JSON string literal (quotes and escapes) to f. */
 void	cli_json_string(FILE *, const char *);

@@ -175,7 +175,7 @@ cmd_info(int argc, char **argv)
 	struct rumpblk_unitinfo ui;
 	struct rumpblk_disklabel dl;
 	struct rumpblk *rb;
-	uint64_t offset = 0, size = RUMPBLK_SIZENOTSET, v;
+	uint64_t offset = 0, size = RUMPBLK_SIZENOTSET;
 	const char *image;
 	bool json = false;
 	int c, error, unit;
@@ -209,13 +209,8 @@ cmd_info(int argc, char **argv)
 			}
 			break;
 		case 'S':
-			if (cli_parse_size(optarg, &v) != 0 || v < 512 ||
-			    v > 65536 || (v & (v - 1)) != 0) {
-				cli_err("--sector-size: '%s' is not a power of "
-				    "two from 512 to 65536", optarg);
+			if (!cli_parse_sectsize(optarg, &cfg.sectshift))
 				return 2;
-			}
-			cfg.sectshift = (unsigned)__builtin_ctzll(v);
 			break;
 		case 'h':
 			info_usage(stdout);

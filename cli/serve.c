@@ -260,6 +260,17 @@ write_stats(const char *path, struct rumpblk *rb,
 	return 0;
 }
 
+/* The OFD lock description of [off, off + size), shared or not. */
+static void
+flock_range(struct flock *fl, uint64_t off, uint64_t size, bool write)
+{
+	memset(fl, 0, sizeof(*fl));
+	fl->l_type = write ? F_WRLCK : F_RDLCK;
+	fl->l_whence = SEEK_SET;
+	fl->l_start = (off_t)off;
+	fl->l_len = (off_t)size;
+}
+
 /*
  * Lock the unit's bytes of the image against other writers (OFD lock).
  * Returns the descriptor that holds the lock, or -1 with a message.
@@ -276,11 +287,7 @@ lock_image(const char *image, uint64_t off, uint64_t size, bool write)
 		    strerror(errno));
 		return -1;
 	}
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = write ? F_WRLCK : F_RDLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = (off_t)off;
-	fl.l_len = (off_t)size;
+	flock_range(&fl, off, size, write);
 	if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
 		return fd;
 	error = errno;
@@ -290,11 +297,7 @@ lock_image(const char *image, uint64_t off, uint64_t size, bool write)
 		close(fd);
 		return -1;
 	}
-	memset(&fl, 0, sizeof(fl));
-	fl.l_type = write ? F_WRLCK : F_RDLCK;
-	fl.l_whence = SEEK_SET;
-	fl.l_start = (off_t)off;
-	fl.l_len = (off_t)size;
+	flock_range(&fl, off, size, write);
 	(void)fcntl(fd, F_OFD_GETLK, &fl);
 	if (fl.l_pid > 0)
 		cli_err("%s: the image is in use: process %d holds a %s lock "
@@ -475,13 +478,8 @@ cmd_serve(int argc, char **argv)
 			}
 			break;
 		case O_SECTOR:
-			if (cli_parse_size(optarg, &v) != 0 || v < 512 ||
-			    v > 65536 || (v & (v - 1)) != 0) {
-				cli_err("--sector-size: '%s' is not a power of "
-				    "two from 512 to 65536", optarg);
+			if (!cli_parse_sectsize(optarg, &cfg.sectshift))
 				return 2;
-			}
-			cfg.sectshift = (unsigned)__builtin_ctzll(v);
 			break;
 		case O_WINSIZE:
 			if (!opt_size("--winsize", optarg, &v))

@@ -75,6 +75,25 @@ cli_parse_size(const char *s, uint64_t *vp)
 	return 0;
 }
 
+/*
+ * --sector-size: a power of two from 512 to 65536, stored as its shift.
+ * Says what is wrong and returns false if s is not one.
+ */
+bool
+cli_parse_sectsize(const char *s, unsigned *shiftp)
+{
+	uint64_t v;
+
+	if (cli_parse_size(s, &v) != 0 || v < 512 || v > 65536 ||
+	    (v & (v - 1)) != 0) {
+		cli_err("--sector-size: '%s' is not a power of two from 512 "
+		    "to 65536", s);
+		return false;
+	}
+	*shiftp = (unsigned)__builtin_ctzll(v);
+	return true;
+}
+
 void
 cli_json_string(FILE *f, const char *s)
 {

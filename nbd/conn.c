@@ -423,6 +423,22 @@ mark_dead_locked(struct nbd_conn *c, int error)
 	pthread_cond_broadcast(&c->c_cv);
 }
 
+/* Put the unsent replies rest (may be NULL) back in front of newer ones. */
+static void
+outq_requeue_locked(struct nbd_conn *c, struct nbd_req *rest)
+{
+	struct nbd_req *r;
+
+	if (rest == NULL)
+		return;
+	for (r = rest; r->r_next != NULL; r = r->r_next)
+		;
+	r->r_next = c->c_outq;
+	if (c->c_outq == NULL)
+		c->c_outtail = &r->r_next;
+	c->c_outq = rest;
+}
+
 /*
  * The caller owns the socket: send the out queue without waiting.  If
  * the socket fills up, ownership passes to the writer thread.
@@ -430,7 +446,7 @@ mark_dead_locked(struct nbd_conn *c, int error)
 static void
 out_drain(struct nbd_conn *c)
 {
-	struct nbd_req *list, *done, *rest, *r;
+	struct nbd_req *list, *done, *rest;
 	bool blocked;
 	int error;
 
@@ -451,15 +467,7 @@ out_drain(struct nbd_conn *c)
 		rest = send_some(c, list, &done, &error, &blocked);
 		lock(&c->c_lock);
 		req_put_locked(c, done);
-		if (rest != NULL) {
-			/* Put the rest back in front of newer replies. */
-			for (r = rest; r->r_next != NULL; r = r->r_next)
-				;
-			r->r_next = c->c_outq;
-			if (c->c_outq == NULL)
-				c->c_outtail = &r->r_next;
-			c->c_outq = rest;
-		}
+		outq_requeue_locked(c, rest);
 		if (error != 0) {
 			mark_dead_locked(c, error);
 			c->c_owner = false;
@@ -552,7 +560,7 @@ static void *
 writer_main(void *arg)
 {
 	struct nbd_conn *c = arg;
-	struct nbd_req *list, *done, *rest, *r;
+	struct nbd_req *list, *done, *rest;
 	bool blocked;
 	int error;
 
@@ -582,14 +590,7 @@ writer_main(void *arg)
 			}
 			lock(&c->c_lock);
 			req_put_locked(c, done);
-			if (rest != NULL) {
-				for (r = rest; r->r_next != NULL; r = r->r_next)
-					;
-				r->r_next = c->c_outq;
-				if (c->c_outq == NULL)
-					c->c_outtail = &r->r_next;
-				c->c_outq = rest;
-			}
+			outq_requeue_locked(c, rest);
 			if (error != 0)
 				mark_dead_locked(c, error);
 		}
@@ -891,8 +892,9 @@ req_done(struct rumpblk_buf *bp)
 	out_push(r);
 }
 
+/* Start the strategy call of a request; req_done() completes it. */
 static void
-buf_setup(struct nbd_req *r, int flags, uint64_t off, size_t len, void *data)
+req_submit(struct nbd_req *r, int flags, uint64_t off, size_t len, void *data)
 {
 	struct nbd_server *s = r->r_conn->c_srv;
 	struct rumpblk_buf *bp = &r->r_buf;
@@ -905,6 +907,7 @@ buf_setup(struct nbd_req *r, int flags, uint64_t off, size_t len, void *data)
 	bp->b_data = data;
 	bp->b_private = r;
 	bp->b_iodone = req_done;
+	rumpblk_strategy(s->s_cfg.rb, bp);
 }
 
 /* One synchronous strategy call on an aligned range (unaligned paths). */
@@ -1034,6 +1037,26 @@ allowed_flags(const struct nbd_conn *c, uint16_t type)
 }
 
 /*
+ * req_get() for the request rq (its type, flags and offset already
+ * decoded by the caller), holding len bytes of the client's range.
+ */
+static inline struct nbd_req *
+req_start(struct nbd_conn *c, size_t bufsize, const struct nbd_request *rq,
+    uint16_t type, uint16_t flags, uint64_t off, uint32_t len)
+{
+	struct nbd_req *r;
+
+	if ((r = req_get(c, bufsize)) == NULL)
+		return NULL;
+	r->r_handle = rq->handle;
+	r->r_type = type;
+	r->r_flags = flags;
+	r->r_off = off;
+	r->r_len = len;
+	return r;
+}
+
+/*
  * Handle one request whose header was just read.  Returns 0 to go on,
  * ECONNRESET for DISC or a vanished client, another errno to hang up.
  */
@@ -1100,13 +1123,8 @@ dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 
 		if (type == NBD_CMD_WRITE && (rerror = discard(c, len)) != 0)
 			return rerror;
-		if ((r = req_get(c, 0)) == NULL)
+		if ((r = req_start(c, 0, rq, type, flags, off, 0)) == NULL)
 			return ENOMEM;
-		r->r_handle = rq->handle;
-		r->r_type = type;
-		r->r_flags = flags;
-		r->r_off = off;
-		r->r_len = 0;
 		if (error != 0)
 			reply_error(r, error);
 		else if (type == NBD_CMD_READ)
@@ -1121,31 +1139,21 @@ dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 
 	switch (type) {
 	case NBD_CMD_READ:
-		if ((r = req_get(c, e - a)) == NULL)
+		if ((r = req_start(c, e - a, rq, type, flags, off,
+		    len)) == NULL)
 			return ENOMEM;
-		r->r_handle = rq->handle;
-		r->r_type = type;
-		r->r_flags = flags;
-		r->r_off = off;
-		r->r_len = len;
 		r->r_skip = off - a;
 		bflags = RUMPBLK_B_READ;
 		/* Big reads (and every read of a slow backend) go to the
 		 * pool, so that the reader goes on; small ones run here. */
 		if (s->s_async_reads || e - a > NBD_INLINE_READ_MAX)
 			bflags |= RUMPBLK_B_ASYNC;
-		buf_setup(r, bflags, a, e - a, r->r_data);
-		rumpblk_strategy(s->s_cfg.rb, &r->r_buf);
+		req_submit(r, bflags, a, e - a, r->r_data);
 		return 0;
 
 	case NBD_CMD_WRITE:
-		if ((r = req_get(c, len)) == NULL)
+		if ((r = req_start(c, len, rq, type, flags, off, len)) == NULL)
 			return ENOMEM;
-		r->r_handle = rq->handle;
-		r->r_type = type;
-		r->r_flags = flags;
-		r->r_off = off;
-		r->r_len = len;
 		if ((error = nbd_conn_read(c, r->r_data, len)) != 0) {
 			lock(&c->c_lock);
 			req_put_locked(c, r);
@@ -1160,32 +1168,20 @@ dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 		}
 		nbd_rl_lock(&s->s_rl, &r->r_range, off, off + len, false);
 		r->r_locked = true;
-		buf_setup(r, RUMPBLK_B_WRITE | RUMPBLK_B_ASYNC | fua, off, len,
+		req_submit(r, RUMPBLK_B_WRITE | RUMPBLK_B_ASYNC | fua, off, len,
 		    r->r_data);
-		rumpblk_strategy(s->s_cfg.rb, &r->r_buf);
 		return 0;
 
 	case NBD_CMD_FLUSH:
-		if ((r = req_get(c, 0)) == NULL)
+		if ((r = req_start(c, 0, rq, type, flags, off, 0)) == NULL)
 			return ENOMEM;
-		r->r_handle = rq->handle;
-		r->r_type = type;
-		r->r_flags = flags;
-		r->r_off = off;
-		r->r_len = 0;
 flush:
-		buf_setup(r, RUMPBLK_B_FLUSH | RUMPBLK_B_ASYNC, 0, 0, NULL);
-		rumpblk_strategy(s->s_cfg.rb, &r->r_buf);
+		req_submit(r, RUMPBLK_B_FLUSH | RUMPBLK_B_ASYNC, 0, 0, NULL);
 		return 0;
 
 	case NBD_CMD_TRIM:
-		if ((r = req_get(c, 0)) == NULL)
+		if ((r = req_start(c, 0, rq, type, flags, off, len)) == NULL)
 			return ENOMEM;
-		r->r_handle = rq->handle;
-		r->r_type = type;
-		r->r_flags = flags;
-		r->r_off = off;
-		r->r_len = len;
 		/* proto.md lets a server trim less: round inward. */
 		a = (off + sec - 1) & ~(sec - 1);
 		e = (off + len) & ~(sec - 1);
@@ -1195,19 +1191,13 @@ flush:
 		}
 		nbd_rl_lock(&s->s_rl, &r->r_range, a, e, false);
 		r->r_locked = true;
-		buf_setup(r, RUMPBLK_B_TRIM | RUMPBLK_B_ASYNC | fua, a, e - a,
+		req_submit(r, RUMPBLK_B_TRIM | RUMPBLK_B_ASYNC | fua, a, e - a,
 		    NULL);
-		rumpblk_strategy(s->s_cfg.rb, &r->r_buf);
 		return 0;
 
 	case NBD_CMD_WRITE_ZEROES:
-		if ((r = req_get(c, 0)) == NULL)
+		if ((r = req_start(c, 0, rq, type, flags, off, len)) == NULL)
 			return ENOMEM;
-		r->r_handle = rq->handle;
-		r->r_type = type;
-		r->r_flags = flags;
-		r->r_off = off;
-		r->r_len = len;
 		bflags = RUMPBLK_B_ZERO | RUMPBLK_B_ASYNC | fua |
 		    (flags & NBD_CMD_FLAG_NO_HOLE ? RUMPBLK_B_NOHOLE : 0);
 		if (!aligned(s, off, len)) {
@@ -1219,27 +1209,21 @@ flush:
 		}
 		nbd_rl_lock(&s->s_rl, &r->r_range, off, off + len, false);
 		r->r_locked = true;
-		buf_setup(r, bflags, off, len, NULL);
-		rumpblk_strategy(s->s_cfg.rb, &r->r_buf);
+		req_submit(r, bflags, off, len, NULL);
 		return 0;
 
 	case NBD_CMD_BLOCK_STATUS: {
 		uint32_t n = flags & NBD_CMD_FLAG_REQ_ONE ? 1 : NBD_BS_MAX;
 		struct rumpblk_extents *ex;
 
-		if ((r = req_get(c, BS_BUFSIZE)) == NULL)
+		if ((r = req_start(c, BS_BUFSIZE, rq, type, flags, off,
+		    len)) == NULL)
 			return ENOMEM;
-		r->r_handle = rq->handle;
-		r->r_type = type;
-		r->r_flags = flags;
-		r->r_off = off;
-		r->r_len = len;
 		r->r_skip = off - a;
 		ex = (struct rumpblk_extents *)(void *)r->r_data;
 		ex->ex_max = n;
 		ex->ex_count = 0;
-		buf_setup(r, RUMPBLK_B_EXTENTS, a, e - a, ex);
-		rumpblk_strategy(s->s_cfg.rb, &r->r_buf);
+		req_submit(r, RUMPBLK_B_EXTENTS, a, e - a, ex);
 		return 0;
 	}
 	}

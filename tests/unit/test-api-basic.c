@@ -43,8 +43,6 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(basic_rw),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-	tl_cleanup();
-	return rc;
+	return tl_main(tests, NULL, NULL);
 }

@@ -65,6 +65,24 @@ submitter(void *arg)
 	return NULL;
 }
 
+/* Stop the submitters, then check and free what a round test made. */
+static void
+finish(pthread_t *th)
+{
+	int i;
+
+	atomic_store(&stop, 1);
+	pthread_barrier_wait(&go);
+	for (i = 0; i < NTHREADS; i++)
+		pthread_join(th[i], NULL);
+	alarm(0);
+	tl_eq(atomic_load(&bad_errors), 0);
+	tl_eq(rumpblk_destroy(rb), 0);
+	rb = NULL;
+	pthread_barrier_destroy(&go);
+	pthread_barrier_destroy(&done_barrier);
+}
+
 static void
 race(void **state)
 {
@@ -91,16 +109,7 @@ race(void **state)
 		tl_eq(rumpblk_deregister(rb, img), 0);
 		pthread_barrier_wait(&done_barrier);
 	}
-	atomic_store(&stop, 1);
-	pthread_barrier_wait(&go);
-	for (i = 0; i < NTHREADS; i++)
-		pthread_join(th[i], NULL);
-	alarm(0);
-	tl_eq(atomic_load(&bad_errors), 0);
-	tl_eq(rumpblk_destroy(rb), 0);
-	rb = NULL;
-	pthread_barrier_destroy(&go);
-	pthread_barrier_destroy(&done_barrier);
+	finish(th);
 }
 
 /*
@@ -178,33 +187,10 @@ iodone_calls_in(void **state)
 		tl_eq(rumpblk_deregister(rb, img), 0);
 		pthread_barrier_wait(&done_barrier);
 	}
-	atomic_store(&stop, 1);
-	pthread_barrier_wait(&go);
-	for (i = 0; i < NTHREADS; i++)
-		pthread_join(th[i], NULL);
-	alarm(0);
-	tl_eq(atomic_load(&bad_errors), 0);
-	tl_eq(rumpblk_destroy(rb), 0);
-	rb = NULL;
-	pthread_barrier_destroy(&go);
-	pthread_barrier_destroy(&done_barrier);
+	finish(th);
 }
 
-static int
-setup(void **state)
-{
-	(void)state;
-	img = tl_image("dereg-race.img", 64 << 10, 0);
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	free(img);
-	return 0;
-}
+TL_IMAGE_FIXTURE(img, "dereg-race.img", 64 << 10, 0)
 
 int
 main(void)

@@ -555,8 +555,6 @@ main(void)
 		cmocka_unit_test(selectors),
 		cmocka_unit_test(ids),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-	tl_cleanup();
-	return rc;
+	return tl_main(tests, NULL, NULL);
 }

@@ -160,8 +160,6 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(arm_while_running),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-	tl_cleanup();
-	return rc;
+	return tl_main(tests, NULL, NULL);
 }

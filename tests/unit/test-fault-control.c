@@ -229,8 +229,6 @@ main(void)
 		cmocka_unit_test(arm_disarm_live),
 		cmocka_unit_test(reference_examples),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-	tl_cleanup();
-	return rc;
+	return tl_main(tests, NULL, NULL);
 }

@@ -339,8 +339,6 @@ main(void)
 		cmocka_unit_test(replay_all_classes),
 		cmocka_unit_test(replay_errors),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-	tl_cleanup();
-	return rc;
+	return tl_main(tests, NULL, NULL);
 }

@@ -329,21 +329,7 @@ physio_draws(void **state)
 	tl_eq(rumpblk_destroy(rb), 0);
 }
 
-static int
-setup(void **state)
-{
-	(void)state;
-	img = tl_image("fault.img", IMGSIZE, 11);
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	free(img);
-	return 0;
-}
+TL_IMAGE_FIXTURE(img, "fault.img", IMGSIZE, 11)
 
 int
 main(void)

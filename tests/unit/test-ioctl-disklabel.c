@@ -9,25 +9,6 @@
  */
 #include "testlib.h"
 
-/*
- * The XOR of 16-bit words over NetBSD's checksummed range, computed from
- * byte offsets of NetBSD's layout (148 bytes of header, 16-byte
- * partitions), not from the library's code.
- */
-static uint16_t
-xor_words(const struct rumpblk_disklabel *dl)
-{
-	const unsigned char *p = (const unsigned char *)dl;
-	size_t end = 148 + 16 * (size_t)dl->d_npartitions, i;
-	uint16_t sum = 0, w;
-
-	for (i = 0; i < end; i += 2) {
-		memcpy(&w, p + i, 2);
-		sum ^= w;
-	}
-	return sum;
-}
-
 static void
 layout(void **state)
 {
@@ -66,10 +47,10 @@ check_label(const struct rumpblk_disklabel *dl, uint64_t size,
 	tl_eq(dl->d_npartitions, 1);
 	tl_eq(dl->d_partitions[0].p_offset, 0);
 	tl_eq(dl->d_partitions[0].p_size, want);
-	tl_eq(xor_words(dl), 0);
+	tl_eq(tl_label_xor(dl), 0);
 	/* A changed field breaks the checksum. */
 	copy.d_secperunit ^= 1;
-	tl_true(xor_words(&copy) != 0);
+	tl_true(tl_label_xor(&copy) != 0);
 }
 
 static void

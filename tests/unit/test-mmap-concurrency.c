@@ -267,8 +267,6 @@ main(void)
 		cmocka_unit_test(stress_4k_windows),
 		cmocka_unit_test(stress_64k_windows),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-	tl_cleanup();
-	return rc;
+	return tl_main(tests, NULL, NULL);
 }

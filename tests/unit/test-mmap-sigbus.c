@@ -152,8 +152,6 @@ main(void)
 		cmocka_unit_test(not_ours_chained),
 		cmocka_unit_test(truncated_read_eio),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-	tl_cleanup();
-	return rc;
+	return tl_main(tests, NULL, NULL);
 }

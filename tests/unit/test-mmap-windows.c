@@ -430,8 +430,6 @@ main(void)
 		cmocka_unit_test(readonly_file),
 		cmocka_unit_test(auto_by_windows),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-	tl_cleanup();
-	return rc;
+	return tl_main(tests, NULL, NULL);
 }

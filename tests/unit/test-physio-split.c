@@ -201,21 +201,7 @@ stops_at_end(void **state)
 	tl_eq(rumpblk_destroy(rb), 0);
 }
 
-static int
-setup(void **state)
-{
-	(void)state;
-	img = tl_image("physio.img", IMGSIZE, SEED);
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	free(img);
-	return 0;
-}
+TL_IMAGE_FIXTURE(img, "physio.img", IMGSIZE, SEED)
 
 int
 main(void)

@@ -89,8 +89,6 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(exact_counts),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-	tl_cleanup();
-	return rc;
+	return tl_main(tests, NULL, NULL);
 }

@@ -258,21 +258,7 @@ host_shrunk(void **state)
 	tl_eq(rumpblk_destroy(rb), 0);
 }
 
-static int
-setup(void **state)
-{
-	(void)state;
-	img = tl_image("bounds.img", IMGSIZE, SEED);
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	free(img);
-	return 0;
-}
+TL_IMAGE_FIXTURE(img, "bounds.img", IMGSIZE, SEED)
 
 int
 main(void)

@@ -281,21 +281,7 @@ fua_writes(void **state)
 	tl_eq(rumpblk_destroy(rb), 0);
 }
 
-static int
-setup(void **state)
-{
-	(void)state;
-	img = tl_image("ops.img", IMGSIZE, SEED);
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	free(img);
-	return 0;
-}
+TL_IMAGE_FIXTURE(img, "ops.img", IMGSIZE, SEED)
 
 int
 main(void)

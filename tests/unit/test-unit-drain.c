@@ -119,8 +119,6 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(deregister_under_load),
 	};
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 
-	tl_cleanup();
-	return rc;
+	return tl_main(tests, NULL, NULL);
 }

@@ -14,20 +14,6 @@
 static char *img;
 static int made;
 
-static uint16_t
-xor_words(const struct rumpblk_disklabel *dl)
-{
-	const unsigned char *p = (const unsigned char *)dl;
-	size_t end = 148 + 16 * (size_t)dl->d_npartitions, i;
-	uint16_t sum = 0, w;
-
-	for (i = 0; i < end; i += 2) {
-		memcpy(&w, p + i, 2);
-		sum ^= w;
-	}
-	return sum;
-}
-
 static void
 large_blk(void **state)
 {
@@ -81,7 +67,7 @@ large_blk(void **state)
 	tl_eq(dl.d_secperunit, UINT32_MAX);
 	tl_eq(dl.d_partitions[0].p_size, UINT32_MAX);
 	tl_eq(dl.d_secsize, 512);
-	tl_eq(xor_words(&dl), 0);
+	tl_eq(tl_label_xor(&dl), 0);
 	tl_eq(rumpblk_destroy(rb), 0);
 }
 
@@ -104,7 +90,7 @@ large_4k_sectors(void **state)
 	tl_eq(rumpblk_ioctl(rb, unit, RUMPBLK_DIOCGDINFO, &dl), 0);
 	tl_eq(dl.d_secperunit, SIZE / 4096);
 	tl_eq(dl.d_secsize, 4096);
-	tl_eq(xor_words(&dl), 0);
+	tl_eq(tl_label_xor(&dl), 0);
 	tl_eq(rumpblk_ioctl(rb, unit, RUMPBLK_DIOCGMEDIASIZE, &media), 0);
 	tl_eq(media, SIZE);
 	/* A window that starts above 2 TiB. */

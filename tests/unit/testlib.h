@@ -306,4 +306,46 @@ tl_cleanup(void)
 	}
 }
 
+/*
+ * setup() and teardown() for a program whose tests share one scratch
+ * image: setup makes name (size bytes, pattern seed, see tl_image) and
+ * stores its path in var; teardown frees the path.
+ */
+#define TL_IMAGE_FIXTURE(var, name, size, seed)				\
+static int								\
+setup(void **state)							\
+{									\
+	(void)state;							\
+	var = tl_image(name, size, seed);				\
+	return 0;							\
+}									\
+									\
+static int								\
+teardown(void **state)							\
+{									\
+	(void)state;							\
+	free(var);							\
+	return 0;							\
+}
+
+/*
+ * The XOR of 16-bit words over NetBSD's checksummed disklabel range,
+ * computed from byte offsets of NetBSD's layout (148 bytes of header,
+ * 16-byte partitions), not from the library's code.  A correct label
+ * gives 0.
+ */
+static inline uint16_t
+tl_label_xor(const struct rumpblk_disklabel *dl)
+{
+	const unsigned char *p = (const unsigned char *)dl;
+	size_t end = 148 + 16 * (size_t)dl->d_npartitions, i;
+	uint16_t sum = 0, w;
+
+	for (i = 0; i < end; i += 2) {
+		memcpy(&w, p + i, 2);
+		sum ^= w;
+	}
+	return sum;
+}
+
 #endif
