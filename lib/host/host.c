@@ -192,31 +192,6 @@ rb_host_pread(int fd, void *buf, size_t len, uint64_t off, size_t *moved)
 }
 
 int
-rb_host_pread_upto(int fd, void *buf, size_t len, uint64_t off,
-    size_t *moved)
-{
-	size_t done = 0;
-	ssize_t n;
-	int error = 0;
-
-	while (done < len) {
-		n = pread(fd, (char *)buf + done, len - done,
-		    (off_t)(off + done));
-		if (n == -1) {
-			if (errno == EINTR)
-				continue;
-			error = errno;
-			break;
-		}
-		if (n == 0)
-			break;
-		done += (size_t)n;
-	}
-	*moved = done;
-	return error;
-}
-
-int
 rb_host_pwrite(int fd, const void *buf, size_t len, uint64_t off,
     bool dsync, size_t *moved)
 {

@@ -58,9 +58,6 @@ int	rb_host_dioalign(int fd, enum rumpblk_ftype, unsigned *memalign,
 
 /* Full transfers at byte offsets; *moved gets what moved even on error. */
 int	rb_host_pread(int fd, void *, size_t, uint64_t off, size_t *moved);
-/* The same, but end of file is not an error: *moved says where it was. */
-int	rb_host_pread_upto(int fd, void *, size_t, uint64_t off,
-	    size_t *moved);
 int	rb_host_pwrite(int fd, const void *, size_t, uint64_t off,
 	    bool dsync, size_t *moved);
 int	rb_host_datasync(int fd);
