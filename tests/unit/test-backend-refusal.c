@@ -11,6 +11,7 @@
 #include "testlib.h"
 #include "internal.h"
 #include "host/host.h"
+#include "testseam.h"
 
 static char *img;
 
@@ -101,27 +102,17 @@ uring_refused(void **state)
 	rb_host_seam = NULL;
 }
 
-/* A failed test leaves by longjmp: take its seam away. */
-static int
-teardown_seam(void **state)
-{
-	(void)state;
-	rb_host_seam = NULL;
-	return 0;
-}
-
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(direct_refused, teardown_seam),
-		cmocka_unit_test_teardown(uring_refused, teardown_seam),
+		cmocka_unit_test_teardown(direct_refused, tl_teardown_seam),
+		cmocka_unit_test_teardown(uring_refused, tl_teardown_seam),
 	};
 	int rc;
 
 	img = tl_image("refusal.img", 1 << 20, 9);
-	rc = cmocka_run_group_tests(tests, NULL, NULL);
+	rc = tl_main(tests, NULL, NULL);
 	free(img);
-	tl_cleanup();
 	return rc;
 }

@@ -14,6 +14,7 @@
 #include "testlib.h"
 #include "internal.h"
 #include "host/host.h"
+#include "testseam.h"
 
 #define IMGSIZE		((1u << 20) + 1000)	/* not a block multiple */
 
@@ -205,28 +206,18 @@ sync_durable(void **state)
 	free(img);
 }
 
-/* A failed test leaves by longjmp: take its seam away. */
-static int
-teardown_seam(void **state)
-{
-	(void)state;
-	rb_host_seam = NULL;
-	return 0;
-}
-
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(unaligned_buffers, teardown_seam),
-		cmocka_unit_test_teardown(small_sectors, teardown_seam),
-		cmocka_unit_test_teardown(odd_unit_offset, teardown_seam),
-		cmocka_unit_test_teardown(sync_durable, teardown_seam),
+		cmocka_unit_test_teardown(unaligned_buffers, tl_teardown_seam),
+		cmocka_unit_test_teardown(small_sectors, tl_teardown_seam),
+		cmocka_unit_test_teardown(odd_unit_offset, tl_teardown_seam),
+		cmocka_unit_test_teardown(sync_durable, tl_teardown_seam),
 	};
 	int rc;
 
 	setenv("RUMPBLK_TEST_BACKEND", "direct", 1);
-	rc = cmocka_run_group_tests(tests, NULL, NULL);
-	tl_cleanup();
+	rc = tl_main(tests, NULL, NULL);
 	return rc;
 }

@@ -13,6 +13,7 @@
 #include "testlib.h"
 #include "internal.h"
 #include "host/host.h"
+#include "testseam.h"
 
 #define NTHREADS	24	/* more than the pool's 16 buffers */
 #define NBLOCKS		64	/* 4 KiB blocks: 256 KiB */
@@ -177,25 +178,15 @@ no_lost_update(void **state)
 	free(img);
 }
 
-/* A failed test leaves by longjmp: take its seam away. */
-static int
-teardown_seam(void **state)
-{
-	(void)state;
-	rb_host_seam = NULL;
-	return 0;
-}
-
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(no_lost_update, teardown_seam),
+		cmocka_unit_test_teardown(no_lost_update, tl_teardown_seam),
 	};
 	int rc;
 
 	setenv("RUMPBLK_TEST_BACKEND", "direct", 1);
-	rc = cmocka_run_group_tests(tests, NULL, NULL);
-	tl_cleanup();
+	rc = tl_main(tests, NULL, NULL);
 	return rc;
 }

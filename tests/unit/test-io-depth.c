@@ -15,6 +15,7 @@
 #include "testlib.h"
 #include "internal.h"
 #include "host/host.h"
+#include "testseam.h"
 
 #define NTHREADS	4
 #define QD		32
@@ -280,26 +281,16 @@ shrunk(void **state)
 	free(small);
 }
 
-/* A failed test leaves by longjmp: take its seam away. */
-static int
-teardown_seam(void **state)
-{
-	(void)state;
-	rb_host_seam = NULL;
-	return 0;
-}
-
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(depth, teardown_seam),
-		cmocka_unit_test_teardown(depth_one_sync_ring, teardown_seam),
-		cmocka_unit_test_teardown(shrunk, teardown_seam),
+		cmocka_unit_test_teardown(depth, tl_teardown_seam),
+		cmocka_unit_test_teardown(depth_one_sync_ring, tl_teardown_seam),
+		cmocka_unit_test_teardown(shrunk, tl_teardown_seam),
 	};
 	int rc;
 
-	rc = cmocka_run_group_tests(tests, NULL, NULL);
-	tl_cleanup();
+	rc = tl_main(tests, NULL, NULL);
 	return rc;
 }
