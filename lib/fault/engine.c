@@ -841,17 +841,12 @@ static void
 act(struct fault_layer *fl, struct rb_io *io, struct decision *d)
 {
 	struct rb_stage *lower = fl->fl_stage.st_lower;
-	struct rb_counters *cn = io->io_unit->u_counters;
 	struct fault_req *fq;
 	struct fault_fire *fi;
 	unsigned i;
 
-	for (i = 0; i < d->d_n; i++) {
-		rb_stat_add(cn, RB_STAT(faults_injected), 1);
-		rb_stat_add(cn, RB_STAT(faults_class[0]) +
-		    (size_t)d->d_fire[i].fi_class, 1);
+	for (i = 0; i < d->d_n; i++)
 		log_fire(fl->fl_fe, &d->d_fire[i]);
-	}
 	fq = calloc(1, sizeof(*fq));
 	if (fq == NULL) {
 		for (i = 0; i < d->d_n; i++) {
@@ -926,8 +921,9 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 	struct fault_layer *fl = (struct fault_layer *)st;
 	struct fault_engine *fe = fl->fl_fe;
 	struct rb_stage *lower = st->st_lower;
+	struct rb_counters *cn = io->io_unit->u_counters;
 	struct decision d;
-	unsigned opbit, idx;
+	unsigned opbit, idx, i;
 	uint64_t gen, sector;
 	bool countall, replaying;
 
@@ -964,6 +960,16 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 			decide_replay_locked(fe, io, gen, &d);
 		else
 			decide_rules_locked(fe, io, opbit, gen, &d);
+	}
+	/*
+	 * Count the firings before leaving the read side, so that once
+	 * rumpblk_fault_del or _clear returns (they take every read lock)
+	 * the class counters of the rules it removed are final.
+	 */
+	for (i = 0; i < d.d_n; i++) {
+		rb_stat_add(cn, RB_STAT(faults_injected), 1);
+		rb_stat_add(cn, RB_STAT(faults_class[0]) +
+		    (size_t)d.d_fire[i].fi_class, 1);
 	}
 	rd_unlock(fe, idx);
 	if (RB_LIKELY(d.d_n == 0)) {
