@@ -29,11 +29,20 @@
  * it stops every other thread of a program run under valgrind forever;
  * a read is a system call valgrind knows may block.  Nor does memcheck
  * see the kernel fill a read buffer through a ring, so account() tells
- * it (VALGRIND_MAKE_MEM_DEFINED, a no-op outside valgrind).  A completion callback
- * (b_iodone) that submits again, which is what a caller at queue depth
- * does, runs on the reaper: its SQE is only queued, and the reaper
- * enters the kernel once for the whole batch, so a loaded ring costs
- * less than one system call per request.
+ * it (VALGRIND_MAKE_MEM_DEFINED, a no-op outside valgrind).
+ *
+ * A completion callback (b_iodone) that submits again, which is what a
+ * caller at queue depth does, runs on the reaper.  On a buffered
+ * descriptor its SQE is only queued, and the reaper enters the kernel
+ * once for the whole batch, so a loaded ring costs less than one system
+ * call per request; a cached read completes inside the enter, so
+ * holding it back loses nothing (QD 32 cached, two cores: ~450K IOPS
+ * batched, ~330K entering per request).  On an O_DIRECT descriptor
+ * (ur_eager) the device works while we do, and a request held back
+ * until the batch is reaped leaves it idle: there the reaper enters the
+ * kernel for each request as its callback submits it (QD 32 direct on
+ * a virtio disk: ~70K IOPS batched, ~93K eager; fio's io_uring engine
+ * ~85K).
  *
  * A synchronous buffer waits for its own completion in its own thread,
  * on a small private ring borrowed from the engine's stack of them
@@ -65,6 +74,7 @@
  * consumer; ur_cqlock makes every consumer single.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +129,7 @@ struct rb_uring {
 	int		ur_fd;		/* ( host descriptor */
 	int		ur_efd;		/* ( eventfd of the CQ, or -1 */
 	bool		ur_fixed;	/* ( ur_fd is registered file 0 */
+	bool		ur_eager;	/* ( O_DIRECT: enter for every SQE */
 	pthread_t	ur_reaper;	/* ( */
 };
 
@@ -209,7 +220,7 @@ requeue(struct rb_uring *r, struct rb_io *io)
 	rb_mutex_lock(&r->ur_lock);
 	if (r->ur_backlog != NULL || !prep_locked(r, io))
 		backlog_add_locked(r, io);
-	else if (reaping != r)
+	else if (reaping != r || r->ur_eager)
 		submit_locked(r);
 	rb_mutex_unlock(&r->ur_lock);
 }
@@ -513,6 +524,7 @@ rb_uring_create(int fd, struct rb_uring **rp)
 	r->ur_max = r->ur_ring.cq.ring_entries;
 	r->ur_backlog_tailp = &r->ur_backlog;
 	r->ur_fd = fd;
+	r->ur_eager = (fcntl(fd, F_GETFL) & O_DIRECT) != 0;
 	r->ur_efd = eventfd(0, EFD_CLOEXEC);
 	if (r->ur_efd != -1 &&
 	    io_uring_register_eventfd(&r->ur_ring, r->ur_efd) != 0) {

@@ -15,7 +15,7 @@ json=$("$RUMPBLK" info --json --backend direct "$tmp/ok.img") ||
 mkdir "$tmp/ramfs"
 mount -t ramfs rumpblk-test "$tmp/ramfs" 2>/dev/null ||
     { echo "$0: skipped: cannot mount ramfs"; exit 77; }
-cleanup_fn "umount '$tmp/ramfs'"
+cleanup_fn "umount '$tmp/ramfs' || umount -l '$tmp/ramfs'"
 img=$tmp/ramfs/disk.img
 "$RUMPBLK" create "$img" 1M || fail "create on ramfs"
 sum=$(md5sum <"$img")

@@ -23,7 +23,7 @@ serve --socket "$tmp/s" --read-only \
 # server falls back to a read-only open and must say so to clients.
 mkdir "$tmp/ro"
 if mount --bind "$tmp/d" "$tmp/ro" 2>/dev/null; then
-	cleanup_fn "umount '$tmp/ro'"
+	cleanup_fn "umount '$tmp/ro' || umount -l '$tmp/ro'"
 	mount -o remount,bind,ro "$tmp/ro" ||
 	    fail "cannot remount the bind mount read-only"
 	serve --socket "$tmp/s" \
