@@ -12,9 +12,9 @@
  * need a reaper (a thread, or an eventfd that one thread polls), and a
  * library cannot see its callers' threads exit to tear their rings down.
  * The lock is held only to fill an SQE and enter the kernel.  Measured
- * with bench/dio-qd.sh on two shared cores, 4 KiB cached random reads at
- * queue depth 32: 1, 2 and 4 submitting threads give the same ~500K
- * IOPS, because the reaper, which also resubmits, is the busy thread,
+ * with `rumpblk bench --backend uring --qd 32 --threads 1|2|4` on two
+ * shared cores, 4 KiB cached random reads: 1, 2 and 4 submitting
+ * threads give the same 400-500K IOPS (run to run noise), because the reaper, which also resubmits, is the busy thread,
  * not the lock; 2-3x fio's io_uring engine at the same depth.  More
  * than one ring (and reaper) per unit is the next step if a host with
  * more cores shows the reaper saturated.
