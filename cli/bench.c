@@ -113,20 +113,27 @@ next_block(struct bthread *t)
 	return x;
 }
 
+/*
+ * Set the public fields of a buffer for its next request.  The buffers
+ * were zeroed once when allocated; a completed buffer is the caller's
+ * again and strategy initialises its private part itself (librumpblk(3)),
+ * so reuse needs no second memset: 192 bytes of stores per request that
+ * callgrind counted as a fifth of the non-copy instructions of a 4 KiB
+ * mmap read.
+ */
 static void
 prep(struct bthread *t, struct rumpblk_buf *bp, char *data)
 {
 	struct bench *b = t->t_b;
 	bool wr = b->b_pattern == P_RANDWRITE || b->b_pattern == P_SEQWRITE;
-	void (*iodone)(struct rumpblk_buf *) = bp->b_iodone;
 
-	memset(bp, 0, sizeof(*bp));
 	bp->b_unit = b->b_unit;
 	bp->b_blkno = (int64_t)(next_block(t) * b->b_bs / RUMPBLK_DEV_BSIZE);
 	bp->b_bcount = b->b_bs;
+	bp->b_resid = 0;
+	bp->b_error = 0;
 	bp->b_data = data;
 	bp->b_private = t;
-	bp->b_iodone = iodone;
 	if (wr)
 		bp->b_flags = RUMPBLK_B_WRITE | (b->b_sync ? (b->b_qd > 1 ?
 		    RUMPBLK_B_ASYNC | RUMPBLK_B_FUA : 0) : RUMPBLK_B_ASYNC);

@@ -208,7 +208,9 @@ struct rumpblk_buf {
 };
 
 /*
- * Start an I/O.  The caller zeroes the buffer and sets the public fields.
+ * Start an I/O.  The caller zeroes the buffer and sets the public fields;
+ * a completed buffer may be submitted again with only its public fields
+ * set (strategy initialises the private part itself).
  * Completion: b_error, b_resid are set, then b_iodone runs (on any thread,
  * possibly before rumpblk_strategy returns) or rumpblk_biowait() wakes.
  * Errors in b_error: ENXIO (no such unit), EINVAL (bad flags, byte count

@@ -3,7 +3,8 @@
  * (sync, async, rejected, on an unknown unit), with b_error and b_resid
  * set and b_private untouched; rumpblk_biowait() works on sync and async
  * buffers without b_iodone, also after they completed; RUMPBLK_B_ASYNC
- * counts in io_async.
+ * counts in io_async; a completed buffer can be submitted again with only
+ * its public fields set.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -198,6 +199,31 @@ biowait_kinds(void **state)
 	rumpblk_stats(rb, unit, &st);
 	tl_eq(st.io_async, 16 + 16 + 1 + 50);
 	tl_eq(st.io_total, 1 + 16 + 16 + 1 + 100);
+
+	/*
+	 * Reuse without zeroing (librumpblk(3)): only the public fields are
+	 * set again, after writes, reads, rejections and async completions
+	 * alike, and b_error/b_resid keep whatever the last request left.
+	 */
+	tl_buf(&b, unit, RUMPBLK_B_READ, 0, buf[0], 512);
+	for (i = 0; i < 200; i++) {
+		int k = i % 4, blk = 1000 + i / 4;
+
+		b.b_flags = (k == 0 ? RUMPBLK_B_WRITE : RUMPBLK_B_READ) |
+		    (i & 2 ? RUMPBLK_B_ASYNC : 0);
+		b.b_blkno = k == 2 ? 1 << 20 : blk;	/* 2: past the end */
+		b.b_bcount = 512;
+		b.b_data = buf[1];
+		if (k == 0)
+			memset(buf[1], i & 0xff, 512);
+		else if (k != 2)
+			memset(buf[1], 0, 512);
+		rumpblk_strategy(rb, &b);
+		tl_eq(rumpblk_biowait(&b), k == 2 ? EINVAL : 0);
+		tl_eq(b.b_resid, k == 2 ? 512 : 0);
+		if (k == 1 || k == 3)
+			tl_true(tl_all(buf[1], 512, (i - k) & 0xff));
+	}
 	tl_eq(rumpblk_destroy(rb), 0);
 	free(img);
 }
