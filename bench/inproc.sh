@@ -12,7 +12,12 @@
 # (the CLI's default windows, which cover the image).  Each figure is the
 # median of BENCH_ROUNDS rounds of BENCH_SECONDS, the rounds of every
 # column interleaved so that a noisy neighbour hurts all columns alike.
-# Ratios are rumpblk over the matching raw loop.  An informational row
+# Ratios are rumpblk over the matching raw loop, twice: the ratio of the
+# two medians, and "(paired)" the median over rounds of the ratio within
+# a round.  The two columns of a pair run back to back in every round,
+# so the paired figure cancels the drift of a shared host (on the
+# machine this was written on, one column moves 10-20% between rounds
+# while a pair's ratio moves much less).  An informational row
 # runs the seed's 16 x 1 MiB windows over the same image (far larger than
 # 16 MiB), where nearly every request remaps a window.
 #
@@ -88,16 +93,27 @@ run() {		# run TOOL PATTERN BS THREADS
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {
 	if (NR == 0) print 0; else print a[int((NR + 1) / 2)] }'; }
 
+# pairmed "A1 A2 ..." "B1 B2 ...": the median of Bi / Ai over the rounds.
+pairmed() {
+	awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " ");
+	    split(b, y, " "); for (i = 1; i <= n; i++) if (x[i] > 0)
+	    print y[i] / x[i] }' | median
+}
+
+# Display order, and run order: each rumpblk column right after the raw
+# loop it is compared with.
 tools="pread mmap"
 $have_fio && tools="$tools fio-psync fio-mmap"
 tools="$tools rumpblk-pio rumpblk-mmap"
+runorder="pread rumpblk-pio mmap rumpblk-mmap"
+$have_fio && runorder="$runorder fio-psync fio-mmap"
 cases="randread:4K:1 randread:4K:2 seqread:1M:1 seqwrite:1M:1"
 
 declare -A vals
 for r in $(seq "$rounds"); do
 	for c in $cases; do
 		IFS=: read -r pat bs thr <<<"$c"
-		for t in $tools; do
+		for t in $runorder; do
 			vals[$c/$t]+="$(run "$t" "$pat" "$bs" "$thr") "
 		done
 	done
@@ -108,7 +124,7 @@ echo >&2
 declare -A med
 printf '\n%-16s' "workload"
 for t in $tools; do printf '%13s' "$t"; done
-printf '%10s%10s\n' "pio/pread" "mmap/mmap"
+printf '%10s%10s%10s%10s\n' "pio/pread" "(paired)" "mmap/mmap" "(paired)"
 for c in $cases; do
 	IFS=: read -r pat bs thr <<<"$c"
 	printf '%-16s' "$pat $bs x$thr"
@@ -118,7 +134,10 @@ for c in $cases; do
 	done
 	awk -v a="${med[$c/rumpblk-pio]}" -v b="${med[$c/pread]}" \
 	    -v c="${med[$c/rumpblk-mmap]}" -v d="${med[$c/mmap]}" \
-	    'BEGIN { printf "%10.2f%10.2f\n", b ? a / b : 0, d ? c / d : 0 }'
+	    -v pp="$(pairmed "${vals[$c/pread]}" "${vals[$c/rumpblk-pio]}")" \
+	    -v pm="$(pairmed "${vals[$c/mmap]}" "${vals[$c/rumpblk-mmap]}")" \
+	    'BEGIN { printf "%10.2f%10.2f%10.2f%10.2f\n", b ? a / b : 0, pp,
+	    d ? c / d : 0, pm }'
 done
 echo "(IOPS, medians; 1 MiB rows: IOPS = MiB/s)"
 awk -v p1="${med[randread:4K:1/rumpblk-pio]}" \
@@ -164,14 +183,18 @@ for r in $(seq "$rounds"); do
 	fpast+="$(fault_run --fault "$past") "
 	fsel+="$(fault_run --fault error,p=0) "
 done
+ppast=$(pairmed "$fnone" "$fpast")
+psel=$(pairmed "$fnone" "$fsel")
 fnone=$(echo "$fnone" | median)
 fpast=$(echo "$fpast" | median)
 fsel=$(echo "$fsel" | median)
-awk -v n="$fnone" -v p="$fpast" -v s="$fsel" 'BEGIN {
+awk -v n="$fnone" -v p="$fpast" -v s="$fsel" -v pp="$ppast" -v ps="$psel" \
+    'BEGIN {
 	printf "fault rules, 4K randread x1, pio: no rule %.0f IOPS; a rule " \
-	    "that never fires (range past the image) %.0f IOPS (%.3f); a " \
-	    "rule selecting every request, p=0, %.0f IOPS (%.3f)\n",
-	    n, p, n ? p / n : 0, s, n ? s / n : 0 }'
+	    "that never fires (range past the image) %.0f IOPS (%.3f, " \
+	    "paired %.3f); a rule selecting every request, p=0, %.0f IOPS " \
+	    "(%.3f, paired %.3f)\n", n, p, n ? p / n : 0, pp, s,
+	    n ? s / n : 0, ps }'
 
 # Queue depth 32, 4 KiB random reads (issue #7): rumpblk bench --qd 32
 # over uring and pio against fio's io_uring and libaio engines at
@@ -199,8 +222,9 @@ qd_run() {	# qd_run TOOL: prints IOPS
 	echo "{\"tool\":\"$1\",\"pattern\":\"randread\",\"bs\":\"4K\",\"qd\":32,\"result\":$j}" >>"$out"
 	echo "$j" | jq '.iops'
 }
-qtools="fio-io_uring fio-libaio rumpblk-uring rumpblk-pio"
-qtools="$qtools fio-io_uring-direct fio-libaio-direct rumpblk-direct"
+# Run order: each rumpblk row right after the fio row it is compared with.
+qtools="fio-io_uring rumpblk-uring fio-libaio rumpblk-pio"
+qtools="$qtools fio-io_uring-direct rumpblk-direct fio-libaio-direct"
 declare -A qv qm
 for r in $(seq "$rounds"); do
 	for t in $qtools; do
@@ -215,6 +239,9 @@ for t in $qtools; do
 done
 awk -v u="${qm[rumpblk-uring]}" -v fu="${qm[fio-io_uring]}" \
     -v d="${qm[rumpblk-direct]}" -v fd="${qm[fio-io_uring-direct]}" \
-    'BEGIN { printf "uring / fio io_uring %.2f, direct / fio io_uring " \
-    "direct=1 %.2f (targets >= 0.90)\n", fu ? u / fu : 0, fd ? d / fd : 0 }'
+    -v pu="$(pairmed "${qv[fio-io_uring]}" "${qv[rumpblk-uring]}")" \
+    -v pd="$(pairmed "${qv[fio-io_uring-direct]}" "${qv[rumpblk-direct]}")" \
+    'BEGIN { printf "uring / fio io_uring %.2f (paired %.2f), direct / " \
+    "fio io_uring direct=1 %.2f (paired %.2f) (targets >= 0.90)\n",
+    fu ? u / fu : 0, pu, fd ? d / fd : 0, pd }'
 echo "results: $out"
