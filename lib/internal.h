@@ -103,6 +103,13 @@ struct rb_ops {
 	int	(*sync)(struct rb_stage *);
 	/* Free the stage.  No request is in flight.  NULL: free(). */
 	void	(*destroy)(struct rb_stage *);
+	/*
+	 * Optional: a request at byte off of the unit is about to be
+	 * submitted; start bringing its first bytes in (the request has not
+	 * been checked yet: off may be anywhere).  Never blocks, never
+	 * fails.
+	 */
+	void	(*prefetch)(struct rb_stage *, uint64_t off);
 };
 
 /* A stage; backends and layers embed it as their first member. */

@@ -215,6 +215,10 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 		buf_reject(rb, rb->rb_counters, bp, ENXIO);
 		return;
 	}
+	top = atomic_load_explicit(&u->u_top, memory_order_acquire);
+	if (top->st_ops->prefetch != NULL && rw)
+		top->st_ops->prefetch(top, (uint64_t)bp->b_blkno <<
+		    RUMPBLK_DEV_BSHIFT);
 	cn = u->u_counters;
 	rb_stat_add(cn, RB_STAT(io_total), 1);
 	if (bp->b_flags & RUMPBLK_B_ASYNC)
@@ -293,7 +297,6 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	io->io_moved = 0;
 	io->io_next = NULL;
 	io->io_work = NULL;
-	top = atomic_load_explicit(&u->u_top, memory_order_acquire);
 	prev = submitting;
 	submitting = bp;
 	top->st_ops->submit(top, io);
