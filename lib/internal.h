@@ -184,6 +184,27 @@ rb_stat_add(struct rb_counters *cn, size_t word, uint64_t n)
 	rb_stat_add_word(&cn->cn_shard[s].sh_w[word], s, n);
 }
 void	rb_stat_latency(struct rb_counters *, int op, uint64_t ns);
+
+/* Word f of a struct rumpblk_latency, from its first word. */
+#define RB_LAT_W(f)	(offsetof(struct rumpblk_latency, f) / sizeof(uint64_t))
+
+/*
+ * Count an op that was not timed: rb_stat_latency(cn, op, UINT64_MAX),
+ * inline, as it is what nearly every request does.
+ */
+static inline void
+rb_stat_latency_count(struct rb_counters *cn, int op)
+{
+	size_t base;
+
+	switch (op) {
+	case RUMPBLK_B_READ:	base = RB_STAT(lat_read); break;
+	case RUMPBLK_B_WRITE:	base = RB_STAT(lat_write); break;
+	case RUMPBLK_B_FLUSH:	base = RB_STAT(lat_flush); break;
+	default:		return;
+	}
+	rb_stat_add(cn, base + RB_LAT_W(count), 1);
+}
 void	rb_stats_snapshot(const struct rb_counters *, struct rumpblk_stats *);
 void	rb_stats_accumulate(struct rumpblk_stats *, const struct rumpblk_stats *);
 uint64_t rb_now_ns(void);

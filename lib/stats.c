@@ -93,7 +93,6 @@ lat_base(int op)
 	}
 }
 
-#define LAT_W(f)	(offsetof(struct rumpblk_latency, f) / sizeof(uint64_t))
 
 /* Count one op; ns == UINT64_MAX means it was not timed. */
 void
@@ -108,28 +107,28 @@ rb_stat_latency(struct rb_counters *cn, int op, uint64_t ns)
 		return;
 	s = rb_shard_index();
 	w = &cn->cn_shard[s].sh_w[base];
-	rb_stat_add_word(&w[LAT_W(count)], s, 1);
+	rb_stat_add_word(&w[RB_LAT_W(count)], s, 1);
 	if (ns == UINT64_MAX)
 		return;
-	rb_stat_add_word(&w[LAT_W(timed)], s, 1);
-	rb_stat_add_word(&w[LAT_W(total_ns)], s, ns);
-	cur = atomic_load_explicit(&w[LAT_W(max_ns)], memory_order_relaxed);
+	rb_stat_add_word(&w[RB_LAT_W(timed)], s, 1);
+	rb_stat_add_word(&w[RB_LAT_W(total_ns)], s, ns);
+	cur = atomic_load_explicit(&w[RB_LAT_W(max_ns)], memory_order_relaxed);
 	while (ns > cur && !atomic_compare_exchange_weak_explicit(
-	    &w[LAT_W(max_ns)], &cur, ns, memory_order_relaxed,
+	    &w[RB_LAT_W(max_ns)], &cur, ns, memory_order_relaxed,
 	    memory_order_relaxed))
 		;
 	b = ns == 0 ? 0 : 63 - (unsigned)__builtin_clzll(ns);
 	if (b >= RUMPBLK_LAT_BUCKETS)
 		b = RUMPBLK_LAT_BUCKETS - 1;
-	rb_stat_add_word(&w[LAT_W(hist) + b], s, 1);
+	rb_stat_add_word(&w[RB_LAT_W(hist) + b], s, 1);
 }
 
 static bool
 is_max_word(size_t i)
 {
-	return i == RB_STAT(lat_read) + LAT_W(max_ns) ||
-	    i == RB_STAT(lat_write) + LAT_W(max_ns) ||
-	    i == RB_STAT(lat_flush) + LAT_W(max_ns);
+	return i == RB_STAT(lat_read) + RB_LAT_W(max_ns) ||
+	    i == RB_STAT(lat_write) + RB_LAT_W(max_ns) ||
+	    i == RB_STAT(lat_flush) + RB_LAT_W(max_ns);
 }
 
 void

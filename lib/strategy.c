@@ -141,7 +141,7 @@ strategy_done(struct rb_io *io)
 	if (RB_UNLIKELY(p->bp_t0 != 0))
 		rb_stat_latency(cn, io->io_op, rb_now_ns() - p->bp_t0);
 	else
-		rb_stat_latency(cn, io->io_op, UINT64_MAX);
+		rb_stat_latency_count(cn, io->io_op);
 	/*
 	 * b_resid is what was not covered: for trim, zero and extents the
 	 * range done (io_len, cut at the end of the unit like a transfer);
