@@ -23,7 +23,11 @@
  * disarming locks them all.  A request therefore never bounces a line
  * with another thread, and a rule is never freed while a request looks
  * at it.  A decision copies out everything its firing needs (struct
- * fault_fire), and the lock is dropped before any I/O.
+ * fault_fire), and the lock is dropped before any I/O.  Before the lock,
+ * a request checks a summary of the armed rules (the union of their ops,
+ * the end of the furthest range; fe_selops, fe_selend): one that no rule
+ * could select, say a read under write-only rules, goes straight down
+ * without the lock (bench/inproc.sh's "rule that never fires" row).
  *
  * Determinism: probabilistic decisions, and the details of a firing
  * (errno, bits, target, cut), are a pure function of (seed, rule id,
@@ -83,6 +87,8 @@ struct fault_engine {
 	struct rumpblk	*fe_rb;			/* ( */
 	struct fault_rule *fe_rules;		/* A+R: arming order */
 	_Atomic unsigned fe_nrules;		/* A+R, a: read unlocked */
+	_Atomic unsigned fe_selops;		/* A+R, a: union of fr_ops */
+	_Atomic uint64_t fe_selend;		/* A+R, a: largest fr_end */
 	unsigned	fe_nextid;		/* A */
 	uint64_t	fe_seed;		/* A */
 	bool		fe_enabled;		/* rb_lock */
@@ -935,10 +941,27 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 	sector = io->io_off >> io->io_unit->u_sectshift;
 	countall = atomic_load_explicit(&fe->fe_countall,
 	    memory_order_relaxed);
+	replaying = atomic_load_explicit(&fe->fe_replaying,
+	    memory_order_relaxed);
 	if (atomic_load_explicit(&fe->fe_nrules, memory_order_relaxed) == 0 &&
-	    !atomic_load_explicit(&fe->fe_replaying, memory_order_relaxed)) {
+	    !replaying) {
 		if (countall)
 			gen_next(fl, opbit, sector);
+		lower->st_ops->submit(lower, io);
+		return;
+	}
+	/*
+	 * A request that no armed rule could select (another op, or past
+	 * every rule's range) is neither counted nor decided: skip the read
+	 * lock.  The summary is conservative (rules_select_locked would say
+	 * no to it too), so decisions and generations are those of the
+	 * locked path; a rule armed while this runs is as if armed just
+	 * after.
+	 */
+	if (!countall && !replaying && ((atomic_load_explicit(&fe->fe_selops,
+	    memory_order_relaxed) & opbit) == 0 || (opbit != FOP_FLUSH &&
+	    (sector << io->io_unit->u_sectshift) >= atomic_load_explicit(
+	    &fe->fe_selend, memory_order_relaxed)))) {
 		lower->st_ops->submit(lower, io);
 		return;
 	}
@@ -1236,6 +1259,26 @@ rule_find_locked(struct fault_engine *fe, const char *id)
 	return NULL;
 }
 
+/*
+ * Recompute what the armed rules could select at all, for the unlocked
+ * pre-filter in fault_submit: the union of their ops and the end of the
+ * furthest range.  With A and R held, after every change of fe_rules.
+ */
+static void
+summary_locked(struct fault_engine *fe)
+{
+	unsigned ops = 0;
+	uint64_t end = 0;
+
+	for (struct fault_rule *r = fe->fe_rules; r != NULL; r = r->fr_next) {
+		ops |= r->fr_ops;
+		if (r->fr_end > end)
+			end = r->fr_end;
+	}
+	atomic_store_explicit(&fe->fe_selops, ops, memory_order_relaxed);
+	atomic_store_explicit(&fe->fe_selend, end, memory_order_relaxed);
+}
+
 /* Append r to the armed rules. */
 static void
 rule_publish_locked(struct fault_engine *fe, struct fault_rule *r)
@@ -1248,6 +1291,7 @@ rule_publish_locked(struct fault_engine *fe, struct fault_rule *r)
 	r->fr_next = NULL;
 	*pp = r;
 	atomic_fetch_add(&fe->fe_nrules, 1);
+	summary_locked(fe);
 	wr_unlock(fe);
 }
 
@@ -1335,6 +1379,7 @@ rumpblk_fault_del(struct rumpblk *rb, const char *id)
 	wr_lock(fe);
 	*pp = r->fr_next;
 	atomic_fetch_sub(&fe->fe_nrules, 1);
+	summary_locked(fe);
 	wr_unlock(fe);
 	rb_mutex_unlock(&fe->fe_armlock);
 	rule_free(r);
@@ -1356,6 +1401,7 @@ rumpblk_fault_clear(struct rumpblk *rb)
 	rules = fe->fe_rules;
 	fe->fe_rules = NULL;
 	atomic_store(&fe->fe_nrules, 0);
+	summary_locked(fe);
 	rp = fe->fe_replay;
 	nrp = fe->fe_nreplay;
 	fe->fe_replay = NULL;
@@ -1612,6 +1658,7 @@ rumpblk_fault_replay(struct rumpblk *rb, FILE *f, char *errbuf,
 	fe->fe_rules = rules;
 	for (r = rules; r != NULL; r = r->fr_next)
 		atomic_fetch_add(&fe->fe_nrules, 1);
+	summary_locked(fe);
 	fe->fe_replay = ents;
 	fe->fe_nreplay = nents;
 	atomic_store(&fe->fe_replaying, true);

@@ -496,6 +496,46 @@ selectors(void **state)
 	free(img2);
 }
 
+/*
+ * The unlocked pre-filter (the union of the armed rules' ops and the end
+ * of the furthest range) follows every arm, del and clear: a request it
+ * lets through is decided as before, and it never hides a rule.
+ */
+static void
+prefilter(void **state)
+{
+	struct fl_env e;
+	char buf[512];
+
+	(void)state;
+	memset(buf, 0x5a, sizeof(buf));
+	fl_open(&e, "pf.img", 4 * MB, 7);
+	fl_arm(&e, "error,op=write,range=0-4K,id=a");
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 2 * MB, buf, 512, NULL), 0);
+	tl_eq(fl_io(&e, RUMPBLK_B_WRITE, 0, buf, 512, NULL), EIO);
+	tl_eq(fl_io(&e, RUMPBLK_B_WRITE, 8192, buf, 512, NULL), 0);
+	/* A second rule widens both the ops and the range. */
+	fl_arm(&e, "error,op=read,range=2M-3M,id=b");
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 2 * MB, buf, 512, NULL), EIO);
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 3 * MB, buf, 512, NULL), 0);
+	tl_eq(fl_io(&e, RUMPBLK_B_WRITE, 0, buf, 512, NULL), EIO);
+	/* Removing one rule keeps the other's. */
+	tl_eq(rumpblk_fault_del(e.rb, "a"), 0);
+	tl_eq(fl_io(&e, RUMPBLK_B_WRITE, 0, buf, 512, NULL), 0);
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 2 * MB + 512, buf, 512, NULL), EIO);
+	tl_eq(rumpblk_fault_del(e.rb, "b"), 0);
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 2 * MB, buf, 512, NULL), 0);
+	/* After a clear, a rule further out than any before. */
+	fl_arm(&e, "error,op=write,range=3M-4M,id=c");
+	tl_eq(fl_io(&e, RUMPBLK_B_WRITE, 4 * MB - 512, buf, 512, NULL), EIO);
+	tl_eq(rumpblk_fault_clear(e.rb), 0);
+	tl_eq(fl_io(&e, RUMPBLK_B_WRITE, 4 * MB - 512, buf, 512, NULL), 0);
+	fl_arm(&e, "error,id=d");
+	tl_eq(fl_io(&e, RUMPBLK_B_READ, 4 * MB - 512, buf, 512, NULL), EIO);
+	tl_eq(fl_io(&e, RUMPBLK_B_WRITE, 0, buf, 512, NULL), EIO);
+	fl_close(&e);
+}
+
 static void
 ids(void **state)
 {
@@ -553,6 +593,7 @@ main(void)
 		cmocka_unit_test(probability),
 		cmocka_unit_test(generations),
 		cmocka_unit_test(selectors),
+		cmocka_unit_test(prefilter),
 		cmocka_unit_test(ids),
 	};
 
