@@ -534,7 +534,7 @@ getwin(struct mmapb *m, uint64_t idx, struct mwin **wp)
  * CLI's default, and it leaves no atomic read-modify-write on the path.
  */
 static inline struct mwin *
-getwin_static(struct mmapb *m, uint64_t idx)
+static_lookup(struct mmapb *m, uint64_t idx)
 {
 	struct mwin *w;
 
@@ -545,7 +545,17 @@ getwin_static(struct mmapb *m, uint64_t idx)
 	    RB_UNLIKELY(atomic_load_explicit(&w->win_idx,
 	    memory_order_relaxed) != idx))	/* its mapping failed */
 		return NULL;
-	rb_stat_add(m->mm_cn, RB_STAT(win_hits), 1);
+	return w;
+}
+
+/* static_lookup, counted as a hit. */
+static inline struct mwin *
+getwin_static(struct mmapb *m, uint64_t idx)
+{
+	struct mwin *w;
+
+	if ((w = static_lookup(m, idx)) != NULL)
+		rb_stat_add(m->mm_cn, RB_STAT(win_hits), 1);
 	return w;
 }
 
@@ -639,13 +649,8 @@ mmap_prefetch(struct rb_stage *st, uint64_t off)
 	if (!m->mm_static)
 		return;
 	idx = hoff >> m->mm_shift;
-	if (idx < m->mm_first || idx - m->mm_first >= m->mm_nidx)
-		return;
-	w = atomic_load_explicit(&m->mm_hash[idx - m->mm_first],
-	    memory_order_acquire);
-	if (w == NULL || (atomic_load_explicit(&w->win_ref,
-	    memory_order_acquire) & WIN_EVICT) != 0 ||
-	    atomic_load_explicit(&w->win_idx, memory_order_relaxed) != idx)
+	if (idx < m->mm_first || idx - m->mm_first >= m->mm_nidx ||
+	    (w = static_lookup(m, idx)) == NULL)
 		return;
 	at = w->win_mem + (hoff - (idx << m->mm_shift));
 	__builtin_prefetch(at);

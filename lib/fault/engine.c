@@ -1260,21 +1260,23 @@ rule_find_locked(struct fault_engine *fe, const char *id)
 }
 
 /*
- * Recompute what the armed rules could select at all, for the unlocked
- * pre-filter in fault_submit: the union of their ops and the end of the
- * furthest range.  With A and R held, after every change of fe_rules.
+ * Recompute what fault_submit reads of the armed rules without a lock:
+ * how many there are, the union of their ops and the end of the furthest
+ * range.  With A and R held, after every change of fe_rules.
  */
 static void
 summary_locked(struct fault_engine *fe)
 {
-	unsigned ops = 0;
+	unsigned n = 0, ops = 0;
 	uint64_t end = 0;
 
 	for (struct fault_rule *r = fe->fe_rules; r != NULL; r = r->fr_next) {
+		n++;
 		ops |= r->fr_ops;
 		if (r->fr_end > end)
 			end = r->fr_end;
 	}
+	atomic_store_explicit(&fe->fe_nrules, n, memory_order_relaxed);
 	atomic_store_explicit(&fe->fe_selops, ops, memory_order_relaxed);
 	atomic_store_explicit(&fe->fe_selend, end, memory_order_relaxed);
 }
@@ -1290,7 +1292,6 @@ rule_publish_locked(struct fault_engine *fe, struct fault_rule *r)
 		;
 	r->fr_next = NULL;
 	*pp = r;
-	atomic_fetch_add(&fe->fe_nrules, 1);
 	summary_locked(fe);
 	wr_unlock(fe);
 }
@@ -1378,7 +1379,6 @@ rumpblk_fault_del(struct rumpblk *rb, const char *id)
 	}
 	wr_lock(fe);
 	*pp = r->fr_next;
-	atomic_fetch_sub(&fe->fe_nrules, 1);
 	summary_locked(fe);
 	wr_unlock(fe);
 	rb_mutex_unlock(&fe->fe_armlock);
@@ -1400,7 +1400,6 @@ rumpblk_fault_clear(struct rumpblk *rb)
 	wr_lock(fe);
 	rules = fe->fe_rules;
 	fe->fe_rules = NULL;
-	atomic_store(&fe->fe_nrules, 0);
 	summary_locked(fe);
 	rp = fe->fe_replay;
 	nrp = fe->fe_nreplay;
@@ -1656,8 +1655,6 @@ rumpblk_fault_replay(struct rumpblk *rb, FILE *f, char *errbuf,
 	}
 	wr_lock(fe);
 	fe->fe_rules = rules;
-	for (r = rules; r != NULL; r = r->fr_next)
-		atomic_fetch_add(&fe->fe_nrules, 1);
 	summary_locked(fe);
 	fe->fe_replay = ents;
 	fe->fe_nreplay = nents;

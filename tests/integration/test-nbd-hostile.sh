@@ -52,21 +52,27 @@ for c in bad-magic-handshake bad-magic-request oversized out-of-range \
 	proof "$c"
 done
 
-# Cases that hold connections open while a normal client works.
-for c in slow-reader stalled-handshake; do
+# held CASE LOG: start raw client CASE on $sock in the background, holding
+# its connection until $tmp/done exists, and wait (up to 60 s) until it
+# says it is ready; $rawpid is its PID.
+held() {
+	local i
 	rm -f "$tmp/ready" "$tmp/done"
-	raw --unix "$sock" --ready "$tmp/ready" --done "$tmp/done" "$c" \
-	    >"$tmp/$c.log" 2>&1 &
+	raw --unix "$sock" --ready "$tmp/ready" --done "$tmp/done" "$1" \
+	    >"$2" 2>&1 &
 	rawpid=$!
 	for ((i = 0; i < 600; i++)); do
-		[ -e "$tmp/ready" ] && break
+		[ -e "$tmp/ready" ] && return 0
 		kill -0 $rawpid 2>/dev/null || break
 		sleep 0.1
 	done
-	if [ ! -e "$tmp/ready" ]; then
-		cat "$tmp/$c.log"
-		fail "$c: client not ready"
-	fi
+	cat "$2"
+	fail "$1: client not ready"
+}
+
+# Cases that hold connections open while a normal client works.
+for c in slow-reader stalled-handshake; do
+	held "$c" "$tmp/$c.log"
 	proof "$c (while held)"
 	touch "$tmp/done"
 	wait $rawpid || { cat "$tmp/$c.log"; fail "hostile case $c"; }
@@ -85,19 +91,7 @@ stop_nbd "$pid" "after the hostile cases" ||
 sock=$tmp/st
 start_nbd "$tmp/stpid" "$sock" --shutdown-timeout 1 "$img"
 pid=$(cat "$tmp/stpid")
-rm -f "$tmp/ready" "$tmp/done"
-raw --unix "$sock" --ready "$tmp/ready" --done "$tmp/done" slow-reader \
-    >"$tmp/st.log" 2>&1 &
-rawpid=$!
-for ((i = 0; i < 600; i++)); do
-	[ -e "$tmp/ready" ] && break
-	kill -0 $rawpid 2>/dev/null || break
-	sleep 0.1
-done
-if [ ! -e "$tmp/ready" ]; then
-	cat "$tmp/st.log"
-	fail "shutdown: slow reader not ready"
-fi
+held slow-reader "$tmp/st.log"
 stop_nbd "$pid" "SIGTERM with a slow reader" ||
     fail "SIGTERM with a slow reader: exit status $?"
 touch "$tmp/done"

@@ -50,15 +50,6 @@ teardown(void **state)
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 
-static uint64_t
-rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 static void
 on_device(enum rumpblk_backend backend)
 {
@@ -85,12 +76,12 @@ on_device(enum rumpblk_backend backend)
 	tl_eq(ui.ui_ftype, RUMPBLK_FT_BLK);
 	tl_eq(ui.ui_size, DEVSIZE);
 	for (int i = 0; i < 300; i++) {
-		uint8_t *buf = mem + rnd() % 8;
+		uint8_t *buf = mem + tl_rand(&rng) % 8;
 
-		len = (size_t)(rnd() % 128 + 1) * 512;
-		blk = (int64_t)(rnd() % (DEVSIZE / 512 - 128));
+		len = (size_t)(tl_rand(&rng) % 128 + 1) * 512;
+		blk = (int64_t)(tl_rand(&rng) % (DEVSIZE / 512 - 128));
 		for (size_t j = 0; j < len; j++)
-			buf[j] = (uint8_t)rnd();
+			buf[j] = (uint8_t)tl_rand(&rng);
 		tl_eq(tl_io(rb, unit, RUMPBLK_B_WRITE |
 		    (i % 2 ? RUMPBLK_B_ASYNC : 0), blk, buf, len, &resid), 0);
 		memcpy(model + blk * 512, buf, len);

@@ -20,15 +20,6 @@
 
 static uint64_t rng = 88172645463325252ull;
 
-static uint64_t
-rnd(void)
-{
-	rng ^= rng << 13;
-	rng ^= rng >> 7;
-	rng ^= rng << 17;
-	return rng;
-}
-
 /* Compare [lo, hi) of the file with the model. */
 static void
 check_range(const char *img, const uint8_t *model, uint64_t lo, uint64_t hi)
@@ -90,21 +81,21 @@ random_rw(unsigned dio_align, uint64_t uoff, uint64_t usize, int rounds)
 	usize = ui.ui_size;
 
 	for (int r = 0; r < rounds; r++) {
-		uint8_t *buf = mem + rnd() % 64;
+		uint8_t *buf = mem + tl_rand(&rng) % 64;
 
-		op = rnd() % 2 ? RUMPBLK_B_WRITE : RUMPBLK_B_READ;
-		if (rnd() % 2)
+		op = tl_rand(&rng) % 2 ? RUMPBLK_B_WRITE : RUMPBLK_B_READ;
+		if (tl_rand(&rng) % 2)
 			op |= RUMPBLK_B_ASYNC;
 		/* Lengths from one sector to 2.3 bounce buffers; a few
 		 * requests run into the end of the unit. */
-		len = (size_t)(rnd() % 600 + 1) * 512;
-		off = (rnd() % ((usize + 511) / 512)) * 512;
-		if (rnd() % 8 == 0 && usize > len)
+		len = (size_t)(tl_rand(&rng) % 600 + 1) * 512;
+		off = (tl_rand(&rng) % ((usize + 511) / 512)) * 512;
+		if (tl_rand(&rng) % 8 == 0 && usize > len)
 			off = (usize - len / 2) & ~511ull;
 		want = off + len > usize ? usize - off : len;
 		if (op & RUMPBLK_B_WRITE)
 			for (size_t i = 0; i < len; i++)
-				buf[i] = (uint8_t)rnd();
+				buf[i] = (uint8_t)tl_rand(&rng);
 		tl_eq(tl_io(rb, unit, op, (int64_t)(off / 512), buf, len,
 		    &resid), 0);
 		moved = len - resid;

@@ -50,15 +50,6 @@ struct thr {
 
 static char *img;
 
-static uint64_t
-rnd(struct thr *t)
-{
-	t->t_rng ^= t->t_rng << 13;
-	t->t_rng ^= t->t_rng >> 7;
-	t->t_rng ^= t->t_rng << 17;
-	return t->t_rng;
-}
-
 static uint8_t
 expect(struct thr *t, unsigned blk, unsigned i)
 {
@@ -113,7 +104,7 @@ start(struct slot *sl)
 		return;
 	}
 	t->t_left--;
-	r = (unsigned)rnd(t);
+	r = (unsigned)tl_rand(&t->t_rng);
 	stamp = ++t->t_seq;
 	pthread_mutex_unlock(&t->t_lock);
 

@@ -100,6 +100,16 @@ tl_path(const char *name)
 	return p;
 }
 
+/* xorshift64: the next number of the sequence in *state (non-zero). */
+static inline uint64_t
+tl_rand(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
+
 /* The byte the pattern has at offset off, for a given seed. */
 static inline uint8_t
 tl_pattern(uint64_t off, unsigned seed)
