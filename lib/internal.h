@@ -294,6 +294,9 @@ struct rumpblk {
 /* Look up a unit with a reference, or NULL; release with rb_unit_rele. */
 struct rb_unit *rb_unit_hold(struct rumpblk *, int unit);
 void	rb_unit_rele(struct rb_unit *);
+/* One more reference on a unit the caller already holds one on (through
+ * a request in flight, say); release with rb_unit_rele. */
+void	rb_unit_ref(struct rb_unit *);
 
 /* Drain a live unit, make it durable, tear it down (destroy only: the
  * drain waits with no lock held that a completion could need). */

@@ -100,6 +100,12 @@ rb_unit_hold(struct rumpblk *rb, int unit)
 }
 
 void
+rb_unit_ref(struct rb_unit *u)
+{
+	refs_add(u, 1);
+}
+
+void
 rb_unit_rele(struct rb_unit *u)
 {
 	refs_add(u, (uint64_t)-1);

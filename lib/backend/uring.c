@@ -361,6 +361,7 @@ void
 rb_uring_submit(struct rb_uring *r, struct rb_io *io)
 {
 	struct ur_sring *sr;
+	struct rb_unit *u;
 
 	if ((io->io_flags & RUMPBLK_B_ASYNC) == 0) {
 		if (RB_LIKELY((sr = sring_get(r)) != NULL)) {
@@ -373,6 +374,14 @@ rb_uring_submit(struct rb_uring *r, struct rb_io *io)
 			return;
 		}
 	}
+	/*
+	 * Once queued, io may complete on the reaper and release the last
+	 * reference on its unit, and a deregister may then free the ring
+	 * under us (TSan saw it: the trylock below on a destroyed mutex).
+	 * Our own reference keeps the unit, and so r, until we are done.
+	 */
+	u = io->io_unit;
+	rb_unit_ref(u);
 	io->io_moved = 0;
 	requeue(r, io);
 	/*
@@ -386,6 +395,7 @@ rb_uring_submit(struct rb_uring *r, struct rb_io *io)
 		reaping = NULL;
 		rb_mutex_unlock(&r->ur_cqlock);
 	}
+	rb_unit_rele(u);
 }
 
 /* One CQE of the shared ring: complete io, or queue its next step. */
