@@ -289,6 +289,10 @@ struct rumpblk {
 	struct rumpblk_stats rb_retired;	/* i: deregistered units */
 	struct rb_pool	*rb_pool;		/* ( async workers */
 	void		*rb_fault;		/* i: rule engine (lib/fault) */
+	pthread_rwlock_t rb_evlock;		/* event subscriptions */
+	struct rb_sub	*rb_subs;		/* rb_evlock */
+	size_t		rb_nsubs;		/* rb_evlock */
+	int		rb_nextsub;		/* rb_evlock */
 };
 
 /* Look up a unit with a reference, or NULL; release with rb_unit_rele. */
@@ -307,6 +311,16 @@ int	rb_unit_sync(struct rb_unit *);
 
 /* The worker pool of an instance (threads start on first use). */
 struct rb_pool *rb_instance_pool(struct rumpblk *);
+
+/* ------------------------------------------------------------------ */
+/* event.c                                                             */
+/* ------------------------------------------------------------------ */
+
+struct rb_sub;
+/* Deliver an event to every subscriber, in the calling thread, with no
+ * library lock held by the caller. */
+void	rb_event_raise(struct rumpblk *, int unit, int event);
+void	rb_event_fini(struct rumpblk *);
 
 /* ------------------------------------------------------------------ */
 /* disklabel.c                                                         */

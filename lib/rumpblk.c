@@ -227,6 +227,10 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 		return ENOMEM;
 	if ((error = pthread_mutex_init(&rb->rb_lock, NULL)) != 0)
 		goto free_rb;
+	if ((error = pthread_rwlock_init(&rb->rb_evlock, NULL)) != 0) {
+		pthread_mutex_destroy(&rb->rb_lock);
+		goto free_rb;
+	}
 	rb->rb_cfg = cfg;
 	rb->rb_lat_sample = cfg.lat_sample ? cfg.lat_sample : 64;
 	atomic_init(&rb->rb_randstate, cfg.fail_seed);
@@ -259,6 +263,7 @@ free_counters:
 free_units:
 	free(rb->rb_units);
 destroy_lock:
+	pthread_rwlock_destroy(&rb->rb_evlock);
 	pthread_mutex_destroy(&rb->rb_lock);
 free_rb:
 	free(rb);
@@ -295,6 +300,7 @@ rumpblk_destroy(struct rumpblk *rb)
 	}
 	free(rb->rb_counters);
 	free(rb->rb_units);
+	rb_event_fini(rb);
 	pthread_mutex_destroy(&rb->rb_lock);
 	free(rb);
 	return error;

@@ -512,3 +512,15 @@ out:
 	rb_unit_rele(u);
 	return error;
 }
+
+int
+rumpblk_unit_reset(struct rumpblk *rb, int unit)
+{
+	struct rb_unit *u;
+
+	if ((u = rb_unit_hold(rb, unit)) == NULL)
+		return ENXIO;
+	rb_unit_rele(u);
+	rb_event_raise(rb, unit, RUMPBLK_EVENT_RESET);
+	return 0;
+}

@@ -370,6 +370,13 @@ enum rumpblk_fault_class {
 	RUMPBLK_FAULT_NCLASS
 };
 
+/*
+ * The name of a fault class as rules, logs and counters spell it ("seed",
+ * "error", "corrupt", "lost", "misdirect", "stale", "torn", "delay"), or
+ * NULL for a value that is not one.  The one table of these names.
+ */
+const char *rumpblk_fault_class_name(enum rumpblk_fault_class);
+
 #define RUMPBLK_LAT_BUCKETS	48
 /*
  * A latency record.  count is exact; timing is sampled (one request in
@@ -512,6 +519,45 @@ int rumpblk_fault_log(struct rumpblk *, FILE *f);
  */
 int rumpblk_fault_replay(struct rumpblk *, FILE *f, char *errbuf,
     size_t errlen);
+
+/* ------------------------------------------------------------------ */
+/* Events (librumpblk(3), EVENTS)                                      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A unit was reset: it lost whatever a real disk loses at a power cut,
+ * and a client connected to it must not go on as if nothing happened.
+ * Front ends drop every connection to that unit when they hear it.  The
+ * unit stays registered; clients that connect afterwards see it as it is
+ * after the reset.
+ */
+#define RUMPBLK_EVENT_RESET	1
+
+/* An event callback: (arg, unit, event). */
+typedef void (*rumpblk_event_fn)(void *, int, int);
+
+/*
+ * Call fn(arg, unit, event) for every event of the instance from now on,
+ * on the thread that raised it and with no library lock held, so fn may
+ * call into the library (but not unsubscribe itself).  *idp gets a
+ * handle for rumpblk_event_unsubscribe.  0, ENOMEM.  Threads: any.
+ */
+int rumpblk_event_subscribe(struct rumpblk *, rumpblk_event_fn fn,
+    void *arg, int *idp);
+
+/*
+ * Stop a subscription.  Once it returns, fn is not running and will not
+ * be called again.  0, or ENOENT for an unknown handle.  Threads: any
+ * but a callback's own.
+ */
+int rumpblk_event_unsubscribe(struct rumpblk *, int id);
+
+/*
+ * Reset a unit: raise RUMPBLK_EVENT_RESET for it, after the layers that
+ * hold volatile state have dropped it.  Returns when every subscriber
+ * has been called.  0, ENXIO (no such unit).  Threads: any.
+ */
+int rumpblk_unit_reset(struct rumpblk *, int unit);
 
 #ifdef __cplusplus
 }

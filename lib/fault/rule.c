@@ -34,11 +34,17 @@ static const char *const class_names[RUMPBLK_FAULT_NCLASS] = {
 };
 
 const char *
+rumpblk_fault_class_name(enum rumpblk_fault_class c)
+{
+	return (unsigned)c < RUMPBLK_FAULT_NCLASS ? class_names[c] : NULL;
+}
+
+const char *
 rb_fault_class_name(int c)
 {
-	if (c < 0 || c >= RUMPBLK_FAULT_NCLASS)
-		return "?";
-	return class_names[c];
+	const char *s = rumpblk_fault_class_name((enum rumpblk_fault_class)c);
+
+	return s != NULL ? s : "?";
 }
 
 /* A rule class (never "seed", which is not a rule), or -1. */
