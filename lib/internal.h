@@ -26,6 +26,8 @@
 #define RB_LIKELY(x)	__builtin_expect(!!(x), 1)
 #define RB_UNLIKELY(x)	__builtin_expect(!!(x), 0)
 #define RB_CACHELINE	64
+/* Free lists of a frame pool (stack.c): one per counter shard. */
+#define RB_NSHARDS_FRAMES	16
 
 #ifdef RUMPBLK_DEBUG
 #define rb_assert_held(m) \
@@ -50,27 +52,39 @@ typedef void rb_io_fn(struct rb_io *);
 
 /*
  * One request, as a stage sees it.  Offsets are bytes into the unit (not
- * the host file: a backend adds u_hostoffset), already bounds-checked and
- * truncated to the unit's end.  A stage completes a request by setting
- * io_error and io_moved and calling io_done exactly once, from any thread,
- * possibly before submit returns.  A layer that must see the completion
- * submits a request of its own (its io_done, its io_ctx) to the stage
- * below.
+ * the host file: a backend adds its host offset), already bounds-checked
+ * and truncated to the unit's end.  A stage completes a request by
+ * setting io_error and io_moved and calling io_done exactly once, from
+ * any thread, possibly before submit returns.  A layer that must see the
+ * completion submits a request of its own (in a frame from its rb_frames
+ * pool, with its own io_done) to the stage below; it never changes the
+ * fields of a request it was given.  io_ctx, io_next and io_work belong
+ * to the stage that holds the request now: a stage that queues or hands
+ * a request to a worker may use them, and whoever receives a request
+ * from it may overwrite them.
  */
 struct rb_io {
 	int		io_op;		/* one RUMPBLK_B_ op bit */
-	int		io_flags;	/* RUMPBLK_B_ASYNC | _FUA | _NOHOLE */
+	int		io_flags;	/* RUMPBLK_B_ASYNC | _FUA | _NOHOLE, RB_IO_ */
 	uint64_t	io_off;		/* bytes into the unit */
 	size_t		io_len;		/* bytes */
 	void		*io_data;	/* READ/WRITE data; EXTENTS result */
 	struct rb_unit	*io_unit;
 	rb_io_fn	*io_done;	/* completion */
-	void		*io_ctx;	/* owner's context */
+	void		*io_ctx;	/* the holding stage's context */
 	int		io_error;	/* out: 0 or errno */
+	unsigned	io_epoch;	/* strategy's: the unit reference's */
 	size_t		io_moved;	/* out: bytes moved */
 	struct rb_io	*io_next;	/* queue link, owned by the queue */
 	rb_io_fn	*io_work;	/* work for a worker (rb_pool) */
 };
+
+/*
+ * Internal request flags, above the public RUMPBLK_B_ bits.  NOFAULT: the
+ * library's own request (the flush of a unit being torn down, a layer's
+ * read for a snapshot); fault rules never select it.
+ */
+#define RB_IO_NOFAULT	0x10000
 
 static inline void
 rb_io_complete(struct rb_io *io, int error, size_t moved)
@@ -89,35 +103,154 @@ rb_io_wants_sync(const struct rb_io *io)
 }
 
 /* ------------------------------------------------------------------ */
-/* Stages: layers and backends                                         */
+/* The layer stack (stack.c)                                           */
 /* ------------------------------------------------------------------ */
+
+/*
+ * A unit's stack, top to bottom: zero or more layers, then exactly one
+ * backend.  Every stage has the same ops; strategy submits to the top,
+ * and each layer submits to the stage below it (rb_stage_lower), answers
+ * a request itself, or issues requests of its own below.  Durability has
+ * one path: FLUSH (and FUA on a write) through submit.
+ *
+ * The order is declared, by rank (smaller is higher), and the stack keeps
+ * it whatever order layers are pushed in:
+ *
+ *   RB_RANK_FAULT   fault rules: they act on the stream as the client
+ *                   sent it, before anything below records or holds it
+ *   RB_RANK_LOG     the write log: records the stream after faults (a
+ *                   lost write is not in it, a misdirected one is where
+ *                   it landed), which is what crash-state exploration
+ *                   replays
+ *   RB_RANK_CACHE   the volatile write cache: below the log, since it
+ *                   decides what a power cut keeps of the logged stream
+ *   RB_RANK_BACKEND the backend of the unit's backing (pio, mmap, direct,
+ *                   uring for a host file; a remote backing's own)
+ *
+ * Changes (push, remove) are serialised by rb_stacklock; requests read
+ * the stack without a lock (u_top, st_lower are atomic pointers).  A
+ * pushed layer is linked below its upper neighbour with one release
+ * store: a request sees the stack with or without it.  A removed layer
+ * is unlinked the same way, and freed only after a grace period
+ * (rb_unit_quiesce): every request that could have seen it has
+ * completed.
+ */
+enum rb_rank {
+	RB_RANK_FAULT	= 100,
+	RB_RANK_LOG	= 200,
+	RB_RANK_CACHE	= 300,
+	RB_RANK_BACKEND	= 1000,
+};
 
 struct rb_ops {
 	const char	*name;
 	/* Start a request; complete it through rb_io_complete(). */
 	void	(*submit)(struct rb_stage *, struct rb_io *);
 	/*
-	 * Make every completed write durable (DIOCCACHESYNC, deregister).
-	 * A layer passes it down.  Called with no lock held.
+	 * Free the stage.  No request is in it, and FLUSH has gone through
+	 * it (for a unit's teardown).  NULL: free().
 	 */
-	int	(*sync)(struct rb_stage *);
-	/* Free the stage.  No request is in flight.  NULL: free(). */
 	void	(*destroy)(struct rb_stage *);
 	/*
 	 * Optional: a request at byte off of the unit is about to be
 	 * submitted; start bringing its first bytes in (the request has not
 	 * been checked yet: off may be anywhere).  Never blocks, never
-	 * fails.
+	 * fails.  Strategy calls the highest stage that has it: it passes
+	 * through every layer that does not.
 	 */
 	void	(*prefetch)(struct rb_stage *, uint64_t off);
+	/*
+	 * Optional: the unit is being reset (rumpblk_unit_reset, a power
+	 * cut): drop volatile state.  Called top to bottom, with
+	 * rb_stacklock held; may not wait for requests.
+	 */
+	void	(*reset)(struct rb_stage *);
 };
 
 /* A stage; backends and layers embed it as their first member. */
 struct rb_stage {
-	const struct rb_ops *st_ops;
-	struct rb_stage	*st_lower;	/* NULL for a backend */
-	struct rb_unit	*st_unit;
+	const struct rb_ops *st_ops;		/* ( */
+	_Atomic(struct rb_stage *) st_lower;	/* stacklock, a; NULL: backend */
+	struct rb_unit	*st_unit;		/* ( */
+	int		st_rank;		/* ( enum rb_rank */
 };
+
+/* The stage below st, as a request passing through st sees it. */
+static inline struct rb_stage *
+rb_stage_lower(struct rb_stage *st)
+{
+	return atomic_load_explicit(&st->st_lower, memory_order_acquire);
+}
+
+/* Hand a request to the stage below st. */
+static inline void
+rb_stage_pass(struct rb_stage *st, struct rb_io *io)
+{
+	struct rb_stage *lower = rb_stage_lower(st);
+
+	lower->st_ops->submit(lower, io);
+}
+
+/* Set up a layer's stage fields before rb_stack_push. */
+void	rb_stage_init(struct rb_stage *, const struct rb_ops *,
+	    struct rb_unit *, int rank);
+/*
+ * Put a layer on a unit's stack at the place its rank says (below the
+ * stages of smaller or equal rank).  The unit is live or being
+ * registered.  Takes rb_stacklock.
+ */
+void	rb_stack_push(struct rb_unit *, struct rb_stage *);
+/* The highest stage with these ops on the unit, or NULL.  Lock-free. */
+struct rb_stage *rb_stack_find(struct rb_unit *, const struct rb_ops *);
+/*
+ * Take a layer off a live unit while I/O runs: unlink it, wait a grace
+ * period, destroy it.  Not from a completion or with a unit reference
+ * held (the grace period waits for those).  0, or ENOENT if st is not
+ * on the unit's stack.
+ */
+int	rb_stack_remove(struct rb_unit *, struct rb_stage *);
+/* Destroy every stage of a drained unit, top to bottom. */
+void	rb_stack_destroy(struct rb_unit *);
+/* Call every stage's reset op, top to bottom. */
+void	rb_stack_reset(struct rb_unit *);
+
+/*
+ * Submit one request to the top of a unit's stack and wait for it; the
+ * caller holds the unit (a reference, or it is drained but not torn
+ * down).  0 or the request's error; *movedp (may be NULL) gets io_moved.
+ */
+int	rb_stack_io(struct rb_unit *, int op, int flags, uint64_t off,
+	    size_t len, void *data, size_t *movedp);
+/* The same, starting below stage st. */
+int	rb_stage_io_below(struct rb_stage *st, int op, int flags,
+	    uint64_t off, size_t len, void *data, size_t *movedp);
+
+/*
+ * Per-request state of a layer without an allocation per request: a pool
+ * of fixed-size frames per layer, with a free list per counter shard (so
+ * per thread) under its own lock.  A frame goes back to the list it came
+ * from, whatever thread frees it, so lists do not drift apart.  Frames
+ * are allocated in chunks when a list is empty and freed only with the
+ * pool: memory follows the most requests the layer held at once.
+ */
+struct rb_frame_list {
+	pthread_mutex_t	fl_lock;
+	void		*fl_free;	/* fl_lock */
+} __attribute__((aligned(RB_CACHELINE)));
+
+struct rb_frames {
+	struct rb_frame_list fr_list[RB_NSHARDS_FRAMES];
+	pthread_mutex_t	fr_chunklock;
+	void		*fr_chunks;	/* fr_chunklock: every chunk */
+	size_t		fr_size;	/* ( bytes a frame, with its header */
+};
+
+void	rb_frames_init(struct rb_frames *, size_t size);
+/* A zeroed frame, or NULL (ENOMEM). */
+void	*rb_frame_get(struct rb_frames *);
+void	rb_frame_put(struct rb_frames *, void *);
+/* Free every frame; none is in use. */
+void	rb_frames_fini(struct rb_frames *);
 
 /* ------------------------------------------------------------------ */
 /* Counters (stats.c)                                                  */
@@ -244,43 +377,109 @@ struct rb_ref {
 } __attribute__((aligned(RB_CACHELINE)));
 
 /*
- * Locks: i = rb->rb_lock, a = atomic, (= set at register, then read-only
- * until the unit is drained.
+ * Backings: what a unit reads and writes.  A unit is opened from a
+ * backing spec; the kind of backing (today the host file: a regular
+ * file, a block or character device, with an offset/size window) opens
+ * it, tells whether two specs name the same thing (dedup, deregister by
+ * name), and makes the bottom stage of the stack, choosing the backend.
+ * A remote backing (NBD, RBD) is another kind beside it: strategy and the
+ * layers never look at what the backing is.
+ */
+struct rb_backing;
+
+/*
+ * What deregister-by-name compares with: the spec as given and, where it
+ * names a host file that exists, its identity (lib/host/file.c).
+ */
+struct rb_bkey {
+	const char	*k_spec;
+	bool		k_have_id;
+	dev_t		k_dev;
+	ino_t		k_ino;
+};
+
+struct rb_backing_ops {
+	const char	*bo_name;
+	/* Open spec with the window of opts: a new backing, unshared. */
+	int	(*bo_open)(struct rumpblk *, const char *spec,
+		    const struct rumpblk_unit_opts *, struct rb_backing **);
+	/* Same thing and same window (register returns the same unit)? */
+	bool	(*bo_same)(const struct rb_backing *, const struct rb_backing *);
+	/* Does this key name the backing (rumpblk_deregister)? */
+	bool	(*bo_named)(const struct rb_backing *, const struct rb_bkey *);
+	/* The bottom stage for unit u; sets u_backend_kind. */
+	int	(*bo_stage)(struct rb_unit *, enum rumpblk_backend,
+		    struct rb_stage **);
+	/* Close and free; no stage uses it any more.  0 or close's error. */
+	int	(*bo_close)(struct rb_backing *);
+};
+
+/* The part of a backing every kind has; kinds embed it first. */
+struct rb_backing {
+	const struct rb_backing_ops *bk_ops;	/* ( */
+	char		*bk_spec;		/* ( as registered */
+	uint64_t	bk_off;			/* ( bytes: the window's start */
+	uint64_t	bk_size;		/* ( bytes: the unit's size */
+	uint64_t	bk_total;		/* ( bytes of the whole backing */
+	int		bk_mode;		/* ( RUMPBLK_FREAD|FWRITE */
+	enum rumpblk_ftype bk_ftype;		/* ( host file type, or 0 */
+};
+
+/* lib/host/file.c: the host-file kind, and the key of a name. */
+extern const struct rb_backing_ops rb_hostfile_ops;
+void	rb_bkey_make(const char *spec, struct rb_bkey *);
+
+/*
+ * A host file as the host backends (lib/backend) see it: the backing, its
+ * descriptor and identity.  u_host of a unit points here when the unit's
+ * backing is a host file, and is NULL otherwise.
+ */
+struct rb_hostfile {
+	struct rb_backing hf_bk;		/* first */
+	int		hf_fd;			/* ( */
+	dev_t		hf_dev;			/* ( */
+	ino_t		hf_ino;			/* ( */
+};
+
+/*
+ * Locks: i = rb->rb_lock, s = rb->rb_stacklock, a = atomic, ( = set at
+ * register, then read-only until the unit is drained.
  */
 struct rb_unit {
 	_Atomic uint32_t u_state;		/* a */
-	_Atomic(struct rb_stage *) u_top;	/* a: top of the stack */
+	_Atomic uint32_t u_epoch;		/* a: grace periods (stack.c) */
+	_Atomic(struct rb_stage *) u_top;	/* s, a: top of the stack */
+	_Atomic(struct rb_stage *) u_prefetch;	/* s, a: highest with prefetch */
 	struct rb_stage	*u_backend;		/* ( bottom of the stack */
 	struct rumpblk	*u_rb;			/* ( */
 	int		u_index;		/* ( unit number */
-	char		*u_path;		/* ( as registered */
-	dev_t		u_dev;			/* ( host file identity */
-	ino_t		u_ino;			/* ( */
-	int		u_fd;			/* ( host descriptor */
+	struct rb_backing *u_backing;		/* ( what it reads and writes */
+	struct rb_hostfile *u_host;		/* ( the host file, or NULL */
 	int		u_mode;			/* ( RUMPBLK_FREAD|FWRITE */
-	enum rumpblk_ftype u_ftype;		/* ( */
-	uint64_t	u_hostoffset;		/* ( bytes */
 	uint64_t	u_size;			/* ( bytes */
-	uint64_t	u_hostsize;		/* ( bytes */
-	bool		u_size_given;		/* ( size was explicit */
 	unsigned	u_sectshift;		/* ( */
 	enum rumpblk_backend u_backend_kind;	/* ( really in use */
 	uint64_t	u_winsize;		/* ( mmap only */
 	unsigned	u_wincount;		/* ( mmap only */
 	struct rumpblk_disklabel u_label;	/* ( */
 	struct rb_counters *u_counters;		/* a: this unit's counters */
-	struct rb_ref	*u_refs;		/* a: RB_NSHARDS, in flight */
+	struct rb_ref	*u_refs;		/* a: 2 x RB_NSHARDS, in flight */
 	_Atomic uint32_t u_drainseq;		/* a: futex, bumped on wakes */
 };
 
+/* u_refs of epoch parity e, shard i. */
+#define RB_REF(u, e, i)	(&(u)->u_refs[(e) * RB_NSHARDS + (i)].r_n)
+
 /*
  * Locks: i = rb_lock, a = atomic, ( = set at create, then read-only.
- * Lock order: rb_lock before rb_pool.pl_lock.
+ * Lock order: rb_lock, rb_stacklock, rb_pool.pl_lock.
  */
 struct rb_pool;
 struct rb_host_seam;
+struct rb_timers;
 struct rumpblk {
 	pthread_mutex_t	rb_lock;		/* the unit table */
+	pthread_mutex_t	rb_stacklock;		/* stack changes, every unit */
 	struct rumpblk_config rb_cfg;		/* ( */
 	unsigned	rb_lat_sample;		/* ( */
 	_Atomic uint32_t rb_randstate;		/* a: seed-mode LCG */
@@ -288,6 +487,7 @@ struct rumpblk {
 	struct rb_counters *rb_counters;	/* a: requests to no unit */
 	struct rumpblk_stats rb_retired;	/* i: deregistered units */
 	struct rb_pool	*rb_pool;		/* ( async workers */
+	struct rb_timers *rb_timers;		/* ( the timer (timer.c) */
 	void		*rb_fault;		/* i: rule engine (lib/fault) */
 	pthread_rwlock_t rb_evlock;		/* event subscriptions */
 	struct rb_sub	*rb_subs;		/* rb_evlock */
@@ -295,19 +495,35 @@ struct rumpblk {
 	int		rb_nextsub;		/* rb_evlock */
 };
 
-/* Look up a unit with a reference, or NULL; release with rb_unit_rele. */
-struct rb_unit *rb_unit_hold(struct rumpblk *, int unit);
-void	rb_unit_rele(struct rb_unit *);
+/*
+ * Look up a live unit and take a reference on it, or NULL; *epp gets the
+ * reference's epoch, which rb_unit_rele needs back.
+ */
+struct rb_unit *rb_unit_hold(struct rumpblk *, int unit, unsigned *epp);
+void	rb_unit_rele(struct rb_unit *, unsigned ep);
 /* One more reference on a unit the caller already holds one on (through
- * a request in flight, say); release with rb_unit_rele. */
-void	rb_unit_ref(struct rb_unit *);
+ * a request in flight, say), of that one's epoch. */
+void	rb_unit_ref(struct rb_unit *, unsigned ep);
+/*
+ * A grace period: wait until every request that held a reference on the
+ * unit when this was called has released it (stack.c, rb_stack_remove).
+ * The caller holds no reference.
+ */
+void	rb_unit_quiesce(struct rb_unit *);
 
 /* Drain a live unit, make it durable, tear it down (destroy only: the
  * drain waits with no lock held that a completion could need). */
 int	rb_unit_detach(struct rb_unit *);
 
-/* Make a unit's completed writes durable (the whole stack). */
+/* Make a unit's completed writes durable: a FLUSH through the stack. */
 int	rb_unit_sync(struct rb_unit *);
+
+/*
+ * Register hook of the layers that go on every unit of an instance (the
+ * fault layer once rules are used): called with rb_lock held before the
+ * unit goes live.
+ */
+int	rb_layers_attach(struct rb_unit *);
 
 /* The worker pool of an instance (threads start on first use). */
 struct rb_pool *rb_instance_pool(struct rumpblk *);
@@ -344,7 +560,7 @@ int	rb_random_seed(uint32_t *);
 /* ------------------------------------------------------------------ */
 
 /* register: put the fault layer on a new unit's stack if enabled. */
-int	rb_fault_unit_attach(struct rb_unit *, struct rb_stage **topp);
+int	rb_fault_unit_attach(struct rb_unit *);
 /* destroy: free the engine once every unit is detached. */
 void	rb_fault_destroy(struct rumpblk *);
 
@@ -355,6 +571,47 @@ void	rb_fault_destroy(struct rumpblk *);
 int	rb_pool_create(unsigned maxthreads, struct rb_pool **);
 /* Run io->io_work(io) on a worker.  Never blocks on I/O. */
 void	rb_pool_submit(struct rb_pool *, struct rb_io *);
+
+/*
+ * The one "run inline or hand to the pool" of the backends: a synchronous
+ * buffer runs work(io) in the caller's thread (for a page-cached image
+ * one system call, where a hand-off costs two context switches); a
+ * RUMPBLK_B_ASYNC one goes to the pool.  Either way work finds ctx in
+ * io_ctx.
+ */
+static inline void
+rb_pool_run(struct rb_pool *pl, struct rb_io *io, rb_io_fn *work, void *ctx)
+{
+	io->io_ctx = ctx;
+	if (RB_LIKELY((io->io_flags & RUMPBLK_B_ASYNC) == 0)) {
+		work(io);
+		return;
+	}
+	io->io_work = work;
+	rb_pool_submit(pl, io);
+}
+
+/* ------------------------------------------------------------------ */
+/* timer.c: one timer thread per instance, for every layer             */
+/* ------------------------------------------------------------------ */
+
+/* An entry: the caller's, embedded in its own state (no allocation). */
+struct rb_timer {
+	uint64_t	tm_deadline;		/* ns, rb_now_ns() clock */
+	void		(*tm_fn)(struct rb_timer *);
+	struct rb_timer	*tm_next;		/* the queue's */
+};
+
+int	rb_timers_create(struct rb_timers **);
+/* Run what is queued now, stop the thread, free. */
+void	rb_timers_destroy(struct rb_timers *);
+/*
+ * Call fn(t) on the timer thread ns nanoseconds from now (t is the
+ * caller's until then).  Never fails: if the thread cannot start, fn
+ * runs now, in this thread.
+ */
+void	rb_timer_add(struct rumpblk *, struct rb_timer *t, uint64_t ns,
+	    void (*fn)(struct rb_timer *));
 /* Wait for queued work, stop the threads, free. */
 void	rb_pool_destroy(struct rb_pool *);
 
@@ -363,8 +620,8 @@ void	rb_pool_destroy(struct rb_pool *);
 /* ------------------------------------------------------------------ */
 
 /*
- * Open the backend kind for a unit whose host fields (u_fd, u_mode,
- * u_ftype, sizes) are set.  AUTO resolves here; a backend that cannot
+ * Open the backend kind for a unit whose backing is a host file (u_host,
+ * u_mode and u_size are set).  AUTO resolves here; a backend that cannot
  * serve the file may fall back (mmap to pio, as the seed did) and records
  * what it chose in u_backend_kind.
  */
@@ -387,7 +644,7 @@ int	rb_uring_open(struct rb_unit *, struct rb_stage **);
  * called.
  */
 struct rb_uring;
-int	rb_uring_create(int fd, struct rb_uring **);
+int	rb_uring_create(int fd, const struct rb_backing *, struct rb_uring **);
 void	rb_uring_submit(struct rb_uring *, struct rb_io *);
 void	rb_uring_destroy(struct rb_uring *);
 /* The mmap window cache; falls back to rb_pio_open when it cannot map. */
@@ -395,9 +652,10 @@ int	rb_mmap_open(struct rb_unit *, struct rb_stage **);
 
 /*
  * The synchronous work of one request on a descriptor with pread/pwrite
- * and friends: every op, sync-at-completion included.  Shared by every
+ * and friends at the backing's offset (bk_off): every op,
+ * sync-at-completion included.  Shared by every
  * backend that ends up doing plain descriptor I/O for some ops.
  */
-void	rb_fdio_run(int fd, struct rb_io *);
+void	rb_fdio_run(int fd, const struct rb_backing *, struct rb_io *);
 
 #endif /* RUMPBLK_INTERNAL_H */

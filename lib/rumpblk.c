@@ -231,6 +231,7 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 		pthread_mutex_destroy(&rb->rb_lock);
 		goto free_rb;
 	}
+	pthread_mutex_init(&rb->rb_stacklock, NULL);
 	rb->rb_cfg = cfg;
 	rb->rb_lat_sample = cfg.lat_sample ? cfg.lat_sample : 64;
 	atomic_init(&rb->rb_randstate, cfg.fail_seed);
@@ -250,19 +251,23 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 	 */
 	if ((error = rb_pool_create(pool_threads(&cfg), &rb->rb_pool)) != 0)
 		goto free_counters;
+	if ((error = rb_timers_create(&rb->rb_timers)) != 0)
+		goto destroy_pool;
 	for (i = 0; i < cfg.max_units; i++) {
 		rb->rb_units[i].u_index = (int)i;
 		rb->rb_units[i].u_rb = rb;
-		rb->rb_units[i].u_fd = -1;
 	}
 	*rbp = rb;
 	return 0;
 
+destroy_pool:
+	rb_pool_destroy(rb->rb_pool);
 free_counters:
 	free(rb->rb_counters);
 free_units:
 	free(rb->rb_units);
 destroy_lock:
+	pthread_mutex_destroy(&rb->rb_stacklock);
 	pthread_rwlock_destroy(&rb->rb_evlock);
 	pthread_mutex_destroy(&rb->rb_lock);
 free_rb:
@@ -291,6 +296,8 @@ rumpblk_destroy(struct rumpblk *rb)
 		if (error == 0)
 			error = e;
 	}
+	/* Delayed requests held their units: every entry has run. */
+	rb_timers_destroy(rb->rb_timers);
 	rb_fault_destroy(rb);
 	if (rb->rb_pool != NULL)
 		rb_pool_destroy(rb->rb_pool);
@@ -301,6 +308,7 @@ rumpblk_destroy(struct rumpblk *rb)
 	free(rb->rb_counters);
 	free(rb->rb_units);
 	rb_event_fini(rb);
+	pthread_mutex_destroy(&rb->rb_stacklock);
 	pthread_mutex_destroy(&rb->rb_lock);
 	free(rb);
 	return error;

@@ -169,13 +169,13 @@ rumpblk_stats(struct rumpblk *rb, int unit, struct rumpblk_stats *st)
 {
 	struct rumpblk_stats us;
 	struct rb_unit *u;
-	unsigned i;
+	unsigned i, ep;
 
 	memset(st, 0, sizeof(*st));
 	if (unit >= 0) {
-		if ((u = rb_unit_hold(rb, unit)) != NULL) {
+		if ((u = rb_unit_hold(rb, unit, &ep)) != NULL) {
 			rb_stats_snapshot(u->u_counters, st);
-			rb_unit_rele(u);
+			rb_unit_rele(u, ep);
 		}
 		return;
 	}

@@ -116,6 +116,7 @@ strategy_done(struct rb_io *io)
 	struct rb_unit *u = io->io_unit;
 	struct rb_counters *cn = u->u_counters;
 	size_t moved = io->io_moved;
+	unsigned ep = io->io_epoch;	/* the buffer is the caller's after */
 	int error = io->io_error;
 
 	switch (io->io_op) {
@@ -152,7 +153,7 @@ strategy_done(struct rb_io *io)
 	else if (io->io_op != RUMPBLK_B_READ && io->io_op != RUMPBLK_B_WRITE)
 		moved = error == 0 ? io->io_len : 0;
 	buf_finish(bp, error, moved);
-	rb_unit_rele(u);
+	rb_unit_rele(u, ep);
 }
 
 /* 3. strategy. */
@@ -176,10 +177,11 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	struct rb_io *io = &p->bp_io;
 	struct rb_unit *u;
 	struct rb_counters *cn;
-	struct rb_stage *top;
+	struct rb_stage *top, *pf;
 	struct rumpblk_buf *prev;
 	uint64_t off, size;
 	size_t len;
+	unsigned ep;
 	int op = bp->b_flags & RUMPBLK_B_OPMASK, error, c;
 	bool rw = op == RUMPBLK_B_READ || op == RUMPBLK_B_WRITE;
 
@@ -195,7 +197,7 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	 * whole routine, and the draw order is its contract.
 	 */
 	if (RB_UNLIKELY(rb->rb_cfg.fail != 0) && rw && rb_seedfail_draw(rb)) {
-		u = rb_unit_hold(rb, bp->b_unit);
+		u = rb_unit_hold(rb, bp->b_unit, &ep);
 		cn = u != NULL ? u->u_counters : rb->rb_counters;
 		rb_stat_add(cn, RB_STAT(io_total), 1);
 		if (bp->b_flags & RUMPBLK_B_ASYNC)
@@ -204,20 +206,22 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 		rb_stat_add(cn, RB_STAT(faults_class[RUMPBLK_FAULT_SEED]), 1);
 		buf_reject(rb, cn, bp, EIO);
 		if (u != NULL)
-			rb_unit_rele(u);
+			rb_unit_rele(u, ep);
 		return;
 	}
 
-	if (RB_UNLIKELY((u = rb_unit_hold(rb, bp->b_unit)) == NULL)) {
+	if (RB_UNLIKELY((u = rb_unit_hold(rb, bp->b_unit, &ep)) == NULL)) {
 		rb_stat_add(rb->rb_counters, RB_STAT(io_total), 1);
 		if (bp->b_flags & RUMPBLK_B_ASYNC)
 			rb_stat_add(rb->rb_counters, RB_STAT(io_async), 1);
 		buf_reject(rb, rb->rb_counters, bp, ENXIO);
 		return;
 	}
-	top = atomic_load_explicit(&u->u_top, memory_order_acquire);
-	if (top->st_ops->prefetch != NULL && rw)
-		top->st_ops->prefetch(top, (uint64_t)bp->b_blkno <<
+	/* The highest stage that prefetches, through every layer that
+	 * does not (stack.c). */
+	pf = atomic_load_explicit(&u->u_prefetch, memory_order_acquire);
+	if (pf != NULL && rw)
+		pf->st_ops->prefetch(pf, (uint64_t)bp->b_blkno <<
 		    RUMPBLK_DEV_BSHIFT);
 	cn = u->u_counters;
 	rb_stat_add(cn, RB_STAT(io_total), 1);
@@ -294,11 +298,13 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	io->io_done = strategy_done;
 	io->io_ctx = NULL;
 	io->io_error = 0;
+	io->io_epoch = ep;
 	io->io_moved = 0;
 	io->io_next = NULL;
 	io->io_work = NULL;
 	prev = submitting;
 	submitting = bp;
+	top = atomic_load_explicit(&u->u_top, memory_order_acquire);
 	top->st_ops->submit(top, io);
 	submitting = prev;
 	return;
@@ -308,7 +314,7 @@ reject:
 	if (op == RUMPBLK_B_EXTENTS && bp->b_data != NULL)
 		((struct rumpblk_extents *)bp->b_data)->ex_count = 0;
 	buf_reject(rb, cn, bp, error);
-	rb_unit_rele(u);
+	rb_unit_rele(u, ep);
 }
 
 /* 4. biowait. */

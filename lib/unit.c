@@ -1,13 +1,22 @@
 /*
- * The device table: register, deregister, open, close, ioctl, unitinfo.
+ * The device table: register, deregister, open, close, ioctl, unitinfo,
+ * and the references requests hold on units (drain, grace periods).
+ *
+ * A unit is opened from a backing spec (internal.h, "Backings"): the
+ * backing's kind opens it, says whether two name the same thing, and
+ * makes the bottom stage; the layers every unit of the instance gets
+ * (rb_layers_attach) go on top.  Nothing here knows what a host file is.
  *
  * Registration and deregistration are rare and serialised by rb_lock;
  * the I/O path never takes it.  Strategy finds a unit by index and takes
- * a reference in its thread's u_refs counter (see internal.h);
- * deregistration marks the unit DRAIN, waits on a futex until the
- * references are gone, then tears the stack down.  Unit slots are never
- * freed before the instance, so a late strategy call on a detached unit
- * reads a valid slot and gets ENXIO.
+ * a reference in its thread's u_refs counter of the current epoch (see
+ * internal.h); deregistration marks the unit DRAIN, waits on a futex
+ * until the references of both epochs are gone, then tears the stack
+ * down.  A grace period (rb_unit_quiesce, for taking a layer off a live
+ * unit) flips the epoch twice and waits each time for the references of
+ * the epoch it left.  Unit slots are never freed before the instance, so
+ * a late strategy call on a detached unit reads a valid slot and gets
+ * ENXIO.
  */
 #include <errno.h>
 #include <limits.h>
@@ -16,6 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -61,12 +71,13 @@ membarrier_init(void)
 		membarrier_ok = true;
 }
 
-/* Add d to this thread's reference counter of u, ordered for a drainer. */
+/* Add d to this thread's reference counter of u of epoch parity ep,
+ * ordered for a drainer. */
 static inline void
-refs_add(struct rb_unit *u, uint64_t d)
+refs_add(struct rb_unit *u, unsigned ep, uint64_t d)
 {
 	unsigned sh = rb_shard_index();
-	_Atomic uint64_t *r = &u->u_refs[sh].r_n;
+	_Atomic uint64_t *r = RB_REF(u, ep, sh);
 
 	if (RB_LIKELY(membarrier_ok && sh != RB_SHARD_SHARED)) {
 		/* Release: the drainer's acquiring sum then also orders
@@ -79,10 +90,11 @@ refs_add(struct rb_unit *u, uint64_t d)
 }
 
 struct rb_unit *
-rb_unit_hold(struct rumpblk *rb, int unit)
+rb_unit_hold(struct rumpblk *rb, int unit, unsigned *epp)
 {
 	struct rb_unit *u;
 	uint32_t s;
+	unsigned ep;
 
 	if (unit < 0 || (unsigned)unit >= rb->rb_cfg.max_units)
 		return NULL;
@@ -91,24 +103,28 @@ rb_unit_hold(struct rumpblk *rb, int unit)
 	if (RB_UNLIKELY((atomic_load_explicit(&u->u_state,
 	    memory_order_acquire) & RB_U_LIVE) == 0))
 		return NULL;
-	refs_add(u, 1);
+	/* The epoch before the count: see rb_unit_quiesce. */
+	ep = atomic_load_explicit(&u->u_epoch, memory_order_acquire) & 1;
+	refs_add(u, ep, 1);
 	s = atomic_load_explicit(&u->u_state, memory_order_acquire);
-	if (RB_LIKELY((s & (RB_U_LIVE | RB_U_DRAIN)) == RB_U_LIVE))
+	if (RB_LIKELY((s & (RB_U_LIVE | RB_U_DRAIN)) == RB_U_LIVE)) {
+		*epp = ep;
 		return u;
-	rb_unit_rele(u);
+	}
+	rb_unit_rele(u, ep);
 	return NULL;
 }
 
 void
-rb_unit_ref(struct rb_unit *u)
+rb_unit_ref(struct rb_unit *u, unsigned ep)
 {
-	refs_add(u, 1);
+	refs_add(u, ep, 1);
 }
 
 void
-rb_unit_rele(struct rb_unit *u)
+rb_unit_rele(struct rb_unit *u, unsigned ep)
 {
-	refs_add(u, (uint64_t)-1);
+	refs_add(u, ep, (uint64_t)-1);
 	/* A draining unit: wake the drainer to sum again.  After the
 	 * decrement only u_drainseq and the futex name the unit. */
 	if (RB_UNLIKELY((atomic_load_explicit(&u->u_state,
@@ -118,40 +134,50 @@ rb_unit_rele(struct rb_unit *u)
 	}
 }
 
-/* Requests in flight on a unit (see internal.h). */
+/* References of epoch parity ep (see internal.h). */
 static uint64_t
-refs_sum(struct rb_unit *u)
+refs_sum(struct rb_unit *u, unsigned ep)
 {
 	uint64_t n = 0;
 	unsigned i;
 
 	for (i = 0; i < RB_NSHARDS; i++)
-		n += atomic_load_explicit(&u->u_refs[i].r_n,
+		n += atomic_load_explicit(RB_REF(u, ep, i),
 		    memory_order_acquire);
 	return n;
 }
 
-int
-rb_unit_sync(struct rb_unit *u)
+/*
+ * A grace period.  A request reads the epoch, counts itself in that
+ * epoch's counter, and only then reads the stack; the caller has just
+ * changed the stack.  Flip the epoch; after the fence (membarrier, or
+ * the sequentially consistent flip), a request counted in neither the
+ * old epoch's sum nor later sees the new stack.  Waiting for the old
+ * epoch's count to reach zero waits for every request that could see the
+ * old stack, but for one that read the epoch before an earlier flip and
+ * counted itself late: the second flip and wait catch that one too (as
+ * in SRCU).  New requests count in the other epoch meanwhile, so each
+ * wait ends once the requests already in flight complete.  The wait
+ * polls: grace periods are rare, and a futex wake would put a check on
+ * every release.
+ */
+void
+rb_unit_quiesce(struct rb_unit *u)
 {
-	struct rb_stage *top = atomic_load_explicit(&u->u_top,
-	    memory_order_acquire);
+	struct timespec ts = { 0, 20000 };
+	unsigned old;
 
-	return top->st_ops->sync(top);
-}
-
-static void
-stage_destroy(struct rb_stage *st)
-{
-	struct rb_stage *lower;
-
-	while (st != NULL) {
-		lower = st->st_lower;
-		if (st->st_ops->destroy != NULL)
-			st->st_ops->destroy(st);
-		else
-			free(st);
-		st = lower;
+	for (int pass = 0; pass < 2; pass++) {
+		old = atomic_fetch_add(&u->u_epoch, 1) & 1;
+		atomic_thread_fence(memory_order_seq_cst);
+		if (membarrier_ok)
+			syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+			    0, 0);
+		while (refs_sum(u, old) != 0) {
+			nanosleep(&ts, NULL);
+			if (ts.tv_nsec < 1000000)
+				ts.tv_nsec *= 2;
+		}
 	}
 }
 
@@ -171,7 +197,7 @@ unit_wait_drained(struct rb_unit *u)
 		syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
 	for (;;) {
 		seq = atomic_load(&u->u_drainseq);
-		if (refs_sum(u) == 0)
+		if (refs_sum(u, 0) + refs_sum(u, 1) == 0)
 			break;
 		futex_wait(&u->u_drainseq, seq);
 	}
@@ -188,22 +214,20 @@ unit_teardown(struct rb_unit *u)
 	struct rumpblk_stats st;
 	int error, e;
 
-	error = rb_unit_sync(u);
-	stage_destroy(atomic_load(&u->u_top));
-	atomic_store(&u->u_top, NULL);
-	u->u_backend = NULL;
-	if (u->u_fd != -1) {
-		e = rb_host_close(u->u_fd);
-		if (error == 0)
-			error = e;
-		u->u_fd = -1;
-	}
+	/* The library's own flush: through every layer (a cache destages),
+	 * selected by no fault rule. */
+	error = rb_stack_io(u, RUMPBLK_B_FLUSH, RB_IO_NOFAULT, 0, 0, NULL,
+	    NULL);
+	rb_stack_destroy(u);
+	e = u->u_backing->bk_ops->bo_close(u->u_backing);
+	if (error == 0)
+		error = e;
+	u->u_backing = NULL;
+	u->u_host = NULL;
 	/* Fold the counters into the instance's, then start afresh. */
 	rb_stats_snapshot(u->u_counters, &st);
 	rb_stats_accumulate(&rb->rb_retired, &st);
 	memset(u->u_counters, 0, sizeof(*u->u_counters));
-	free(u->u_path);
-	u->u_path = NULL;
 	memset(&u->u_label, 0, sizeof(u->u_label));
 	atomic_fetch_and(&u->u_state, ~(RB_U_LIVE | RB_U_DRAIN));
 	return error;
@@ -221,52 +245,69 @@ rb_unit_detach(struct rb_unit *u)
 	return unit_teardown(u);
 }
 
-static bool
-same_file(const struct rb_unit *u, const char *path,
-    const struct rb_fileinfo *fi)
+void
+rumpblk_unit_opts_init(struct rumpblk_unit_opts *o)
 {
-	if (fi != NULL)
-		return u->u_dev == fi->fi_dev && u->u_ino == fi->fi_ino;
-	return strcmp(u->u_path, path) == 0;
+	memset(o, 0, sizeof(*o));
+	o->uo_size = RUMPBLK_SIZENOTSET;
+}
+
+/* The kind of backing a spec names.  Only host files today. */
+static const struct rb_backing_ops *
+backing_kind(const char *spec)
+{
+	(void)spec;
+	return &rb_hostfile_ops;
+}
+
+/* Fresh counters and references for a slot's first unit. */
+static int
+slot_prepare(struct rb_unit *u)
+{
+	if (u->u_counters == NULL) {
+		u->u_counters = aligned_alloc(RB_CACHELINE,
+		    sizeof(*u->u_counters));
+		if (u->u_counters == NULL)
+			return ENOMEM;
+		memset(u->u_counters, 0, sizeof(*u->u_counters));
+	}
+	if (u->u_refs == NULL) {
+		u->u_refs = aligned_alloc(RB_CACHELINE,
+		    2 * RB_NSHARDS * sizeof(*u->u_refs));
+		if (u->u_refs == NULL)
+			return ENOMEM;
+		memset(u->u_refs, 0, 2 * RB_NSHARDS * sizeof(*u->u_refs));
+	}
+	return 0;
 }
 
 int
-rumpblk_register(struct rumpblk *rb, const char *path, uint64_t offset,
-    uint64_t size, int *unitp)
+rumpblk_register_spec(struct rumpblk *rb, const char *spec,
+    const struct rumpblk_unit_opts *uopts, int *unitp)
 {
-	struct rb_fileinfo fi;
-	struct rb_stage *top;
+	struct rumpblk_unit_opts opts;
+	const struct rb_backing_ops *kind;
+	struct rb_backing *bk;
+	struct rb_stage *bottom;
 	struct rb_unit *u, *slot = NULL;
-	uint64_t usize;
+	enum rumpblk_backend backend;
 	unsigned i;
 	int error;
 
-	if (path == NULL || unitp == NULL)
+	if (spec == NULL || unitp == NULL)
+		return EINVAL;
+	if (uopts != NULL)
+		opts = *uopts;
+	else
+		rumpblk_unit_opts_init(&opts);
+	backend = opts.uo_backend_set ? opts.uo_backend : rb->rb_cfg.backend;
+	if (rumpblk_backend_name(backend) == NULL)
 		return EINVAL;
 	pthread_once(&membarrier_once, membarrier_init);
-	/* Devices report their size only when open: fileinfo opens them. */
-	if ((error = rb_host_fileinfo(path, &fi)) != 0)
+	/* Opened outside rb_lock: a device's size needs an open. */
+	kind = backing_kind(spec);
+	if ((error = kind->bo_open(rb, spec, &opts, &bk)) != 0)
 		return error;
-
-	if (size == RUMPBLK_SIZENOTSET) {
-		if (fi.fi_ftype == RUMPBLK_FT_CHR && fi.fi_size == 0)
-			return EOPNOTSUPP;
-		/* The seed asserted offset < flen; we refuse instead. */
-		if (offset >= fi.fi_size)
-			return EINVAL;
-		usize = fi.fi_size - offset;
-	} else {
-		/*
-		 * An unsizable character device takes the caller's word;
-		 * everything else must fit.
-		 */
-		if (!(fi.fi_ftype == RUMPBLK_FT_CHR && fi.fi_size == 0) &&
-		    (offset > fi.fi_size || size > fi.fi_size - offset))
-			return EINVAL;
-		if (offset + size < offset)
-			return EINVAL;
-		usize = size;
-	}
 
 	rb_mutex_lock(&rb->rb_lock);
 	for (i = 0; i < rb->rb_cfg.max_units; i++) {
@@ -279,10 +320,11 @@ rumpblk_register(struct rumpblk *rb, const char *path, uint64_t offset,
 		/* Being deregistered: neither free nor usable. */
 		if ((atomic_load(&u->u_state) & RB_U_DRAIN) != 0)
 			continue;
-		if (same_file(u, path, &fi) && u->u_hostoffset == offset &&
-		    u->u_size == usize) {
+		if (u->u_backing->bk_ops == kind && kind->bo_same(u->u_backing,
+		    bk)) {
 			*unitp = (int)i;
 			rb_mutex_unlock(&rb->rb_lock);
+			kind->bo_close(bk);
 			return 0;
 		}
 	}
@@ -291,117 +333,81 @@ rumpblk_register(struct rumpblk *rb, const char *path, uint64_t offset,
 		goto unlock;
 	}
 	u = slot;
-	if (u->u_counters == NULL) {
-		u->u_counters = aligned_alloc(RB_CACHELINE,
-		    sizeof(*u->u_counters));
-		if (u->u_counters == NULL) {
-			error = ENOMEM;
-			goto unlock;
-		}
-		memset(u->u_counters, 0, sizeof(*u->u_counters));
-	}
-	if (u->u_refs == NULL) {
-		u->u_refs = aligned_alloc(RB_CACHELINE,
-		    RB_NSHARDS * sizeof(*u->u_refs));
-		if (u->u_refs == NULL) {
-			error = ENOMEM;
-			goto unlock;
-		}
-		memset(u->u_refs, 0, RB_NSHARDS * sizeof(*u->u_refs));
-	}
-	if ((u->u_path = strdup(path)) == NULL) {
-		error = ENOMEM;
+	if ((error = slot_prepare(u)) != 0)
 		goto unlock;
-	}
-	u->u_dev = fi.fi_dev;
-	u->u_ino = fi.fi_ino;
-	u->u_ftype = fi.fi_ftype;
-	u->u_hostoffset = offset;
-	u->u_size = usize;
-	u->u_hostsize = fi.fi_size;
-	u->u_size_given = size != RUMPBLK_SIZENOTSET;
+	u->u_backing = bk;
+	u->u_host = kind == &rb_hostfile_ops ? (struct rb_hostfile *)bk : NULL;
+	u->u_size = bk->bk_size;
+	u->u_mode = bk->bk_mode;
 	u->u_sectshift = rb->rb_cfg.sectshift;
 	u->u_winsize = 0;
 	u->u_wincount = 0;
-	rb_label_make(&u->u_label, usize, u->u_sectshift);
-
-	if ((error = rb_host_open(path, 0, &u->u_fd, &u->u_mode)) != 0)
-		goto free_path;
-	if ((error = rb_backend_open(u, rb->rb_cfg.backend, &top)) != 0)
-		goto close_fd;
-	u->u_backend = top;
-	if ((error = rb_fault_unit_attach(u, &top)) != 0) {
-		stage_destroy(top);
-		u->u_backend = NULL;
-		goto close_fd;
+	rb_label_make(&u->u_label, u->u_size, u->u_sectshift);
+	if ((error = kind->bo_stage(u, backend, &bottom)) != 0)
+		goto clear;
+	rb_stack_push(u, bottom);
+	if ((error = rb_layers_attach(u)) != 0) {
+		rb_stack_destroy(u);
+		goto clear;
 	}
-	atomic_store_explicit(&u->u_top, top, memory_order_release);
 	atomic_fetch_or_explicit(&u->u_state, RB_U_LIVE,
 	    memory_order_release);
 	*unitp = u->u_index;
 	rb_mutex_unlock(&rb->rb_lock);
 	return 0;
 
-close_fd:
-	rb_host_close(u->u_fd);
-	u->u_fd = -1;
-free_path:
-	free(u->u_path);
-	u->u_path = NULL;
+clear:
+	u->u_backing = NULL;
+	u->u_host = NULL;
 	memset(&u->u_label, 0, sizeof(u->u_label));
 unlock:
 	rb_mutex_unlock(&rb->rb_lock);
+	kind->bo_close(bk);
+	return error;
+}
+
+int
+rumpblk_register(struct rumpblk *rb, const char *path, uint64_t offset,
+    uint64_t size, int *unitp)
+{
+	struct rumpblk_unit_opts opts;
+	char *spec;
+	int error;
+
+	if (path == NULL || unitp == NULL)
+		return EINVAL;
+	rumpblk_unit_opts_init(&opts);
+	opts.uo_offset = offset;
+	opts.uo_size = size;
+	/* A path is a path, whatever it looks like. */
+	if (asprintf(&spec, "file:%s", path) < 0)
+		return ENOMEM;
+	error = rumpblk_register_spec(rb, spec, &opts, unitp);
+	free(spec);
 	return error;
 }
 
 /* Units this call is detaching: max_units is at most RB_MAXUNITS. */
 #define MINE_WORDS	(RB_MAXUNITS / 64)
 
-int
-rumpblk_deregister(struct rumpblk *rb, const char *path)
+/*
+ * Detach the units of mine[]: three steps.  The caller marked them DRAIN
+ * under rb_lock, so that no new request, registration or other
+ * deregister uses them.  Without the lock, wait for their requests: a
+ * completion still running may call into the library (rumpblk_stats,
+ * rumpblk_register) and take rb_lock.  Under rb_lock again, tear them
+ * down; until then they stay LIVE, so their slots are not reused and the
+ * instance's counters still see them.
+ */
+static int
+detach_marked(struct rumpblk *rb, const uint64_t *mine)
 {
-	struct rb_fileinfo fi, *fip;
-	struct rb_unit *u;
-	uint64_t mine[MINE_WORDS];
 	unsigned i;
-	uint32_t s;
 	int error = 0, e;
-	bool found = false;
-
-	if (path == NULL)
-		return EINVAL;
-	/* Match by identity when the file is still there, else by name. */
-	fip = rb_host_fileinfo(path, &fi) == 0 ? &fi : NULL;
-	memset(mine, 0, sizeof(mine));
-
-	/*
-	 * Three steps.  Under rb_lock, mark our units DRAIN, so that no new
-	 * request, registration or other deregister uses them.  Without the
-	 * lock, wait for their requests: a completion still running may call
-	 * into the library (rumpblk_stats, rumpblk_register) and take
-	 * rb_lock.  Under rb_lock again, tear them down; until then they
-	 * stay LIVE, so their slots are not reused and the instance's
-	 * counters still see them.
-	 */
-	rb_mutex_lock(&rb->rb_lock);
-	for (i = 0; i < rb->rb_cfg.max_units; i++) {
-		u = &rb->rb_units[i];
-		s = atomic_load(&u->u_state);
-		if ((s & RB_U_LIVE) == 0 || (s & RB_U_DRAIN) != 0 ||
-		    !same_file(u, path, fip))
-			continue;
-		atomic_fetch_or(&u->u_state, RB_U_DRAIN);
-		mine[i / 64] |= 1ull << (i % 64);
-		found = true;
-	}
-	rb_mutex_unlock(&rb->rb_lock);
-	if (!found)
-		return ENOENT;
 
 	for (i = 0; i < rb->rb_cfg.max_units; i++)
 		if (mine[i / 64] & (1ull << (i % 64)))
 			unit_wait_drained(&rb->rb_units[i]);
-
 	rb_mutex_lock(&rb->rb_lock);
 	for (i = 0; i < rb->rb_cfg.max_units; i++) {
 		if ((mine[i / 64] & (1ull << (i % 64))) == 0)
@@ -414,17 +420,74 @@ rumpblk_deregister(struct rumpblk *rb, const char *path)
 	return error;
 }
 
+/* Mark a live unit DRAIN for detach_marked; false if it is not live. */
+static bool
+mark_locked(struct rb_unit *u, uint64_t *mine)
+{
+	uint32_t s = atomic_load(&u->u_state);
+
+	rb_assert_held(&u->u_rb->rb_lock);
+	if ((s & RB_U_LIVE) == 0 || (s & RB_U_DRAIN) != 0)
+		return false;
+	atomic_fetch_or(&u->u_state, RB_U_DRAIN);
+	mine[u->u_index / 64] |= 1ull << (u->u_index % 64);
+	return true;
+}
+
+int
+rumpblk_deregister(struct rumpblk *rb, const char *path)
+{
+	struct rb_bkey key;
+	struct rb_unit *u;
+	uint64_t mine[MINE_WORDS];
+	unsigned i;
+	bool found = false;
+
+	if (path == NULL)
+		return EINVAL;
+	/* Match by identity when the file is still there, else by name. */
+	rb_bkey_make(path, &key);
+	memset(mine, 0, sizeof(mine));
+	rb_mutex_lock(&rb->rb_lock);
+	for (i = 0; i < rb->rb_cfg.max_units; i++) {
+		u = &rb->rb_units[i];
+		if ((atomic_load(&u->u_state) & RB_U_LIVE) == 0 ||
+		    !u->u_backing->bk_ops->bo_named(u->u_backing, &key))
+			continue;
+		if (mark_locked(u, mine))
+			found = true;
+	}
+	rb_mutex_unlock(&rb->rb_lock);
+	return found ? detach_marked(rb, mine) : ENOENT;
+}
+
+int
+rumpblk_deregister_unit(struct rumpblk *rb, int unit)
+{
+	uint64_t mine[MINE_WORDS];
+	bool found;
+
+	if (unit < 0 || (unsigned)unit >= rb->rb_cfg.max_units)
+		return ENXIO;
+	memset(mine, 0, sizeof(mine));
+	rb_mutex_lock(&rb->rb_lock);
+	found = mark_locked(&rb->rb_units[unit], mine);
+	rb_mutex_unlock(&rb->rb_lock);
+	return found ? detach_marked(rb, mine) : ENXIO;
+}
+
 int
 rumpblk_open(struct rumpblk *rb, int unit, int flags)
 {
 	struct rb_unit *u;
+	unsigned ep;
 	int error = 0;
 
-	if ((u = rb_unit_hold(rb, unit)) == NULL)
+	if ((u = rb_unit_hold(rb, unit, &ep)) == NULL)
 		return ENXIO;
 	if (((flags & (RUMPBLK_FREAD | RUMPBLK_FWRITE)) & ~u->u_mode) != 0)
 		error = EACCES;
-	rb_unit_rele(u);
+	rb_unit_rele(u, ep);
 	return error;
 }
 
@@ -432,11 +495,12 @@ int
 rumpblk_close(struct rumpblk *rb, int unit, int flags)
 {
 	struct rb_unit *u;
+	unsigned ep;
 
 	(void)flags;
-	if ((u = rb_unit_hold(rb, unit)) == NULL)
+	if ((u = rb_unit_hold(rb, unit, &ep)) == NULL)
 		return ENXIO;
-	rb_unit_rele(u);
+	rb_unit_rele(u, ep);
 	return 0;
 }
 
@@ -444,21 +508,22 @@ int
 rumpblk_unitinfo(struct rumpblk *rb, int unit, struct rumpblk_unitinfo *ui)
 {
 	struct rb_unit *u;
+	unsigned ep;
 
-	if ((u = rb_unit_hold(rb, unit)) == NULL)
+	if ((u = rb_unit_hold(rb, unit, &ep)) == NULL)
 		return ENXIO;
 	memset(ui, 0, sizeof(*ui));
-	ui->ui_path = u->u_path;
-	ui->ui_ftype = u->u_ftype;
-	ui->ui_offset = u->u_hostoffset;
+	ui->ui_path = u->u_backing->bk_spec;
+	ui->ui_ftype = u->u_backing->bk_ftype;
+	ui->ui_offset = u->u_backing->bk_off;
 	ui->ui_size = u->u_size;
-	ui->ui_hostsize = u->u_hostsize;
+	ui->ui_hostsize = u->u_backing->bk_total;
 	ui->ui_secsize = 1u << u->u_sectshift;
 	ui->ui_mode = u->u_mode;
 	ui->ui_backend = u->u_backend_kind;
 	ui->ui_winsize = u->u_winsize;
 	ui->ui_wincount = u->u_wincount;
-	rb_unit_rele(u);
+	rb_unit_rele(u, ep);
 	return 0;
 }
 
@@ -468,9 +533,10 @@ rumpblk_ioctl(struct rumpblk *rb, int unit, unsigned long cmd, void *arg)
 	struct rumpblk_partinfo *pi;
 	struct rb_unit *u;
 	uint64_t t0;
+	unsigned ep;
 	int error = 0;
 
-	if ((u = rb_unit_hold(rb, unit)) == NULL)
+	if ((u = rb_unit_hold(rb, unit, &ep)) == NULL)
 		return ENXIO;
 	if (arg == NULL && cmd != RUMPBLK_DIOCCACHESYNC) {
 		error = cmd == RUMPBLK_DIOCGDINFO || cmd == RUMPBLK_DIOCGPART ||
@@ -509,7 +575,7 @@ rumpblk_ioctl(struct rumpblk *rb, int unit, unsigned long cmd, void *arg)
 		break;
 	}
 out:
-	rb_unit_rele(u);
+	rb_unit_rele(u, ep);
 	return error;
 }
 
@@ -517,10 +583,14 @@ int
 rumpblk_unit_reset(struct rumpblk *rb, int unit)
 {
 	struct rb_unit *u;
+	unsigned ep;
 
-	if ((u = rb_unit_hold(rb, unit)) == NULL)
+	if ((u = rb_unit_hold(rb, unit, &ep)) == NULL)
 		return ENXIO;
-	rb_unit_rele(u);
+	/* No reference held across the stack lock: a layer's removal
+	 * waits for references with it held. */
+	rb_unit_rele(u, ep);
+	rb_stack_reset(u);
 	rb_event_raise(rb, unit, RUMPBLK_EVENT_RESET);
 	return 0;
 }

@@ -161,6 +161,41 @@ int rumpblk_register(struct rumpblk *, const char *path, uint64_t offset,
  */
 int rumpblk_deregister(struct rumpblk *, const char *path);
 
+/*
+ * Options of a unit opened from a backing spec (rumpblk_register_spec).
+ * Zeroed by rumpblk_unit_opts_init, then set what differs.
+ */
+struct rumpblk_unit_opts {
+	uint64_t	uo_offset;	/* bytes into the backing */
+	uint64_t	uo_size;	/* bytes; RUMPBLK_SIZENOTSET: the rest */
+	enum rumpblk_backend uo_backend; /* with uo_backend_set */
+	bool		uo_backend_set;	/* else the instance's backend */
+	bool		uo_readonly;	/* open read-only even if writable */
+	uint64_t	uo_reserved[8];	/* zero */
+};
+
+/* Defaults: offset 0, the whole backing, the instance's backend. */
+void rumpblk_unit_opts_init(struct rumpblk_unit_opts *);
+
+/*
+ * Attach a backing as a unit.  spec names it: a host file by its path,
+ * or "file:PATH" (a path that could be read as another kind of spec).
+ * The backend is chosen per unit (opts->uo_backend), and applies to host
+ * files.  opts may be NULL (defaults).  Registering the same backing with
+ * the same window again returns the same unit (whatever the backend).
+ * Errors: those of rumpblk_register, and EINVAL for a bad spec or opts.
+ * Threads: any.
+ */
+int rumpblk_register_spec(struct rumpblk *, const char *spec,
+    const struct rumpblk_unit_opts *opts, int *unit);
+
+/*
+ * Detach one unit, after its in-flight buffers complete; written data is
+ * made durable first.  ENXIO if there is no such unit, else 0 or the
+ * error met while making data durable (detached anyway).  Threads: any.
+ */
+int rumpblk_deregister_unit(struct rumpblk *, int unit);
+
 /* Check access: ENXIO for an unknown unit, EACCES for FWRITE on a read-only
  * unit.  Opening is not required for I/O. */
 int rumpblk_open(struct rumpblk *, int unit, int flags);

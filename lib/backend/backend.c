@@ -35,10 +35,10 @@ rb_backend_auto(const struct rb_unit *u)
 	if (RB_UNLIKELY(rb_host_seam != NULL) &&
 	    rb_host_seam->hs_auto_first != RUMPBLK_BACKEND_AUTO)
 		return rb_host_seam->hs_auto_first;
-	if (u->u_ftype != RUMPBLK_FT_REG || u->u_size == 0)
+	if (u->u_backing->bk_ftype != RUMPBLK_FT_REG || u->u_size == 0)
 		return RUMPBLK_BACKEND_PIO;
-	first = u->u_hostoffset / cfg->winsize;
-	last = (u->u_hostoffset + u->u_size - 1) / cfg->winsize;
+	first = u->u_backing->bk_off / cfg->winsize;
+	last = (u->u_backing->bk_off + u->u_size - 1) / cfg->winsize;
 	if (last - first + 1 > cfg->wincount)
 		return RUMPBLK_BACKEND_PIO;
 	return RUMPBLK_BACKEND_MMAP;

@@ -17,7 +17,7 @@
  * (rb_backend_open falls back when the caller chose "auto").
  *
  * Two descriptors: every data transfer goes through the O_DIRECT one
- * (d_fd); the unit's buffered one (u_fd) serves trim, write-zeroes and
+ * (d_fd); the unit's buffered one (hf_fd) serves trim, write-zeroes and
  * extent queries (fallocate and lseek, which Linux keeps coherent with
  * direct I/O: it writes dirty cache back before a direct read and drops
  * the cache over a direct write) and the last partial block of a file
@@ -62,6 +62,8 @@ struct direct {
 	struct rb_stage	d_stage;
 	int		d_fd;		/* ( O_DIRECT descriptor */
 	int		d_bfd;		/* ( the unit's buffered one */
+	const struct rb_backing *d_bk;	/* ( the host file */
+	uint64_t	d_hoff;		/* ( the unit's start, host bytes */
 	unsigned	d_memalign;	/* ( bytes */
 	unsigned	d_offalign;	/* ( bytes */
 	uint64_t	d_dioend;	/* ( host bytes direct I/O may reach */
@@ -215,7 +217,7 @@ dio_bounced(struct direct *d, bool write, char *buf, uint64_t hoff,
 static void
 dio_rw(struct direct *d, struct rb_io *io)
 {
-	uint64_t hoff = io->io_unit->u_hostoffset + io->io_off;
+	uint64_t hoff = d->d_hoff + io->io_off;
 	uint64_t end = hoff + io->io_len, dend, tail;
 	bool write = io->io_op == RUMPBLK_B_WRITE;
 	bool dsync = write && rb_io_wants_sync(io);
@@ -280,7 +282,7 @@ dio_run(struct direct *d, struct rb_io *io)
 		break;
 	default:
 		/* Trim, zero, extents: fallocate and lseek (head comment). */
-		rb_fdio_run(d->d_bfd, io);
+		rb_fdio_run(d->d_bfd, d->d_bk, io);
 		break;
 	}
 }
@@ -299,27 +301,17 @@ direct_submit(struct rb_stage *st, struct rb_io *io)
 	struct direct *d = (struct direct *)st;
 	uint64_t hoff;
 
-	if (RB_LIKELY((io->io_flags & RUMPBLK_B_ASYNC) == 0)) {
-		dio_run(d, io);
-		return;
-	}
-	if (d->d_ring != NULL && (io->io_op == RUMPBLK_B_FLUSH ||
-	    ((io->io_op == RUMPBLK_B_READ ||
+	/* Aligned asynchronous transfers (and flushes) go to the ring;
+	 * everything else runs here or on a worker. */
+	if ((io->io_flags & RUMPBLK_B_ASYNC) != 0 && d->d_ring != NULL &&
+	    (io->io_op == RUMPBLK_B_FLUSH || ((io->io_op == RUMPBLK_B_READ ||
 	    (io->io_op == RUMPBLK_B_WRITE && !d->d_rmw)) &&
-	    (hoff = io->io_unit->u_hostoffset + io->io_off) + io->io_len <=
-	    d->d_dioend && is_aligned(d, io->io_data, hoff, io->io_len)))) {
+	    (hoff = d->d_hoff + io->io_off) + io->io_len <= d->d_dioend &&
+	    is_aligned(d, io->io_data, hoff, io->io_len)))) {
 		rb_uring_submit(d->d_ring, io);
 		return;
 	}
-	io->io_ctx = d;
-	io->io_work = dio_work;
-	rb_pool_submit(d->d_pool, io);
-}
-
-static int
-direct_sync(struct rb_stage *st)
-{
-	return rb_host_datasync(((struct direct *)st)->d_fd);
+	rb_pool_run(d->d_pool, io, dio_work, d);
 }
 
 static void
@@ -342,7 +334,6 @@ direct_destroy(struct rb_stage *st)
 static const struct rb_ops direct_ops = {
 	.name = "direct",
 	.submit = direct_submit,
-	.sync = direct_sync,
 	.destroy = direct_destroy,
 };
 
@@ -380,26 +371,31 @@ rb_direct_open(struct rb_unit *u, struct rb_stage **stp)
 
 	if ((d = calloc(1, sizeof(*d))) == NULL)
 		return ENOMEM;
-	if ((error = rb_host_open(u->u_path, O_DIRECT, &d->d_fd, &mode)) != 0)
+	if ((error = rb_host_open(u->u_backing->bk_spec, O_DIRECT |
+	    ((u->u_mode & RUMPBLK_FWRITE) == 0 ? RB_HOST_RDONLY : 0),
+	    &d->d_fd, &mode)) != 0)
 		goto free_d;
 	/* The two descriptors must agree on what the unit may do. */
 	if ((mode & u->u_mode) != u->u_mode) {
 		error = EACCES;
 		goto close_fd;
 	}
-	if ((error = rb_host_dioalign(d->d_fd, u->u_ftype, &d->d_memalign,
+	if ((error = rb_host_dioalign(d->d_fd, u->u_backing->bk_ftype,
+	    &d->d_memalign,
 	    &d->d_offalign)) != 0)
 		goto close_fd;
 	if (d->d_offalign > (1u << 20)) {
 		error = EINVAL;
 		goto close_fd;
 	}
-	d->d_bfd = u->u_fd;
+	d->d_bfd = u->u_host->hf_fd;
+	d->d_bk = &u->u_host->hf_bk;
+	d->d_hoff = d->d_bk->bk_off;
 	d->d_pool = rb_instance_pool(u->u_rb);
-	d->d_dioend = rdown(u->u_hostsize, d->d_offalign);
-	d->d_rmw = (u->u_hostoffset & (d->d_offalign - 1)) != 0 ||
+	d->d_dioend = rdown(d->d_bk->bk_total, d->d_offalign);
+	d->d_rmw = (d->d_hoff & (d->d_offalign - 1)) != 0 ||
 	    (ssz & (d->d_offalign - 1)) != 0 ||
-	    ((u->u_hostoffset + u->u_size) & (d->d_offalign - 1)) != 0;
+	    ((d->d_hoff + u->u_size) & (d->d_offalign - 1)) != 0;
 	d->d_nbounce = DIO_NBOUNCE;
 	d->d_bsize = rup(DIO_BOUNCE, d->d_offalign);
 	d->d_balign = (size_t)sysconf(_SC_PAGESIZE);
@@ -414,13 +410,12 @@ rb_direct_open(struct rb_unit *u, struct rb_stage **stp)
 	pthread_mutex_init(&d->d_blk, NULL);
 	pthread_cond_init(&d->d_bcv, NULL);
 	pthread_rwlock_init(&d->d_rmwlock, NULL);
-	d->d_stage.st_ops = &direct_ops;
-	d->d_stage.st_unit = u;
+	rb_stage_init(&d->d_stage, &direct_ops, u, RB_RANK_BACKEND);
 	if ((error = probe(d)) != 0)
 		goto destroy;
 #ifdef RUMPBLK_HAVE_URING
 	/* No ring (io_uring disabled): asynchronous buffers use the pool. */
-	if (rb_uring_create(d->d_fd, &d->d_ring) != 0)
+	if (rb_uring_create(d->d_fd, d->d_bk, &d->d_ring) != 0)
 		d->d_ring = NULL;
 #endif
 	*stp = &d->d_stage;

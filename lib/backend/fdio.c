@@ -11,10 +11,9 @@
 #include "../host/host.h"
 
 void
-rb_fdio_run(int fd, struct rb_io *io)
+rb_fdio_run(int fd, const struct rb_backing *bk, struct rb_io *io)
 {
-	struct rb_unit *u = io->io_unit;
-	uint64_t hoff = u->u_hostoffset + io->io_off;
+	uint64_t hoff = bk->bk_off + io->io_off;
 	size_t moved = 0;
 	int error;
 
@@ -31,18 +30,18 @@ rb_fdio_run(int fd, struct rb_io *io)
 		error = rb_host_datasync(fd);
 		break;
 	case RUMPBLK_B_TRIM:
-		error = rb_host_punch(fd, u->u_ftype, hoff, io->io_len);
+		error = rb_host_punch(fd, bk->bk_ftype, hoff, io->io_len);
 		if (error == 0 && rb_io_wants_sync(io))
 			error = rb_host_datasync(fd);
 		break;
 	case RUMPBLK_B_ZERO:
-		error = rb_host_zero(fd, u->u_ftype, hoff, io->io_len,
+		error = rb_host_zero(fd, bk->bk_ftype, hoff, io->io_len,
 		    (io->io_flags & RUMPBLK_B_NOHOLE) != 0);
 		if (error == 0 && rb_io_wants_sync(io))
 			error = rb_host_datasync(fd);
 		break;
 	case RUMPBLK_B_EXTENTS:
-		error = rb_host_extents(fd, u->u_ftype, hoff, io->io_len,
+		error = rb_host_extents(fd, bk->bk_ftype, hoff, io->io_len,
 		    io->io_data);
 		break;
 	default:

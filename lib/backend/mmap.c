@@ -132,6 +132,8 @@ struct mwin {
 struct mmapb {
 	struct rb_stage	mm_stage;
 	int		mm_fd;		/* ( the unit's descriptor */
+	const struct rb_backing *mm_bk;	/* ( the host file */
+	uint64_t	mm_hoff;	/* ( the unit's start, host bytes */
 	bool		mm_writable;	/* ( mapped PROT_WRITE */
 	bool		mm_sigbus;	/* ( copies armed for SIGBUS */
 	unsigned	mm_shift;	/* ( log2 winsize */
@@ -566,7 +568,7 @@ getwin_static(struct mmapb *m, uint64_t idx)
 static void
 mmap_rw(struct mmapb *m, struct rb_io *io)
 {
-	uint64_t hoff = io->io_unit->u_hostoffset + io->io_off, idx, within;
+	uint64_t hoff = m->mm_hoff + io->io_off, idx, within;
 	char *data = io->io_data, *at;
 	size_t left = io->io_len, n, moved = 0, done;
 	bool rd = io->io_op == RUMPBLK_B_READ;
@@ -627,7 +629,7 @@ mmap_submit(struct rb_stage *st, struct rb_io *io)
 		mmap_rw(m, io);
 		return;
 	}
-	rb_fdio_run(m->mm_fd, io);
+	rb_fdio_run(m->mm_fd, m->mm_bk, io);
 }
 
 /*
@@ -642,7 +644,7 @@ static void
 mmap_prefetch(struct rb_stage *st, uint64_t off)
 {
 	struct mmapb *m = (struct mmapb *)st;
-	uint64_t hoff = st->st_unit->u_hostoffset + off, idx;
+	uint64_t hoff = m->mm_hoff + off, idx;
 	struct mwin *w;
 	const char *at;
 
@@ -654,12 +656,6 @@ mmap_prefetch(struct rb_stage *st, uint64_t off)
 		return;
 	at = w->win_mem + (hoff - (idx << m->mm_shift));
 	__builtin_prefetch(at);
-}
-
-static int
-mmap_sync(struct rb_stage *st)
-{
-	return rb_host_datasync(((struct mmapb *)st)->mm_fd);
 }
 
 static void
@@ -682,7 +678,6 @@ mmap_destroy(struct rb_stage *st)
 static const struct rb_ops mmap_ops = {
 	.name = "mmap",
 	.submit = mmap_submit,
-	.sync = mmap_sync,
 	.destroy = mmap_destroy,
 	.prefetch = mmap_prefetch,
 };
@@ -701,19 +696,20 @@ mmap_open(struct rb_unit *u, struct rb_stage **stp)
 	uint64_t last, nslots, i, npre;
 	int error;
 
-	if (u->u_ftype != RUMPBLK_FT_REG || u->u_size == 0)
+	if (u->u_backing->bk_ftype != RUMPBLK_FT_REG || u->u_size == 0)
 		return ENODEV;
 	if ((m = calloc(1, sizeof(*m))) == NULL)
 		return ENOMEM;
-	m->mm_stage.st_ops = &mmap_ops;
-	m->mm_stage.st_unit = u;
-	m->mm_fd = u->u_fd;
+	rb_stage_init(&m->mm_stage, &mmap_ops, u, RB_RANK_BACKEND);
+	m->mm_fd = u->u_host->hf_fd;
+	m->mm_bk = &u->u_host->hf_bk;
+	m->mm_hoff = m->mm_bk->bk_off;
 	m->mm_writable = (u->u_mode & RUMPBLK_FWRITE) != 0;
 	m->mm_sigbus = cfg->sigbus_eio;
 	m->mm_winsize = cfg->winsize;
 	m->mm_shift = (unsigned)__builtin_ctzll(cfg->winsize);
-	m->mm_hostend = u->u_hostoffset + u->u_size;
-	m->mm_first = u->u_hostoffset >> m->mm_shift;
+	m->mm_hostend = m->mm_hoff + u->u_size;
+	m->mm_first = m->mm_hoff >> m->mm_shift;
 	last = (m->mm_hostend - 1) >> m->mm_shift;
 	m->mm_nidx = last - m->mm_first + 1;
 	m->mm_nwin = m->mm_nidx < cfg->wincount ? (unsigned)m->mm_nidx :

@@ -18,7 +18,8 @@
 
 struct pio {
 	struct rb_stage	pio_stage;
-	int		pio_fd;		/* ( the unit's descriptor */
+	int		pio_fd;		/* ( the host file's descriptor */
+	const struct rb_backing *pio_bk; /* ( the host file */
 	struct rb_pool	*pio_pool;	/* ( the instance's */
 };
 
@@ -27,7 +28,7 @@ pio_work(struct rb_io *io)
 {
 	struct pio *p = io->io_ctx;
 
-	rb_fdio_run(p->pio_fd, io);
+	rb_fdio_run(p->pio_fd, p->pio_bk, io);
 }
 
 static void
@@ -35,27 +36,12 @@ pio_submit(struct rb_stage *st, struct rb_io *io)
 {
 	struct pio *p = (struct pio *)st;
 
-	if (RB_LIKELY((io->io_flags & RUMPBLK_B_ASYNC) == 0)) {
-		rb_fdio_run(p->pio_fd, io);
-		return;
-	}
-	/* The io belongs to strategy; our context rides in io_ctx, which
-	 * strategy leaves for the stage that holds the request. */
-	io->io_ctx = p;
-	io->io_work = pio_work;
-	rb_pool_submit(p->pio_pool, io);
-}
-
-static int
-pio_sync(struct rb_stage *st)
-{
-	return rb_host_datasync(((struct pio *)st)->pio_fd);
+	rb_pool_run(p->pio_pool, io, pio_work, p);
 }
 
 static const struct rb_ops pio_ops = {
 	.name = "pio",
 	.submit = pio_submit,
-	.sync = pio_sync,
 	.destroy = NULL,
 };
 
@@ -66,9 +52,9 @@ rb_pio_open(struct rb_unit *u, struct rb_stage **stp)
 
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return ENOMEM;
-	p->pio_stage.st_ops = &pio_ops;
-	p->pio_stage.st_unit = u;
-	p->pio_fd = u->u_fd;
+	rb_stage_init(&p->pio_stage, &pio_ops, u, RB_RANK_BACKEND);
+	p->pio_fd = u->u_host->hf_fd;
+	p->pio_bk = &u->u_host->hf_bk;
 	p->pio_pool = rb_instance_pool(u->u_rb);
 	*stp = &p->pio_stage;
 	return 0;

@@ -127,6 +127,7 @@ struct rb_uring {
 	struct rb_io	*ur_backlog;	/* q: waiting for room, FIFO */
 	struct rb_io	**ur_backlog_tailp; /* q */
 	int		ur_fd;		/* ( host descriptor */
+	const struct rb_backing *ur_bk;	/* ( the host file: offset, type */
 	int		ur_efd;		/* ( eventfd of the CQ, or -1 */
 	bool		ur_fixed;	/* ( ur_fd is registered file 0 */
 	bool		ur_eager;	/* ( O_DIRECT: enter for every SQE */
@@ -138,13 +139,14 @@ static _Thread_local struct rb_uring *reaping;
 
 /* Fill sqe for io's next step (the part not moved yet). */
 static void
-prep_sqe(struct io_uring_sqe *sqe, struct rb_io *io, int ufd, bool fixed)
+prep_sqe(struct io_uring_sqe *sqe, struct rb_io *io, int ufd, bool fixed,
+    uint64_t base)
 {
 	uint64_t hoff;
 	size_t done = io->io_moved, len;
 	int fd = fixed ? 0 : ufd;
 
-	hoff = io->io_unit->u_hostoffset + io->io_off + done;
+	hoff = base + io->io_off + done;
 	len = io->io_len - done;
 	if (len > UR_MAXLEN)
 		len = UR_MAXLEN;
@@ -180,7 +182,7 @@ prep_locked(struct rb_uring *r, struct rb_io *io)
 	if (r->ur_inflight >= r->ur_max ||
 	    (sqe = io_uring_get_sqe(&r->ur_ring)) == NULL)
 		return false;
-	prep_sqe(sqe, io, r->ur_fd, r->ur_fixed);
+	prep_sqe(sqe, io, r->ur_fd, r->ur_fixed, r->ur_bk->bk_off);
 	r->ur_inflight++;
 	r->ur_unsubmitted++;
 	return true;
@@ -328,7 +330,8 @@ sync_run(struct rb_uring *r, struct ur_sring *sr, struct rb_io *io)
 
 	io->io_moved = 0;
 	do {
-		prep_sqe(io_uring_get_sqe(ring), io, r->ur_fd, sr->sr_fixed);
+		prep_sqe(io_uring_get_sqe(ring), io, r->ur_fd, sr->sr_fixed,
+		    r->ur_bk->bk_off);
 		while ((e = io_uring_submit_and_wait(ring, 1)) == -EINTR ||
 		    e == -EAGAIN)
 			;
@@ -362,6 +365,7 @@ rb_uring_submit(struct rb_uring *r, struct rb_io *io)
 {
 	struct ur_sring *sr;
 	struct rb_unit *u;
+	unsigned ep;
 
 	if ((io->io_flags & RUMPBLK_B_ASYNC) == 0) {
 		if (RB_LIKELY((sr = sring_get(r)) != NULL)) {
@@ -370,7 +374,7 @@ rb_uring_submit(struct rb_uring *r, struct rb_io *io)
 		}
 		if (reaping == r) {
 			/* The reaper cannot wait for itself. */
-			rb_fdio_run(r->ur_fd, io);
+			rb_fdio_run(r->ur_fd, r->ur_bk, io);
 			return;
 		}
 	}
@@ -381,7 +385,8 @@ rb_uring_submit(struct rb_uring *r, struct rb_io *io)
 	 * Our own reference keeps the unit, and so r, until we are done.
 	 */
 	u = io->io_unit;
-	rb_unit_ref(u);
+	ep = io->io_epoch & 1;
+	rb_unit_ref(u, ep);
 	io->io_moved = 0;
 	requeue(r, io);
 	/*
@@ -395,7 +400,7 @@ rb_uring_submit(struct rb_uring *r, struct rb_io *io)
 		reaping = NULL;
 		rb_mutex_unlock(&r->ur_cqlock);
 	}
-	rb_unit_rele(u);
+	rb_unit_rele(u, ep);
 }
 
 /* One CQE of the shared ring: complete io, or queue its next step. */
@@ -508,7 +513,7 @@ reaper(void *arg)
  * EAGAIN (no thread).
  */
 int
-rb_uring_create(int fd, struct rb_uring **rp)
+rb_uring_create(int fd, const struct rb_backing *bk, struct rb_uring **rp)
 {
 	struct rb_uring *r;
 	int error;
@@ -534,6 +539,7 @@ rb_uring_create(int fd, struct rb_uring **rp)
 	r->ur_max = r->ur_ring.cq.ring_entries;
 	r->ur_backlog_tailp = &r->ur_backlog;
 	r->ur_fd = fd;
+	r->ur_bk = bk;
 	r->ur_eager = (fcntl(fd, F_GETFL) & O_DIRECT) != 0;
 	r->ur_efd = eventfd(0, EFD_CLOEXEC);
 	if (r->ur_efd != -1 &&
@@ -599,6 +605,7 @@ struct uring {
 	struct rb_stage	ub_stage;
 	struct rb_uring	*ub_eng;	/* ( */
 	int		ub_fd;		/* ( the unit's descriptor */
+	const struct rb_backing *ub_bk;	/* ( the host file */
 	struct rb_pool	*ub_pool;	/* ( the instance's */
 };
 
@@ -607,7 +614,7 @@ uring_work(struct rb_io *io)
 {
 	struct uring *ub = io->io_ctx;
 
-	rb_fdio_run(ub->ub_fd, io);
+	rb_fdio_run(ub->ub_fd, ub->ub_bk, io);
 }
 
 static void
@@ -616,9 +623,14 @@ uring_submit(struct rb_stage *st, struct rb_io *io)
 	struct uring *ub = (struct uring *)st;
 
 	switch (io->io_op) {
+	case RUMPBLK_B_FLUSH:
+		/* A character device has nothing to sync, and its fsync
+		 * fails (EINVAL): rb_host_datasync knows. */
+		if (ub->ub_bk->bk_ftype == RUMPBLK_FT_CHR)
+			break;
+		/* FALLTHROUGH */
 	case RUMPBLK_B_READ:
 	case RUMPBLK_B_WRITE:
-	case RUMPBLK_B_FLUSH:
 		rb_uring_submit(ub->ub_eng, io);
 		return;
 	}
@@ -627,19 +639,7 @@ uring_submit(struct rb_stage *st, struct rb_io *io)
 	 * the same descriptor, so they are coherent with the ring's I/O;
 	 * an asynchronous one goes to the worker pool as pio's does.
 	 */
-	if ((io->io_flags & RUMPBLK_B_ASYNC) == 0) {
-		rb_fdio_run(ub->ub_fd, io);
-		return;
-	}
-	io->io_ctx = ub;
-	io->io_work = uring_work;
-	rb_pool_submit(ub->ub_pool, io);
-}
-
-static int
-uring_sync(struct rb_stage *st)
-{
-	return rb_host_datasync(((struct uring *)st)->ub_fd);
+	rb_pool_run(ub->ub_pool, io, uring_work, ub);
 }
 
 static void
@@ -654,7 +654,6 @@ uring_destroy(struct rb_stage *st)
 static const struct rb_ops uring_ops = {
 	.name = "uring",
 	.submit = uring_submit,
-	.sync = uring_sync,
 	.destroy = uring_destroy,
 };
 
@@ -666,13 +665,14 @@ rb_uring_open(struct rb_unit *u, struct rb_stage **stp)
 
 	if ((ub = calloc(1, sizeof(*ub))) == NULL)
 		return ENOMEM;
-	if ((error = rb_uring_create(u->u_fd, &ub->ub_eng)) != 0) {
+	if ((error = rb_uring_create(u->u_host->hf_fd, &u->u_host->hf_bk,
+	    &ub->ub_eng)) != 0) {
 		free(ub);
 		return error;
 	}
-	ub->ub_stage.st_ops = &uring_ops;
-	ub->ub_stage.st_unit = u;
-	ub->ub_fd = u->u_fd;
+	rb_stage_init(&ub->ub_stage, &uring_ops, u, RB_RANK_BACKEND);
+	ub->ub_fd = u->u_host->hf_fd;
+	ub->ub_bk = &u->u_host->hf_bk;
 	ub->ub_pool = rb_instance_pool(u->u_rb);
 	*stp = &ub->ub_stage;
 	return 0;

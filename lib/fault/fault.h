@@ -1,7 +1,12 @@
 /*
  * Private declarations of the fault rule engine (DESIGN.md §9), shared by
- * rule.c (the rule language), engine.c (the layer, decisions, the API)
- * and log.c (the fault log and its replay).
+ * its files, one section each:
+ *   rule.c    the rule language (parse, names)
+ *   decide.c  the decisions: pure functions of a request and the rules
+ *   layer.c   the layer on a unit's stack: generations, acting on firings
+ *   engine.c  the engine of an instance and the public API
+ *   replay.c  loading a fault log for replay
+ *   log.c     the fault log's lines (write, parse)
  *
  * A parsed rule is a plain struct fault_rule; the engine owns the armed
  * ones.  Everything that a firing needs is computed when the engine
@@ -34,6 +39,9 @@ enum fault_trig {
 #define FAULT_MAXERRNO	8
 #define FAULT_MAXBITS	1024
 #define FAULT_STALEMAX	(1ull << 30)
+/* Bit positions of a corrupt firing kept in the firing itself; more
+ * (bits=N above this) are allocated. */
+#define FAULT_INLINE_BITS	8
 
 /* A stale rule's snapshot of one unit, shared by in-flight firings. */
 struct fault_snap {
@@ -83,7 +91,10 @@ struct fault_rule {
 
 /*
  * One firing, decided: the log record and everything the layer needs to
- * act.  fi_bitpos has fi_nbits entries (bit offsets into the request).
+ * act.  The fi_nbits bit positions (bit offsets into the request) are in
+ * fi_bitin while they fit and fi_bitpos is NULL, else in fi_bitpos
+ * (allocated, owned); rb_fire_bits() finds them.  A firing is copied by
+ * value, so it never points into itself.
  */
 struct fault_fire {
 	char		fi_rule[RUMPBLK_FAULT_IDMAX];
@@ -102,8 +113,15 @@ struct fault_fire {
 	uint64_t	fi_snap_len;
 	struct fault_snap *fi_snap;	/* stale: a reference */
 	unsigned	fi_nbits;
-	uint64_t	*fi_bitpos;	/* corrupt: owned */
+	uint64_t	*fi_bitpos;	/* corrupt: owned, or NULL */
+	uint64_t	fi_bitin[FAULT_INLINE_BITS];
 };
+
+static inline const uint64_t *
+rb_fire_bits(const struct fault_fire *fi)
+{
+	return fi->fi_bitpos != NULL ? fi->fi_bitpos : fi->fi_bitin;
+}
 
 /* rule.c */
 int	rb_fault_parse(const char *text, struct fault_rule *,
@@ -126,6 +144,127 @@ rb_fault_mix(uint64_t x)
 	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
 	return x ^ (x >> 31);
 }
+
+/* engine.c: the engine of an instance. */
+
+struct rd_shard {
+	pthread_mutex_t	rs_lock;
+} __attribute__((aligned(RB_CACHELINE)));
+
+/* A replayed firing, and the rule standing for its id. */
+struct replay_ent {
+	struct fault_fire re_fire;
+	struct fault_rule *re_rule;
+};
+
+/*
+ * Rules are read on every request and written rarely, so they sit behind
+ * a "big-reader" lock: one mutex per counter shard (RB_NSHARDS, each on
+ * its own cache line); a request locks the one of its thread, arming or
+ * disarming locks them all.
+ *
+ * Locks: A = fe_armlock, R = every fe_rd shard (writers hold A and all
+ * of R; readers hold one of R), L = fe_loglock, a = atomic, ( = set at
+ * creation.
+ * Lock order: rb_lock, fe_armlock, fe_rd[0..], fe_loglock.  No I/O is
+ * done with an R lock held.
+ */
+struct fault_engine {
+	struct rd_shard	fe_rd[RB_NSHARDS];
+	pthread_mutex_t	fe_armlock;
+	struct rumpblk	*fe_rb;			/* ( */
+	struct fault_rule *fe_rules;		/* A+R: arming order */
+	_Atomic unsigned fe_nrules;		/* A+R, a: read unlocked */
+	_Atomic unsigned fe_selops;		/* A+R, a: union of fr_ops */
+	_Atomic uint64_t fe_selend;		/* A+R, a: largest fr_end */
+	unsigned	fe_nextid;		/* A */
+	uint64_t	fe_seed;		/* A */
+	bool		fe_enabled;		/* rb_lock */
+	struct replay_ent *fe_replay;		/* A+R: sorted by key */
+	size_t		fe_nreplay;		/* A+R */
+	_Atomic bool	fe_replaying;		/* A+R, a */
+	_Atomic bool	fe_countall;		/* a: count every request */
+	pthread_mutex_t	fe_loglock;
+	FILE		*fe_log;		/* L */
+};
+
+static inline void
+rb_fault_rd_lock(struct fault_engine *fe, unsigned *idx)
+{
+	*idx = rb_shard_index();
+	rb_mutex_lock(&fe->fe_rd[*idx].rs_lock);
+}
+
+static inline void
+rb_fault_rd_unlock(struct fault_engine *fe, unsigned idx)
+{
+	rb_mutex_unlock(&fe->fe_rd[idx].rs_lock);
+}
+
+static inline void
+rb_fault_wr_lock(struct fault_engine *fe)
+{
+	rb_assert_held(&fe->fe_armlock);
+	for (unsigned i = 0; i < RB_NSHARDS; i++)
+		rb_mutex_lock(&fe->fe_rd[i].rs_lock);
+}
+
+static inline void
+rb_fault_wr_unlock(struct fault_engine *fe)
+{
+	for (unsigned i = RB_NSHARDS; i-- > 0;)
+		rb_mutex_unlock(&fe->fe_rd[i].rs_lock);
+}
+
+/* The engine of an instance, created on first use; NULL: ENOMEM. */
+struct fault_engine *rb_fault_engine_get(struct rumpblk *);
+/* Put the layer on every unit; with countall count every request. */
+int	rb_fault_engine_enable(struct rumpblk *, bool countall);
+/* With A and R held, after every change of fe_rules. */
+void	rb_fault_summary_locked(struct fault_engine *);
+void	rb_fault_snap_rele(struct fault_snap *);
+void	rb_fault_rule_free(struct fault_rule *);
+/*
+ * Snapshot [off, off+len) of unit u from below its fault layer, for a
+ * stale rule; 0, ENOENT (no such unit or layer), ENOMEM, a read error.
+ */
+int	rb_fault_snap_take(struct rumpblk *, int unit, uint64_t off,
+	    uint64_t len, struct fault_snap **);
+
+/* decide.c: the decisions. */
+
+#define MAXFIRE		4	/* firings acted on per request */
+
+struct decision {
+	struct fault_fire d_fire[MAXFIRE];
+	unsigned	d_n;
+	int		d_data;		/* index of the data firing, or -1 */
+	uint64_t	d_delay_ns;
+};
+
+/* Could some armed rule select a request of this op at this sector? */
+bool	rb_fault_rules_select_locked(struct fault_engine *,
+	    const struct rb_io *, unsigned opbit, uint64_t sector);
+/* Does the replayed log have a firing of this op at this sector? */
+bool	rb_fault_replay_selects_locked(struct fault_engine *,
+	    const struct rb_io *, uint64_t sector);
+/* Decide a request of generation gen, into d (R held). */
+void	rb_fault_decide_rules_locked(struct fault_engine *, struct rb_io *,
+	    unsigned opbit, uint64_t gen, struct decision *);
+void	rb_fault_decide_replay_locked(struct fault_engine *, struct rb_io *,
+	    uint64_t gen, struct decision *);
+/* The order of replayed firings: unit, op, offset, length, generation. */
+int	rb_fault_replay_cmp(const struct fault_fire *,
+	    const struct fault_fire *);
+/* Free what a decided firing owns. */
+void	rb_fault_fire_release(struct fault_fire *);
+
+/* layer.c: the layer. */
+
+/* The fault layer of a unit, wherever it sits, or NULL. */
+struct rb_stage *rb_fault_unit_layer(struct rb_unit *);
+/* Put a fault layer on a unit (rb_lock held); 0 or ENOMEM. */
+int	rb_fault_layer_push(struct fault_engine *, struct rb_unit *);
 
 /* log.c */
 void	rb_fault_log_write(FILE *, const struct fault_fire *);

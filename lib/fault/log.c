@@ -22,6 +22,7 @@
 void
 rb_fault_log_write(FILE *f, const struct fault_fire *fi)
 {
+	const uint64_t *bits = rb_fire_bits(fi);
 	unsigned i;
 
 	/* Ids are [A-Za-z0-9_.-]: no escaping needed. */
@@ -38,8 +39,7 @@ rb_fault_log_write(FILE *f, const struct fault_fire *fi)
 	case RUMPBLK_FAULT_CORRUPT:
 		fputs(",\"bits\":[", f);
 		for (i = 0; i < fi->fi_nbits; i++)
-			fprintf(f, "%s%" PRIu64, i ? "," : "",
-			    fi->fi_bitpos[i]);
+			fprintf(f, "%s%" PRIu64, i ? "," : "", bits[i]);
 		fputc(']', f);
 		break;
 	case RUMPBLK_FAULT_MISDIRECT:

@@ -90,8 +90,12 @@ rb_host_open(const char *path, int extra, int *fdp, int *modep)
 {
 	int fd, error;
 
-	if ((error = seam_open_error(extra)) != 0)
+	if ((error = seam_open_error(extra & ~RB_HOST_RDONLY)) != 0)
 		return error;
+	if (extra & RB_HOST_RDONLY) {
+		extra &= ~RB_HOST_RDONLY;
+		goto rdonly;
+	}
 	fd = open(path, O_RDWR | O_CLOEXEC | extra);
 	if (fd != -1) {
 		*fdp = fd;
@@ -105,6 +109,7 @@ rb_host_open(const char *path, int extra, int *fdp, int *modep)
 	if (errno != EACCES && errno != EROFS && errno != EPERM &&
 	    errno != ETXTBSY)
 		return errno;
+rdonly:
 	fd = open(path, O_RDONLY | O_CLOEXEC | extra);
 	if (fd == -1)
 		return errno;

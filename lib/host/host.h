@@ -40,8 +40,10 @@ int	rb_host_fileinfo(const char *path, struct rb_fileinfo *);
 
 /*
  * Open read-write, falling back to read-only; *modep gets RUMPBLK_FREAD
- * and maybe RUMPBLK_FWRITE.  extra is added to the open flags (O_DIRECT).
+ * and maybe RUMPBLK_FWRITE.  extra is added to the open flags (O_DIRECT);
+ * RB_HOST_RDONLY in extra opens read-only straight away.
  */
+#define RB_HOST_RDONLY	0x40000000	/* no open(2) flag has this bit */
 int	rb_host_open(const char *path, int extra, int *fdp, int *modep);
 int	rb_host_close(int fd);
 

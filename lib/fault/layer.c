@@ -1,0 +1,471 @@
+/*
+ * The fault layer: the stage (RB_RANK_FAULT, at the top of the stack)
+ * that takes every request of a unit to the rule engine once the
+ * instance has used it (a rule armed, a replay loaded,
+ * rumpblk_fault_enable), and acts on the firings decided (decide.c).
+ *
+ * Contents:
+ *   1. generations: the per-unit count behind every decision
+ *   2. acting on a firing: our request below, delays on the timer
+ *   3. the layer: submit, destroy, push, find
+ *
+ * The layer stays until the unit is detached.  An instance that never
+ * arms a rule never has it, and a unit with it pays, for a request that
+ * no armed rule could select, one indirect call and a few relaxed loads:
+ * before the read lock, a request checks a summary of the armed rules
+ * (the union of their ops, the end of the furthest range; fe_selops,
+ * fe_selend), so a read under write-only rules goes straight down
+ * (bench/inproc.sh's "rule that never fires" row).  Optional stage ops
+ * (prefetch) are not ours: they pass through us to the stage below.
+ *
+ * A firing needs a request of our own below (its completion is ours to
+ * act on): a frame of the layer's pool (lib/stack.c), with the timer
+ * entry for a delay embedded, so acting allocates nothing per request,
+ * but for the copy a corrupt write stores (the caller's data must not
+ * change) and bit lists longer than FAULT_INLINE_BITS.
+ *
+ * Generations: generation counts the earlier requests with the same op
+ * and first sector on the unit, in a per-unit map.  A lookup in that map
+ * is a cache miss on a big working set (about 15% of a 4 KiB page-cache
+ * read), so a request is counted only if some armed rule could select a
+ * request with its (unit, op, first sector) whatever the length
+ * (rb_fault_rules_select_locked), or, in a replay, if the log has a
+ * firing with that key.  The answer is the same for every request with
+ * the key, so with rules armed from the start the generation of every
+ * request that can fire is its count since registration, and a replay,
+ * which counts the keys of its log, sees the same numbers.  A rule armed
+ * later counts from its arming, unless rumpblk_fault_enable() was
+ * called: from then on every request is counted (the CLI does this with
+ * --control), which keeps the logs of rules armed later replayable.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "fault.h"
+
+/* 1. Generations. */
+
+/*
+ * Per unit, a map (op, first sector) -> requests seen, in GEN_STRIPES
+ * open-addressing tables each behind its own mutex, so that threads
+ * rarely meet.  Memory: 16 bytes per distinct (op, first sector) pair
+ * seen, at most GEN_MAX pairs per unit (256 MiB); past that, new pairs
+ * are not recorded and their requests all have generation 0.
+ */
+#define GEN_STRIPES	64
+#define GEN_MAX		(1u << 24)
+
+struct gen_ent {
+	uint64_t	ge_key;		/* 0: empty */
+	uint64_t	ge_count;
+};
+
+struct gen_stripe {
+	pthread_mutex_t	gs_lock;
+	struct gen_ent	*gs_tab;	/* gs_lock */
+	size_t		gs_cap;		/* gs_lock: a power of two */
+	size_t		gs_n;		/* gs_lock */
+} __attribute__((aligned(RB_CACHELINE)));
+
+struct fault_layer {
+	struct rb_stage	fl_stage;
+	struct fault_engine *fl_fe;	/* ( */
+	struct rb_frames fl_frames;	/* struct fault_req, one a firing */
+	struct gen_stripe fl_gen[GEN_STRIPES];
+};
+
+static bool
+gen_grow_locked(struct gen_stripe *gs)
+{
+	size_t ncap = gs->gs_cap ? gs->gs_cap * 2 : 64, i, j;
+	struct gen_ent *nt;
+	uint64_t h;
+
+	if ((nt = calloc(ncap, sizeof(*nt))) == NULL)
+		return false;
+	for (i = 0; i < gs->gs_cap; i++) {
+		if (gs->gs_tab[i].ge_key == 0)
+			continue;
+		h = rb_fault_mix(gs->gs_tab[i].ge_key);
+		for (j = (h >> 6) & (ncap - 1); nt[j].ge_key != 0;
+		    j = (j + 1) & (ncap - 1))
+			;
+		nt[j] = gs->gs_tab[i];
+	}
+	free(gs->gs_tab);
+	gs->gs_tab = nt;
+	gs->gs_cap = ncap;
+	return true;
+}
+
+/* The generation of this request; counts it. */
+static uint64_t
+gen_next(struct fault_layer *fl, unsigned opbit, uint64_t sector)
+{
+	uint64_t key = (sector << 5 | opbit), h = rb_fault_mix(key), g;
+	struct gen_stripe *gs = &fl->fl_gen[h % GEN_STRIPES];
+	size_t j;
+
+	rb_mutex_lock(&gs->gs_lock);
+	if (gs->gs_cap != 0) {
+		for (j = (h >> 6) & (gs->gs_cap - 1); gs->gs_tab[j].ge_key != 0;
+		    j = (j + 1) & (gs->gs_cap - 1))
+			if (gs->gs_tab[j].ge_key == key) {
+				g = gs->gs_tab[j].ge_count++;
+				rb_mutex_unlock(&gs->gs_lock);
+				return g;
+			}
+	}
+	if (gs->gs_n >= GEN_MAX / GEN_STRIPES ||
+	    ((gs->gs_n + 1) * 4 > gs->gs_cap * 3 && !gen_grow_locked(gs))) {
+		rb_mutex_unlock(&gs->gs_lock);
+		return 0;
+	}
+	for (j = (h >> 6) & (gs->gs_cap - 1); gs->gs_tab[j].ge_key != 0;
+	    j = (j + 1) & (gs->gs_cap - 1))
+		;
+	gs->gs_tab[j].ge_key = key;
+	gs->gs_tab[j].ge_count = 1;
+	gs->gs_n++;
+	rb_mutex_unlock(&gs->gs_lock);
+	return 0;
+}
+
+/* 2. Acting on a firing. */
+
+/*
+ * A request with a firing: our own request to the stage below, and what
+ * to do when it completes.  A frame of the layer's pool (no allocation
+ * per request once the pool has grown to the firings in flight).
+ */
+struct fault_req {
+	struct rb_io	fq_io;		/* to the stage below */
+	struct rb_io	*fq_orig;	/* the request we were given */
+	struct fault_layer *fq_fl;
+	struct fault_fire fq_fire;	/* the data firing, if fq_data */
+	bool		fq_data;
+	uint64_t	fq_delay_ns;
+	int		fq_error;
+	size_t		fq_moved;
+	void		*fq_copy;	/* corrupt write: the flipped data */
+	struct rb_timer	fq_tm;		/* delay */
+};
+
+static void
+req_free(struct fault_req *fq)
+{
+	rb_fault_fire_release(&fq->fq_fire);
+	free(fq->fq_copy);
+	rb_frame_put(&fq->fq_fl->fl_frames, fq);
+}
+
+static void
+flip_bits(void *data, size_t moved, const struct fault_fire *fi)
+{
+	const uint64_t *bits = rb_fire_bits(fi);
+	unsigned char *p = data;
+
+	for (unsigned i = 0; i < fi->fi_nbits; i++)
+		if (bits[i] / 8 < moved)
+			p[bits[i] / 8] ^= (unsigned char)(1u << (bits[i] % 8));
+}
+
+/* Complete the original request and free ours. */
+static void
+req_complete(struct fault_req *fq)
+{
+	struct rb_io *orig = fq->fq_orig;
+	int error = fq->fq_error;
+	size_t moved = fq->fq_moved;
+
+	/* Once the original completes, the unit may go away: free first. */
+	req_free(fq);
+	rb_io_complete(orig, error, moved);
+}
+
+static void
+delay_done(struct rb_timer *tm)
+{
+	req_complete((struct fault_req *)(void *)((char *)tm -
+	    offsetof(struct fault_req, fq_tm)));
+}
+
+static void
+req_finish(struct fault_req *fq, int error, size_t moved)
+{
+	fq->fq_error = error;
+	fq->fq_moved = moved;
+	if (fq->fq_delay_ns != 0)
+		rb_timer_add(fq->fq_fl->fl_stage.st_unit->u_rb, &fq->fq_tm,
+		    fq->fq_delay_ns, delay_done);
+	else
+		req_complete(fq);
+}
+
+/* The stage below completed our request. */
+static void
+lower_done(struct rb_io *io)
+{
+	struct fault_req *fq = (struct fault_req *)(void *)((char *)io -
+	    offsetof(struct fault_req, fq_io));
+	struct fault_fire *fi = &fq->fq_fire;
+	struct rb_io *orig = fq->fq_orig;
+	uint64_t a, b;
+	size_t moved = io->io_moved;
+	int error = io->io_error;
+
+	if (!fq->fq_data) {
+		req_finish(fq, error, moved);
+		return;
+	}
+	switch (fi->fi_class) {
+	case RUMPBLK_FAULT_CORRUPT:
+		if (orig->io_op == RUMPBLK_B_READ)
+			flip_bits(orig->io_data, moved, fi);
+		break;
+	case RUMPBLK_FAULT_STALE:
+		/* The snapshot's bytes over what the medium returned. */
+		a = orig->io_off > fi->fi_snap_off ? orig->io_off :
+		    fi->fi_snap_off;
+		b = orig->io_off + moved;
+		if (b > fi->fi_snap_off + fi->fi_snap_len)
+			b = fi->fi_snap_off + fi->fi_snap_len;
+		if (a < b)
+			memcpy((char *)orig->io_data + (a - orig->io_off),
+			    fi->fi_snap->sn_data + (a - fi->fi_snap_off),
+			    b - a);
+		break;
+	case RUMPBLK_FAULT_MISDIRECT:
+		if (error == 0)
+			moved = orig->io_len;
+		break;
+	case RUMPBLK_FAULT_TORN:
+		if (error == 0) {
+			error = fi->fi_errno;
+			moved = error != 0 ? fi->fi_torn : orig->io_len;
+		}
+		break;
+	}
+	req_finish(fq, error, moved);
+}
+
+static void
+req_submit_lower(struct fault_layer *fl, struct fault_req *fq)
+{
+	fq->fq_io.io_done = lower_done;
+	fq->fq_io.io_ctx = NULL;
+	fq->fq_io.io_next = NULL;
+	fq->fq_io.io_work = NULL;
+	fq->fq_io.io_error = 0;
+	fq->fq_io.io_moved = 0;
+	rb_stage_pass(&fl->fl_stage, &fq->fq_io);
+}
+
+static void
+log_fire(struct fault_engine *fe, const struct fault_fire *fi)
+{
+	rb_mutex_lock(&fe->fe_loglock);
+	if (fe->fe_log != NULL) {
+		rb_fault_log_write(fe->fe_log, fi);
+		fflush(fe->fe_log);
+	}
+	rb_mutex_unlock(&fe->fe_loglock);
+}
+
+static void
+act(struct fault_layer *fl, struct rb_io *io, struct decision *d)
+{
+	struct fault_req *fq;
+	struct fault_fire *fi;
+	unsigned i;
+
+	for (i = 0; i < d->d_n; i++)
+		log_fire(fl->fl_fe, &d->d_fire[i]);
+	if ((fq = rb_frame_get(&fl->fl_frames)) == NULL) {
+		for (i = 0; i < d->d_n; i++)
+			rb_fault_fire_release(&d->d_fire[i]);
+		rb_io_complete(io, ENOMEM, 0);
+		return;
+	}
+	fq->fq_orig = io;
+	fq->fq_fl = fl;
+	fq->fq_delay_ns = d->d_delay_ns;
+	fq->fq_io = *io;
+	for (i = 0; i < d->d_n; i++) {
+		if ((int)i == d->d_data) {
+			fq->fq_fire = d->d_fire[i];
+			fq->fq_data = true;
+		} else {
+			rb_fault_fire_release(&d->d_fire[i]);
+		}
+	}
+	if (!fq->fq_data) {
+		req_submit_lower(fl, fq);
+		return;
+	}
+	fi = &fq->fq_fire;
+	switch (fi->fi_class) {
+	case RUMPBLK_FAULT_ERROR:
+		req_finish(fq, fi->fi_errno, 0);
+		return;
+	case RUMPBLK_FAULT_LOST:
+		req_finish(fq, 0, io->io_len);
+		return;
+	case RUMPBLK_FAULT_CORRUPT:
+		/* The caller's data must not change: a corrupt write stores
+		 * a flipped copy, the one allocation a firing makes. */
+		if (io->io_op == RUMPBLK_B_WRITE) {
+			if ((fq->fq_copy = malloc(io->io_len)) == NULL) {
+				req_finish(fq, ENOMEM, 0);
+				return;
+			}
+			memcpy(fq->fq_copy, io->io_data, io->io_len);
+			flip_bits(fq->fq_copy, io->io_len, fi);
+			fq->fq_io.io_data = fq->fq_copy;
+		}
+		break;
+	case RUMPBLK_FAULT_MISDIRECT:
+		if (fi->fi_target < 0) {
+			req_finish(fq, 0, io->io_len);
+			return;
+		}
+		fq->fq_io.io_off = (uint64_t)fi->fi_target;
+		break;
+	case RUMPBLK_FAULT_TORN:
+		if (fi->fi_torn == 0) {
+			req_finish(fq, fi->fi_errno,
+			    fi->fi_errno != 0 ? 0 : io->io_len);
+			return;
+		}
+		fq->fq_io.io_len = fi->fi_torn;
+		break;
+	}
+	req_submit_lower(fl, fq);
+}
+
+/* 3. The layer. */
+
+static const struct rb_ops fault_ops;
+
+static void
+fault_submit(struct rb_stage *st, struct rb_io *io)
+{
+	struct fault_layer *fl = (struct fault_layer *)st;
+	struct fault_engine *fe = fl->fl_fe;
+	struct rb_counters *cn = io->io_unit->u_counters;
+	struct decision d;
+	unsigned opbit, idx, i;
+	uint64_t gen, sector;
+	bool countall, replaying;
+
+	opbit = rb_fault_opbit(io->io_op);
+	/* Extent queries and the library's own requests: never faulted. */
+	if (opbit == 0 || RB_UNLIKELY((io->io_flags & RB_IO_NOFAULT) != 0)) {
+		rb_stage_pass(st, io);
+		return;
+	}
+	sector = io->io_off >> io->io_unit->u_sectshift;
+	countall = atomic_load_explicit(&fe->fe_countall,
+	    memory_order_relaxed);
+	replaying = atomic_load_explicit(&fe->fe_replaying,
+	    memory_order_relaxed);
+	if (atomic_load_explicit(&fe->fe_nrules, memory_order_relaxed) == 0 &&
+	    !replaying) {
+		if (countall)
+			gen_next(fl, opbit, sector);
+		rb_stage_pass(st, io);
+		return;
+	}
+	/*
+	 * A request that no armed rule could select (another op, or past
+	 * every rule's range) is neither counted nor decided: skip the read
+	 * lock.  The summary is conservative (rules_select_locked would say
+	 * no to it too), so decisions and generations are those of the
+	 * locked path; a rule armed while this runs is as if armed just
+	 * after.
+	 */
+	if (!countall && !replaying && ((atomic_load_explicit(&fe->fe_selops,
+	    memory_order_relaxed) & opbit) == 0 || (opbit != FOP_FLUSH &&
+	    (sector << io->io_unit->u_sectshift) >= atomic_load_explicit(
+	    &fe->fe_selend, memory_order_relaxed)))) {
+		rb_stage_pass(st, io);
+		return;
+	}
+	d.d_n = 0;
+	d.d_data = -1;
+	d.d_delay_ns = 0;
+	rb_fault_rd_lock(fe, &idx);
+	replaying = atomic_load_explicit(&fe->fe_replaying,
+	    memory_order_relaxed);
+	/*
+	 * Count (and decide) only requests that some rule could select,
+	 * unless told to count everything (rumpblk_fault_enable): see
+	 * "Generations" above.
+	 */
+	if (countall || (replaying ? rb_fault_replay_selects_locked(fe, io,
+	    sector) : rb_fault_rules_select_locked(fe, io, opbit, sector))) {
+		gen = gen_next(fl, opbit, sector);
+		if (replaying)
+			rb_fault_decide_replay_locked(fe, io, gen, &d);
+		else
+			rb_fault_decide_rules_locked(fe, io, opbit, gen, &d);
+	}
+	/*
+	 * Count the firings before leaving the read side, so that once
+	 * rumpblk_fault_del or _clear returns (they take every read lock)
+	 * the class counters of the rules it removed are final.
+	 */
+	for (i = 0; i < d.d_n; i++) {
+		rb_stat_add(cn, RB_STAT(faults_injected), 1);
+		rb_stat_add(cn, RB_STAT(faults_class[0]) +
+		    (size_t)d.d_fire[i].fi_class, 1);
+	}
+	rb_fault_rd_unlock(fe, idx);
+	if (RB_LIKELY(d.d_n == 0)) {
+		rb_stage_pass(st, io);
+		return;
+	}
+	act(fl, io, &d);
+}
+
+static void
+fault_destroy(struct rb_stage *st)
+{
+	struct fault_layer *fl = (struct fault_layer *)st;
+
+	for (unsigned i = 0; i < GEN_STRIPES; i++) {
+		free(fl->fl_gen[i].gs_tab);
+		pthread_mutex_destroy(&fl->fl_gen[i].gs_lock);
+	}
+	rb_frames_fini(&fl->fl_frames);
+	free(fl);
+}
+
+static const struct rb_ops fault_ops = {
+	.name = "fault",
+	.submit = fault_submit,
+	.destroy = fault_destroy,
+};
+
+struct rb_stage *
+rb_fault_unit_layer(struct rb_unit *u)
+{
+	return rb_stack_find(u, &fault_ops);
+}
+
+int
+rb_fault_layer_push(struct fault_engine *fe, struct rb_unit *u)
+{
+	struct fault_layer *fl;
+
+	if ((fl = aligned_alloc(RB_CACHELINE, sizeof(*fl))) == NULL)
+		return ENOMEM;
+	memset(fl, 0, sizeof(*fl));
+	for (unsigned i = 0; i < GEN_STRIPES; i++)
+		pthread_mutex_init(&fl->fl_gen[i].gs_lock, NULL);
+	rb_frames_init(&fl->fl_frames, sizeof(struct fault_req));
+	rb_stage_init(&fl->fl_stage, &fault_ops, u, RB_RANK_FAULT);
+	fl->fl_fe = fe;
+	rb_stack_push(u, &fl->fl_stage);
+	return 0;
+}
