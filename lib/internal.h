@@ -152,13 +152,14 @@ struct rb_ops {
 	 */
 	void	(*destroy)(struct rb_stage *);
 	/*
-	 * Optional: a request at byte off of the unit is about to be
-	 * submitted; start bringing its first bytes in (the request has not
-	 * been checked yet: off may be anywhere).  Never blocks, never
-	 * fails.  Strategy calls the highest stage that has it: it passes
-	 * through every layer that does not.
+	 * Optional: a request of op (READ or WRITE) at byte off of the unit
+	 * is about to be submitted; start bringing in what it will touch
+	 * (the request has not been checked yet: off may be anywhere).
+	 * Never blocks, never fails.  Strategy calls the highest stage that
+	 * has it: it passes through every layer that does not, and a stage
+	 * that has it passes it on with rb_stage_prefetch_below.
 	 */
-	void	(*prefetch)(struct rb_stage *, uint64_t off);
+	void	(*prefetch)(struct rb_stage *, int op, uint64_t off);
 	/*
 	 * Optional: the unit is being reset (rumpblk_unit_reset, a power
 	 * cut): drop volatile state.  Called top to bottom, with
@@ -173,7 +174,20 @@ struct rb_stage {
 	_Atomic(struct rb_stage *) st_lower;	/* stacklock, a; NULL: backend */
 	struct rb_unit	*st_unit;		/* ( */
 	int		st_rank;		/* ( enum rb_rank */
+	/* the next stage below with a prefetch op, or NULL */
+	_Atomic(struct rb_stage *) st_pfnext;	/* stacklock, a */
 };
+
+/* Hand a prefetch on to the next stage below that has the op. */
+static inline void
+rb_stage_prefetch_below(struct rb_stage *st, int op, uint64_t off)
+{
+	struct rb_stage *pf = atomic_load_explicit(&st->st_pfnext,
+	    memory_order_acquire);
+
+	if (pf != NULL)
+		pf->st_ops->prefetch(pf, op, off);
+}
 
 /* The stage below st, as a request passing through st sees it. */
 static inline struct rb_stage *

@@ -33,21 +33,32 @@ rb_stage_init(struct rb_stage *st, const struct rb_ops *ops,
 {
 	st->st_ops = ops;
 	atomic_init(&st->st_lower, NULL);
+	atomic_init(&st->st_pfnext, NULL);
 	st->st_unit = u;
 	st->st_rank = rank;
 }
 
-/* Point u_prefetch at the highest stage that prefetches. */
+/*
+ * Point u_prefetch at the highest stage that prefetches, and every
+ * stage's st_pfnext at the next one below it that does.
+ */
 static void
 prefetch_update_locked(struct rb_unit *u)
 {
-	struct rb_stage *st;
+	struct rb_stage *st, *next = NULL, *chain[64];
+	int n = 0;
 
 	rb_assert_held(&u->u_rb->rb_stacklock);
-	for (st = atomic_load(&u->u_top); st != NULL; st = rb_stage_lower(st))
-		if (st->st_ops->prefetch != NULL)
-			break;
-	atomic_store_explicit(&u->u_prefetch, st, memory_order_release);
+	for (st = atomic_load(&u->u_top); st != NULL && n < 64;
+	    st = rb_stage_lower(st))
+		chain[n++] = st;
+	while (n-- > 0) {
+		atomic_store_explicit(&chain[n]->st_pfnext, next,
+		    memory_order_release);
+		if (chain[n]->st_ops->prefetch != NULL)
+			next = chain[n];
+	}
+	atomic_store_explicit(&u->u_prefetch, next, memory_order_release);
 }
 
 void

@@ -221,7 +221,7 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	 * does not (stack.c). */
 	pf = atomic_load_explicit(&u->u_prefetch, memory_order_acquire);
 	if (pf != NULL && rw)
-		pf->st_ops->prefetch(pf, (uint64_t)bp->b_blkno <<
+		pf->st_ops->prefetch(pf, op, (uint64_t)bp->b_blkno <<
 		    RUMPBLK_DEV_BSHIFT);
 	cn = u->u_counters;
 	rb_stat_add(cn, RB_STAT(io_total), 1);

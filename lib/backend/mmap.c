@@ -641,7 +641,7 @@ mmap_submit(struct rb_stage *st, struct rb_io *io)
  * reference); off is unchecked, so the window number is bounded first.
  */
 static void
-mmap_prefetch(struct rb_stage *st, uint64_t off)
+mmap_prefetch(struct rb_stage *st, int op, uint64_t off)
 {
 	struct mmapb *m = (struct mmapb *)st;
 	uint64_t hoff = m->mm_hoff + off, idx;

@@ -259,13 +259,9 @@ rb_fault_decide_rules_locked(struct fault_engine *fe, struct rb_io *io,
 	struct rb_unit *u = io->io_unit;
 	struct fault_fire fi;
 	struct fault_rule *r;
-	uint64_t kh, h, m, k;
-	bool fire;
+	uint64_t kh = 0, h, m, k;
+	bool fire, have_kh = false;
 
-	/* The request's part of every key, once. */
-	kh = rb_fault_mix((uint64_t)u->u_index ^
-	    rb_fault_mix(opbit ^ rb_fault_mix((io->io_off >> u->u_sectshift) ^
-	    rb_fault_mix(io->io_len ^ rb_fault_mix(gen)))));
 	for (r = fe->fe_rules; r != NULL; r = r->fr_next) {
 		if (!rule_matches(r, io, opbit))
 			continue;
@@ -276,21 +272,38 @@ rb_fault_decide_rules_locked(struct fault_engine *fe, struct rb_io *io,
 		if (m <= r->fr_after)
 			continue;
 		k = m - r->fr_after;
-		h = rb_fault_mix(kh ^ rb_fault_mix(r->fr_seed ^ r->fr_idhash));
 		switch (r->fr_trig) {
-		case FT_P:
-			fire = r->fr_always || h < r->fr_thresh;
-			break;
 		case FT_NTH:
 			fire = k == r->fr_n;
 			break;
 		case FT_EVERY:
 			fire = k % r->fr_n == 0;
 			break;
-		default:
+		case FT_ALL:
 			fire = true;
 			break;
+		default:
+			fire = false;	/* FT_P: decided by the hash below */
+			break;
 		}
+		if (!fire && r->fr_trig != FT_P)
+			continue;
+		/*
+		 * The request's part of every key, once, and only where a
+		 * hash is needed: to decide a p= rule, or for the details of
+		 * a firing.  A rule that counts matches (nth, every) pays
+		 * nothing for it on the requests it lets pass.
+		 */
+		if (!have_kh) {
+			kh = rb_fault_mix((uint64_t)u->u_index ^
+			    rb_fault_mix(opbit ^ rb_fault_mix((io->io_off >>
+			    u->u_sectshift) ^ rb_fault_mix(io->io_len ^
+			    rb_fault_mix(gen)))));
+			have_kh = true;
+		}
+		h = rb_fault_mix(kh ^ rb_fault_mix(r->fr_seed ^ r->fr_idhash));
+		if (r->fr_trig == FT_P)
+			fire = r->fr_always || h < r->fr_thresh;
 		if (!fire || !take_firing(r))
 			continue;
 		if (fire_fill(&fi, r, io, gen, h) != 0)

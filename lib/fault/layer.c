@@ -15,8 +15,9 @@
  * before the read lock, a request checks a summary of the armed rules
  * (the union of their ops, the end of the furthest range; fe_selops,
  * fe_selend), so a read under write-only rules goes straight down
- * (bench/inproc.sh's "rule that never fires" row).  Optional stage ops
- * (prefetch) are not ours: they pass through us to the stage below.
+ * (bench/inproc.sh's "rule that never fires" row).  Our prefetch op
+ * starts the cache miss of a selected request's generation slot, then
+ * hands the prefetch on to the stage below (the mmap backend's).
  *
  * A firing needs a request of our own below (its completion is ours to
  * act on): a frame of the layer's pool (lib/stack.c), with the timer
@@ -65,6 +66,9 @@ struct gen_stripe {
 	struct gen_ent	*gs_tab;	/* gs_lock */
 	size_t		gs_cap;		/* gs_lock: a power of two */
 	size_t		gs_n;		/* gs_lock */
+	/* gs_tab, gs_cap as fault_prefetch reads them, without the lock */
+	_Atomic(struct gen_ent *) gs_ptab;	/* gs_lock, a */
+	_Atomic size_t	gs_pcap;		/* gs_lock, a */
 } __attribute__((aligned(RB_CACHELINE)));
 
 struct fault_layer {
@@ -95,15 +99,47 @@ gen_grow_locked(struct gen_stripe *gs)
 	free(gs->gs_tab);
 	gs->gs_tab = nt;
 	gs->gs_cap = ncap;
+	atomic_store_explicit(&gs->gs_ptab, nt, memory_order_relaxed);
+	atomic_store_explicit(&gs->gs_pcap, ncap, memory_order_relaxed);
 	return true;
+}
+
+/* A request's place in the map: its key, and the hash that finds it. */
+static inline struct gen_stripe *
+gen_stripe(struct fault_layer *fl, unsigned opbit, uint64_t sector,
+    uint64_t *keyp, uint64_t *hp)
+{
+	*keyp = sector << 5 | opbit;
+	*hp = rb_fault_mix(*keyp);
+	return &fl->fl_gen[*hp % GEN_STRIPES];
+}
+
+/*
+ * Start the cache miss of a request's map slot early (from the layer's
+ * prefetch op, while strategy does its book-keeping): on a big working
+ * set it is most of what counting a generation costs.  Reads the table
+ * without the lock: a stale table or size only makes the prefetch miss,
+ * and a prefetch never faults.
+ */
+static inline void
+gen_prefetch(struct fault_layer *fl, unsigned opbit, uint64_t sector)
+{
+	uint64_t key, h;
+	struct gen_stripe *gs = gen_stripe(fl, opbit, sector, &key, &h);
+	struct gen_ent *tab = atomic_load_explicit(&gs->gs_ptab,
+	    memory_order_relaxed);
+	size_t cap = atomic_load_explicit(&gs->gs_pcap, memory_order_relaxed);
+
+	if (tab != NULL)
+		__builtin_prefetch(&tab[(h >> 6) & (cap - 1)], 1);
 }
 
 /* The generation of this request; counts it. */
 static uint64_t
 gen_next(struct fault_layer *fl, unsigned opbit, uint64_t sector)
 {
-	uint64_t key = (sector << 5 | opbit), h = rb_fault_mix(key), g;
-	struct gen_stripe *gs = &fl->fl_gen[h % GEN_STRIPES];
+	uint64_t key, h, g;
+	struct gen_stripe *gs = gen_stripe(fl, opbit, sector, &key, &h);
 	size_t j;
 
 	rb_mutex_lock(&gs->gs_lock);
@@ -428,6 +464,24 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 	act(fl, io, &d);
 }
 
+/*
+ * Our prefetch: the map slot of a request that an armed rule could
+ * select (the lock-free summary says which), then the stage below's.
+ */
+static void
+fault_prefetch(struct rb_stage *st, int op, uint64_t off)
+{
+	struct fault_layer *fl = (struct fault_layer *)st;
+	struct fault_engine *fe = fl->fl_fe;
+	unsigned opbit = rb_fault_opbit(op);
+
+	if ((atomic_load_explicit(&fe->fe_selops, memory_order_relaxed) &
+	    opbit) != 0 || atomic_load_explicit(&fe->fe_countall,
+	    memory_order_relaxed))
+		gen_prefetch(fl, opbit, off >> st->st_unit->u_sectshift);
+	rb_stage_prefetch_below(st, op, off);
+}
+
 static void
 fault_destroy(struct rb_stage *st)
 {
@@ -445,6 +499,7 @@ static const struct rb_ops fault_ops = {
 	.name = "fault",
 	.submit = fault_submit,
 	.destroy = fault_destroy,
+	.prefetch = fault_prefetch,
 };
 
 struct rb_stage *

@@ -94,8 +94,9 @@ t_submit(struct rb_stage *st, struct rb_io *io)
 }
 
 static void
-t_prefetch(struct rb_stage *st, uint64_t off)
+t_prefetch(struct rb_stage *st, int op, uint64_t off)
 {
+	(void)op;
 	(void)off;
 	atomic_fetch_add(&((struct tlayer *)st)->tl_prefetch, 1);
 }
@@ -262,12 +263,16 @@ answer_and_own(void **state)
 	tl_eq(rumpblk_destroy(rb), 0);
 }
 
-/* prefetch passes through a layer that has none. */
+/*
+ * prefetch passes through a layer that has none, and a layer that has
+ * one (the fault layer) hands it on to the next one below.
+ */
 static void
 prefetch_passes(void **state)
 {
 	struct rumpblk *rb = tl_create(NULL);
 	struct rb_unit *u;
+	struct rb_stage *fault, *below;
 	struct tlayer *pf, *plain;
 	char buf[512], id[32];
 	int unit = tl_register(rb, image, 0, RUMPBLK_SIZENOTSET);
@@ -280,14 +285,19 @@ prefetch_passes(void **state)
 	rb_stack_push(u, &plain->tl_stage);
 	tl_eq(rumpblk_fault_add(rb, "error,op=read,nth=2000000000", id,
 	    sizeof(id), NULL, 0), 0);
-	tl_true(atomic_load(&u->u_prefetch) == &pf->tl_stage);
+	fault = rb_fault_unit_layer(u);
+	tl_true(fault != NULL);
+	/* The highest stage with the op: the fault layer, under plain. */
+	tl_true(atomic_load(&u->u_prefetch) == fault);
+	tl_true(atomic_load(&fault->st_pfnext) == &pf->tl_stage);
 	tl_eq(tl_io(rb, unit, RUMPBLK_B_READ, 3, buf, 512, NULL), 0);
 	tl_eq(tl_io(rb, unit, RUMPBLK_B_READ, 4, buf, 512, NULL), 0);
 	tl_eq(atomic_load(&pf->tl_prefetch), 2);
 	tl_eq(rb_stack_remove(u, &pf->tl_stage), 0);
-	/* The backend's own (mmap has one) or none. */
-	tl_true(atomic_load(&u->u_prefetch) == NULL ||
-	    atomic_load(&u->u_prefetch) == u->u_backend);
+	/* Then on to the backend's own (mmap has one), or nowhere. */
+	below = atomic_load(&fault->st_pfnext);
+	tl_true(below == NULL || below == u->u_backend);
+	tl_true((below != NULL) == (u->u_backend->st_ops->prefetch != NULL));
 	tl_eq(rumpblk_destroy(rb), 0);
 }
 
