@@ -486,7 +486,7 @@ struct rb_unit {
 
 /*
  * Locks: i = rb_lock, a = atomic, ( = set at create, then read-only.
- * Lock order: rb_lock, rb_stacklock, rb_pool.pl_lock.
+ * Lock order: rb_lock, rb_stacklock, rb_gracelock, rb_pool.pl_lock.
  */
 struct rb_pool;
 struct rb_host_seam;
@@ -494,6 +494,7 @@ struct rb_timers;
 struct rumpblk {
 	pthread_mutex_t	rb_lock;		/* the unit table */
 	pthread_mutex_t	rb_stacklock;		/* stack changes, every unit */
+	pthread_mutex_t	rb_gracelock;		/* one grace period at a time */
 	struct rumpblk_config rb_cfg;		/* ( */
 	unsigned	rb_lat_sample;		/* ( */
 	_Atomic uint32_t rb_randstate;		/* a: seed-mode LCG */
@@ -520,10 +521,30 @@ void	rb_unit_rele(struct rb_unit *, unsigned ep);
 void	rb_unit_ref(struct rb_unit *, unsigned ep);
 /*
  * A grace period: wait until every request that held a reference on the
- * unit when this was called has released it (stack.c, rb_stack_remove).
- * The caller holds no reference.
+ * unit when this was called has released it (stack.c, rb_stack_remove;
+ * disarming a fault rule).  The caller holds no reference and is not in
+ * a completion.  Grace periods of an instance run one at a time.
  */
 void	rb_unit_quiesce(struct rb_unit *);
+/* Has this slot ever held a unit (its references exist)?  Lock-free. */
+static inline bool
+rb_unit_ever_live(struct rb_unit *u)
+{
+	return __atomic_load_n(&u->u_refs, __ATOMIC_ACQUIRE) != NULL;
+}
+
+/*
+ * Is this thread inside a buffer's completion (b_iodone), holding the
+ * unit reference of that request?  A grace period cannot be waited for
+ * there.  (strategy.c)
+ */
+extern _Thread_local unsigned rb_completing
+    __attribute__((tls_model("initial-exec")));
+static inline bool
+rb_in_completion(void)
+{
+	return rb_completing != 0;
+}
 
 /* Drain a live unit, make it durable, tear it down (destroy only: the
  * drain waits with no lock held that a completion could need). */

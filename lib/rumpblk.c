@@ -232,6 +232,7 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 		goto free_rb;
 	}
 	pthread_mutex_init(&rb->rb_stacklock, NULL);
+	pthread_mutex_init(&rb->rb_gracelock, NULL);
 	rb->rb_cfg = cfg;
 	rb->rb_lat_sample = cfg.lat_sample ? cfg.lat_sample : 64;
 	atomic_init(&rb->rb_randstate, cfg.fail_seed);
@@ -267,6 +268,7 @@ free_counters:
 free_units:
 	free(rb->rb_units);
 destroy_lock:
+	pthread_mutex_destroy(&rb->rb_gracelock);
 	pthread_mutex_destroy(&rb->rb_stacklock);
 	pthread_rwlock_destroy(&rb->rb_evlock);
 	pthread_mutex_destroy(&rb->rb_lock);
@@ -308,6 +310,7 @@ rumpblk_destroy(struct rumpblk *rb)
 	free(rb->rb_counters);
 	free(rb->rb_units);
 	rb_event_fini(rb);
+	pthread_mutex_destroy(&rb->rb_gracelock);
 	pthread_mutex_destroy(&rb->rb_stacklock);
 	pthread_mutex_destroy(&rb->rb_lock);
 	free(rb);

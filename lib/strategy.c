@@ -71,6 +71,9 @@ static _Thread_local unsigned sample_left
 static _Thread_local struct rumpblk_buf *submitting
     __attribute__((tls_model("initial-exec")));
 
+_Thread_local unsigned rb_completing
+    __attribute__((tls_model("initial-exec")));
+
 /* 2. biodone. */
 
 static void
@@ -82,7 +85,9 @@ buf_finish(struct rumpblk_buf *bp, int error, size_t moved)
 	bp->b_resid = bp->b_bcount - moved;
 	if (bp->b_iodone != NULL) {
 		/* The buffer belongs to the caller from here on. */
+		rb_completing++;
 		bp->b_iodone(bp);
+		rb_completing--;
 		return;
 	}
 	if (submitting == bp) {

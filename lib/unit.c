@@ -167,6 +167,8 @@ rb_unit_quiesce(struct rb_unit *u)
 	struct timespec ts = { 0, 20000 };
 	unsigned old;
 
+	/* Two at once would flip each other's epochs back: one at a time. */
+	rb_mutex_lock(&u->u_rb->rb_gracelock);
 	for (int pass = 0; pass < 2; pass++) {
 		old = atomic_fetch_add(&u->u_epoch, 1) & 1;
 		atomic_thread_fence(memory_order_seq_cst);
@@ -179,6 +181,7 @@ rb_unit_quiesce(struct rb_unit *u)
 				ts.tv_nsec *= 2;
 		}
 	}
+	rb_mutex_unlock(&u->u_rb->rb_gracelock);
 }
 
 /*
@@ -272,11 +275,14 @@ slot_prepare(struct rb_unit *u)
 		memset(u->u_counters, 0, sizeof(*u->u_counters));
 	}
 	if (u->u_refs == NULL) {
-		u->u_refs = aligned_alloc(RB_CACHELINE,
-		    2 * RB_NSHARDS * sizeof(*u->u_refs));
-		if (u->u_refs == NULL)
+		struct rb_ref *r = aligned_alloc(RB_CACHELINE,
+		    2 * RB_NSHARDS * sizeof(*r));
+
+		if (r == NULL)
 			return ENOMEM;
-		memset(u->u_refs, 0, 2 * RB_NSHARDS * sizeof(*u->u_refs));
+		memset(r, 0, 2 * RB_NSHARDS * sizeof(*r));
+		/* Release: rb_unit_ever_live reads it without rb_lock. */
+		__atomic_store_n(&u->u_refs, r, __ATOMIC_RELEASE);
 	}
 	return 0;
 }

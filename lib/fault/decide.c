@@ -9,7 +9,8 @@
  *   4. deciding it against a replayed log
  *
  * Everything here is a function of the request, the rules and the
- * generation, called with the engine's read lock held; nothing does I/O,
+ * generation, called without a lock (the request's unit reference keeps
+ * the rules it reads, fault.h); nothing does I/O,
  * sleeps or keeps state but the rules' match and firing counters.  That
  * is what makes the decisions deterministic: probabilistic ones, and the
  * details of a firing, are a pure function of (seed, rule id, unit, op,
@@ -24,6 +25,17 @@
 #include <string.h>
 
 #include "fault.h"
+
+void
+rb_fault_replay_free(struct replay_set *rs)
+{
+	if (rs == NULL)
+		return;
+	for (size_t i = 0; i < rs->rs_n; i++)
+		rb_fault_fire_release(&rs->rs_ents[i].re_fire);
+	free(rs->rs_ents);
+	free(rs);
+}
 
 void
 rb_fault_fire_release(struct fault_fire *fi)
@@ -209,7 +221,9 @@ bool
 rb_fault_rules_select_locked(struct fault_engine *fe, const struct rb_io *io,
     unsigned opbit, uint64_t sector)
 {
-	for (struct fault_rule *r = fe->fe_rules; r != NULL; r = r->fr_next)
+	for (struct fault_rule *r = atomic_load_explicit(&fe->fe_rules,
+	    memory_order_acquire); r != NULL; r = atomic_load_explicit(
+	    &r->fr_next, memory_order_acquire))
 		if (rule_selects(r, io->io_unit, opbit, sector))
 			return true;
 	return false;
@@ -262,7 +276,9 @@ rb_fault_decide_rules_locked(struct fault_engine *fe, struct rb_io *io,
 	uint64_t kh = 0, h, m, k;
 	bool fire, have_kh = false;
 
-	for (r = fe->fe_rules; r != NULL; r = r->fr_next) {
+	for (r = atomic_load_explicit(&fe->fe_rules, memory_order_acquire);
+	    r != NULL; r = atomic_load_explicit(&r->fr_next,
+	    memory_order_acquire)) {
 		if (!rule_matches(r, io, opbit))
 			continue;
 		m = atomic_fetch_add_explicit(&r->fr_matches, 1,
@@ -325,12 +341,12 @@ rb_fault_replay_cmp(const struct fault_fire *a, const struct fault_fire *b)
 
 /* Does the log have a firing of this op starting in this sector? */
 bool
-rb_fault_replay_selects_locked(struct fault_engine *fe, const struct rb_io *io,
+rb_fault_replay_selects(const struct replay_set *rs, const struct rb_io *io,
     uint64_t sector)
 {
 	struct fault_fire key;
 	struct replay_ent *e;
-	size_t lo = 0, hi = fe->fe_nreplay, mid;
+	size_t lo = 0, hi = rs->rs_n, mid;
 	unsigned sh = io->io_unit->u_sectshift;
 
 	memset(&key, 0, sizeof(key));
@@ -339,26 +355,26 @@ rb_fault_replay_selects_locked(struct fault_engine *fe, const struct rb_io *io,
 	key.fi_off = sector << sh;
 	while (lo < hi) {
 		mid = lo + (hi - lo) / 2;
-		if (rb_fault_replay_cmp(&fe->fe_replay[mid].re_fire, &key) < 0)
+		if (rb_fault_replay_cmp(&rs->rs_ents[mid].re_fire, &key) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	if (lo == fe->fe_nreplay)
+	if (lo == rs->rs_n)
 		return false;
-	e = &fe->fe_replay[lo];
+	e = &rs->rs_ents[lo];
 	return e->re_fire.fi_unit == key.fi_unit &&
 	    e->re_fire.fi_op == key.fi_op && e->re_fire.fi_off >> sh == sector;
 }
 
 void
-rb_fault_decide_replay_locked(struct fault_engine *fe, struct rb_io *io,
+rb_fault_decide_replay(const struct replay_set *rs, struct rb_io *io,
     uint64_t gen, struct decision *d)
 {
 	struct fault_fire key, fi;
 	struct replay_ent *e;
 	struct fault_rule *r;
-	size_t lo = 0, hi = fe->fe_nreplay, mid;
+	size_t lo = 0, hi = rs->rs_n, mid;
 
 	key.fi_unit = io->io_unit->u_index;
 	key.fi_op = io->io_op;
@@ -367,13 +383,13 @@ rb_fault_decide_replay_locked(struct fault_engine *fe, struct rb_io *io,
 	key.fi_gen = gen;
 	while (lo < hi) {
 		mid = lo + (hi - lo) / 2;
-		if (rb_fault_replay_cmp(&fe->fe_replay[mid].re_fire, &key) < 0)
+		if (rb_fault_replay_cmp(&rs->rs_ents[mid].re_fire, &key) < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	for (; lo < fe->fe_nreplay; lo++) {
-		e = &fe->fe_replay[lo];
+	for (; lo < rs->rs_n; lo++) {
+		e = &rs->rs_ents[lo];
 		if (rb_fault_replay_cmp(&e->re_fire, &key) != 0)
 			break;
 		r = e->re_rule;

@@ -14,10 +14,11 @@
  * The engine exists once the instance has used it (a rule armed, a
  * replay loaded, rumpblk_fault_enable); from then on every unit, and
  * every unit registered later, has the fault layer on its stack
- * (wherever the stack's order puts it, RB_RANK_FAULT).  Arming and
- * disarming take every shard of the big-reader lock (fault.h), so a rule
- * is never freed while a request looks at it, and once del or clear
- * returns the counters of the rules it removed are final.
+ * (wherever the stack's order puts it, RB_RANK_FAULT).  Requests read the
+ * rules with no lock; disarming waits a grace period on every unit
+ * before it frees (fault.h), so a rule is never freed while a request
+ * looks at it, and once del or clear returns the counters of the rules
+ * it removed are final.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -58,8 +59,6 @@ engine_get_locked(struct rumpblk *rb)
 		return rb->rb_fault;
 	if ((fe = calloc(1, sizeof(*fe))) == NULL)
 		return NULL;
-	for (unsigned i = 0; i < RB_NSHARDS; i++)
-		pthread_mutex_init(&fe->fe_rd[i].rs_lock, NULL);
 	pthread_mutex_init(&fe->fe_armlock, NULL);
 	pthread_mutex_init(&fe->fe_loglock, NULL);
 	fe->fe_rb = rb;
@@ -100,24 +99,48 @@ rb_fault_unit_attach(struct rb_unit *u)
 	return rb_fault_layer_push(fe, u);
 }
 
+static void
+rules_free(struct fault_rule *r)
+{
+	struct fault_rule *next;
+
+	for (; r != NULL; r = next) {
+		next = atomic_load_explicit(&r->fr_next, memory_order_relaxed);
+		rb_fault_rule_free(r);
+	}
+}
+
+bool
+rb_fault_grace(struct fault_engine *fe)
+{
+	struct rumpblk *rb = fe->fe_rb;
+
+	if (rb_in_completion())
+		return false;
+	/* Every slot that ever had a unit; a unit registered after the
+	 * change only ever saw the new rules. */
+	for (unsigned i = 0; i < rb->rb_cfg.max_units; i++)
+		if (rb_unit_ever_live(&rb->rb_units[i]))
+			rb_unit_quiesce(&rb->rb_units[i]);
+	return true;
+}
+
 /* Free the engine; every unit is detached (rumpblk_destroy). */
 void
 rb_fault_destroy(struct rumpblk *rb)
 {
 	struct fault_engine *fe = rb->rb_fault;
-	struct fault_rule *r;
+	struct replay_set *rs;
 
 	if (fe == NULL)
 		return;
-	while ((r = fe->fe_rules) != NULL) {
-		fe->fe_rules = r->fr_next;
-		rb_fault_rule_free(r);
+	rules_free(atomic_load(&fe->fe_rules));
+	rules_free(fe->fe_zombies);
+	rb_fault_replay_free(atomic_load(&fe->fe_rs));
+	while ((rs = fe->fe_zrs) != NULL) {
+		fe->fe_zrs = rs->rs_next;
+		rb_fault_replay_free(rs);
 	}
-	for (size_t i = 0; i < fe->fe_nreplay; i++)
-		free(fe->fe_replay[i].re_fire.fi_bitpos);
-	free(fe->fe_replay);
-	for (unsigned i = 0; i < RB_NSHARDS; i++)
-		pthread_mutex_destroy(&fe->fe_rd[i].rs_lock);
 	pthread_mutex_destroy(&fe->fe_armlock);
 	pthread_mutex_destroy(&fe->fe_loglock);
 	free(fe);
@@ -274,15 +297,14 @@ rb_fault_summary_locked(struct fault_engine *fe)
 static void
 rule_publish_locked(struct fault_engine *fe, struct fault_rule *r)
 {
-	struct fault_rule **pp;
+	_Atomic(struct fault_rule *) *pp;
 
-	rb_fault_wr_lock(fe);
 	for (pp = &fe->fe_rules; *pp != NULL; pp = &(*pp)->fr_next)
 		;
-	r->fr_next = NULL;
-	*pp = r;
+	atomic_store_explicit(&r->fr_next, NULL, memory_order_relaxed);
+	/* Release: a request that sees r sees all of it. */
+	atomic_store_explicit(pp, r, memory_order_release);
 	rb_fault_summary_locked(fe);
-	rb_fault_wr_unlock(fe);
 }
 
 int
@@ -301,7 +323,7 @@ rumpblk_fault_add(struct rumpblk *rb, const char *text, char *id,
 		goto free_rule;
 	fe = rb_fault_engine_get(rb);
 	rb_mutex_lock(&fe->fe_armlock);
-	if (atomic_load(&fe->fe_replaying)) {
+	if (atomic_load(&fe->fe_rs) != NULL) {
 		if (errbuf != NULL && errlen > 0)
 			snprintf(errbuf, errlen, "rule '%s': a fault log is "
 			    "being replayed (clear it first)", text);
@@ -352,7 +374,8 @@ int
 rumpblk_fault_del(struct rumpblk *rb, const char *id)
 {
 	struct fault_engine *fe;
-	struct fault_rule **pp, *r;
+	_Atomic(struct fault_rule *) *pp;
+	struct fault_rule *r;
 
 	if (id == NULL)
 		return EINVAL;
@@ -366,12 +389,19 @@ rumpblk_fault_del(struct rumpblk *rb, const char *id)
 		rb_mutex_unlock(&fe->fe_armlock);
 		return r == NULL ? ENOENT : EBUSY;
 	}
-	rb_fault_wr_lock(fe);
-	*pp = r->fr_next;
+	atomic_store_explicit(pp, atomic_load(&r->fr_next),
+	    memory_order_release);
 	rb_fault_summary_locked(fe);
-	rb_fault_wr_unlock(fe);
 	rb_mutex_unlock(&fe->fe_armlock);
-	rb_fault_rule_free(r);
+	/* Without fe_armlock: a completion may want it (rumpblk_fault_list). */
+	if (rb_fault_grace(fe)) {
+		rb_fault_rule_free(r);
+		return 0;
+	}
+	rb_mutex_lock(&fe->fe_armlock);
+	atomic_store(&r->fr_next, fe->fe_zombies);
+	fe->fe_zombies = r;
+	rb_mutex_unlock(&fe->fe_armlock);
 	return 0;
 }
 
@@ -380,30 +410,33 @@ rumpblk_fault_clear(struct rumpblk *rb)
 {
 	struct fault_engine *fe;
 	struct fault_rule *rules, *r;
-	struct replay_ent *rp;
-	size_t nrp;
+	struct replay_set *rs;
 
 	if ((fe = rb_fault_engine_get(rb)) == NULL)
 		return ENOMEM;
 	rb_mutex_lock(&fe->fe_armlock);
-	rb_fault_wr_lock(fe);
-	rules = fe->fe_rules;
-	fe->fe_rules = NULL;
+	rules = atomic_exchange(&fe->fe_rules, NULL);
 	rb_fault_summary_locked(fe);
-	rp = fe->fe_replay;
-	nrp = fe->fe_nreplay;
-	fe->fe_replay = NULL;
-	fe->fe_nreplay = 0;
-	atomic_store(&fe->fe_replaying, false);
-	rb_fault_wr_unlock(fe);
+	rs = atomic_exchange(&fe->fe_rs, NULL);
 	rb_mutex_unlock(&fe->fe_armlock);
-	while ((r = rules) != NULL) {
-		rules = r->fr_next;
-		rb_fault_rule_free(r);
+	/* Without fe_armlock: a completion may want it (rumpblk_fault_list). */
+	if (rb_fault_grace(fe)) {
+		rules_free(rules);
+		rb_fault_replay_free(rs);
+		return 0;
 	}
-	for (size_t i = 0; i < nrp; i++)
-		rb_fault_fire_release(&rp[i].re_fire);
-	free(rp);
+	/* From a completion: keep them (requests may still see them). */
+	rb_mutex_lock(&fe->fe_armlock);
+	while ((r = rules) != NULL) {
+		rules = atomic_load(&r->fr_next);
+		atomic_store(&r->fr_next, fe->fe_zombies);
+		fe->fe_zombies = r;
+	}
+	if (rs != NULL) {
+		rs->rs_next = fe->fe_zrs;
+		fe->fe_zrs = rs;
+	}
+	rb_mutex_unlock(&fe->fe_armlock);
 	return 0;
 }
 

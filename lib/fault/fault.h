@@ -52,11 +52,12 @@ struct fault_snap {
 };
 
 /*
- * Locks: e = engine fe_armlock + every read shard (writers), a = atomic,
- * ( = set when parsed, then read-only.
+ * Locks: e = the engine's fe_armlock (writers; requests read the list
+ * without a lock, see struct fault_engine), a = atomic, ( = set when
+ * parsed, then read-only.
  */
 struct fault_rule {
-	struct fault_rule *fr_next;	/* e: arming order */
+	_Atomic(struct fault_rule *) fr_next; /* e, a: arming order */
 	char		fr_id[RUMPBLK_FAULT_IDMAX];	/* ( */
 	char		fr_text[RUMPBLK_FAULT_TEXTMAX];	/* ( as given */
 	uint64_t	fr_idhash;	/* ( hash of fr_id */
@@ -147,82 +148,68 @@ rb_fault_mix(uint64_t x)
 
 /* engine.c: the engine of an instance. */
 
-struct rd_shard {
-	pthread_mutex_t	rs_lock;
-} __attribute__((aligned(RB_CACHELINE)));
-
 /* A replayed firing, and the rule standing for its id. */
 struct replay_ent {
 	struct fault_fire re_fire;
 	struct fault_rule *re_rule;
 };
 
+/* A loaded replay: published, and taken back, with one pointer. */
+struct replay_set {
+	struct replay_set *rs_next;	/* fe_zrs chain */
+	size_t		rs_n;
+	struct replay_ent *rs_ents;	/* sorted by key */
+};
+
 /*
- * Rules are read on every request and written rarely, so they sit behind
- * a "big-reader" lock: one mutex per counter shard (RB_NSHARDS, each on
- * its own cache line); a request locks the one of its thread, arming or
- * disarming locks them all.
+ * Rules are read on every request and written rarely.  A request reads
+ * them with no lock: it holds a reference on its unit from strategy to
+ * completion, and a rule or replay taken off the engine is freed only
+ * after a grace period on every unit (rb_fault_grace), when no request
+ * that could have seen it is left.  Writers (arm, disarm, replay) are
+ * serialised by fe_armlock; a rule is published with one release store
+ * at the end of the list (fr_next), unlinked with one store.  Once del
+ * or clear returns, the counters of the rules it removed are final.
  *
- * Locks: A = fe_armlock, R = every fe_rd shard (writers hold A and all
- * of R; readers hold one of R), L = fe_loglock, a = atomic, ( = set at
+ * Locks: A = fe_armlock, L = fe_loglock, a = atomic, ( = set at
  * creation.
- * Lock order: rb_lock, fe_armlock, fe_rd[0..], fe_loglock.  No I/O is
- * done with an R lock held.
+ * Lock order: rb_lock, fe_armlock, (rb_stacklock,) rb_gracelock,
+ * fe_loglock.
  */
 struct fault_engine {
-	struct rd_shard	fe_rd[RB_NSHARDS];
 	pthread_mutex_t	fe_armlock;
 	struct rumpblk	*fe_rb;			/* ( */
-	struct fault_rule *fe_rules;		/* A+R: arming order */
-	_Atomic unsigned fe_nrules;		/* A+R, a: read unlocked */
-	_Atomic unsigned fe_selops;		/* A+R, a: union of fr_ops */
-	_Atomic uint64_t fe_selend;		/* A+R, a: largest fr_end */
+	_Atomic(struct fault_rule *) fe_rules;	/* A, a: arming order */
+	_Atomic unsigned fe_nrules;		/* A, a: read unlocked */
+	_Atomic unsigned fe_selops;		/* A, a: union of fr_ops */
+	_Atomic uint64_t fe_selend;		/* A, a: largest fr_end */
 	unsigned	fe_nextid;		/* A */
 	uint64_t	fe_seed;		/* A */
 	bool		fe_enabled;		/* rb_lock */
-	struct replay_ent *fe_replay;		/* A+R: sorted by key */
-	size_t		fe_nreplay;		/* A+R */
-	_Atomic bool	fe_replaying;		/* A+R, a */
+	_Atomic(struct replay_set *) fe_rs;	/* A, a: NULL: no replay */
+	struct fault_rule *fe_zombies;		/* A: freed with the engine */
+	struct replay_set *fe_zrs;		/* A: freed with the engine */
 	_Atomic bool	fe_countall;		/* a: count every request */
 	pthread_mutex_t	fe_loglock;
 	FILE		*fe_log;		/* L */
 };
 
-static inline void
-rb_fault_rd_lock(struct fault_engine *fe, unsigned *idx)
-{
-	*idx = rb_shard_index();
-	rb_mutex_lock(&fe->fe_rd[*idx].rs_lock);
-}
-
-static inline void
-rb_fault_rd_unlock(struct fault_engine *fe, unsigned idx)
-{
-	rb_mutex_unlock(&fe->fe_rd[idx].rs_lock);
-}
-
-static inline void
-rb_fault_wr_lock(struct fault_engine *fe)
-{
-	rb_assert_held(&fe->fe_armlock);
-	for (unsigned i = 0; i < RB_NSHARDS; i++)
-		rb_mutex_lock(&fe->fe_rd[i].rs_lock);
-}
-
-static inline void
-rb_fault_wr_unlock(struct fault_engine *fe)
-{
-	for (unsigned i = RB_NSHARDS; i-- > 0;)
-		rb_mutex_unlock(&fe->fe_rd[i].rs_lock);
-}
-
 /* The engine of an instance, created on first use; NULL: ENOMEM. */
 struct fault_engine *rb_fault_engine_get(struct rumpblk *);
 /* Put the layer on every unit; with countall count every request. */
 int	rb_fault_engine_enable(struct rumpblk *, bool countall);
-/* With A and R held, after every change of fe_rules. */
+/* With A held, after every change of fe_rules. */
 void	rb_fault_summary_locked(struct fault_engine *);
 void	rb_fault_snap_rele(struct fault_snap *);
+/*
+ * Wait until no request that could have seen a rule or replay just taken
+ * off the engine is left (a grace period on every unit).  With no lock
+ * held that a completion could want (not A).
+ * false, without waiting, when called from a completion (whose own
+ * request would never finish): the caller then keeps what it unlinked
+ * until the engine goes (fe_zombies).
+ */
+bool	rb_fault_grace(struct fault_engine *);
 void	rb_fault_rule_free(struct fault_rule *);
 /*
  * Snapshot [off, off+len) of unit u from below its fault layer, for a
@@ -246,13 +233,15 @@ struct decision {
 bool	rb_fault_rules_select_locked(struct fault_engine *,
 	    const struct rb_io *, unsigned opbit, uint64_t sector);
 /* Does the replayed log have a firing of this op at this sector? */
-bool	rb_fault_replay_selects_locked(struct fault_engine *,
+bool	rb_fault_replay_selects(const struct replay_set *,
 	    const struct rb_io *, uint64_t sector);
 /* Decide a request of generation gen, into d (R held). */
 void	rb_fault_decide_rules_locked(struct fault_engine *, struct rb_io *,
 	    unsigned opbit, uint64_t gen, struct decision *);
-void	rb_fault_decide_replay_locked(struct fault_engine *, struct rb_io *,
+void	rb_fault_decide_replay(const struct replay_set *, struct rb_io *,
 	    uint64_t gen, struct decision *);
+/* Free a replay set and what its firings own. */
+void	rb_fault_replay_free(struct replay_set *);
 /* The order of replayed firings: unit, op, offset, length, generation. */
 int	rb_fault_replay_cmp(const struct fault_fire *,
 	    const struct fault_fire *);

@@ -48,27 +48,40 @@
 
 /*
  * Per unit, a map (op, first sector) -> requests seen, in GEN_STRIPES
- * open-addressing tables each behind its own mutex, so that threads
- * rarely meet.  Memory: 16 bytes per distinct (op, first sector) pair
- * seen, at most GEN_MAX pairs per unit (256 MiB); past that, new pairs
- * are not recorded and their requests all have generation 0.
+ * open-addressing tables.  Memory: 16 bytes per distinct (op, first
+ * sector) pair seen, at most GEN_MAX pairs per unit (256 MiB); past that,
+ * new pairs are not recorded and their requests all have generation 0.
+ *
+ * A request whose key is in the table (every request after the first
+ * with its key) takes no lock: it probes with atomic loads and counts
+ * itself with one fetch-add.  Inserting a key takes the stripe's mutex.
+ * Growing does too, and freezes every old entry as it copies it: an
+ * exchange sets GEN_FROZEN in the count, so an increment either lands
+ * before the exchange (and is in the copy) or sees the flag in what it
+ * got back and goes again, to the new table, under the lock.  No count
+ * is lost or doubled.  A request may still be probing an old table, so
+ * old tables are kept (at most the size of the last, in all) and freed
+ * with the layer.
  */
 #define GEN_STRIPES	64
 #define GEN_MAX		(1u << 24)
+#define GEN_FROZEN	(1ull << 63)
 
 struct gen_ent {
-	uint64_t	ge_key;		/* 0: empty */
-	uint64_t	ge_count;
+	_Atomic uint64_t ge_key;	/* 0: empty; set once */
+	_Atomic uint64_t ge_count;	/* GEN_FROZEN: moved on */
+};
+
+struct gen_tab {
+	struct gen_tab	*gt_old;	/* the table this one replaced */
+	size_t		gt_cap;		/* a power of two */
+	struct gen_ent	gt_ent[];
 };
 
 struct gen_stripe {
-	pthread_mutex_t	gs_lock;
-	struct gen_ent	*gs_tab;	/* gs_lock */
-	size_t		gs_cap;		/* gs_lock: a power of two */
+	pthread_mutex_t	gs_lock;	/* inserting and growing */
+	_Atomic(struct gen_tab *) gs_tab; /* gs_lock, a: NULL when empty */
 	size_t		gs_n;		/* gs_lock */
-	/* gs_tab, gs_cap as fault_prefetch reads them, without the lock */
-	_Atomic(struct gen_ent *) gs_ptab;	/* gs_lock, a */
-	_Atomic size_t	gs_pcap;		/* gs_lock, a */
 } __attribute__((aligned(RB_CACHELINE)));
 
 struct fault_layer {
@@ -78,29 +91,43 @@ struct fault_layer {
 	struct gen_stripe fl_gen[GEN_STRIPES];
 };
 
+/* Put key (count c) in a table being built or grown; no one else does. */
+static void
+gen_put_locked(struct gen_tab *t, uint64_t key, uint64_t c)
+{
+	size_t j;
+
+	for (j = (rb_fault_mix(key) >> 6) & (t->gt_cap - 1);
+	    atomic_load_explicit(&t->gt_ent[j].ge_key, memory_order_relaxed)
+	    != 0; j = (j + 1) & (t->gt_cap - 1))
+		;
+	atomic_store_explicit(&t->gt_ent[j].ge_count, c, memory_order_relaxed);
+	atomic_store_explicit(&t->gt_ent[j].ge_key, key, memory_order_release);
+}
+
 static bool
 gen_grow_locked(struct gen_stripe *gs)
 {
-	size_t ncap = gs->gs_cap ? gs->gs_cap * 2 : 64, i, j;
-	struct gen_ent *nt;
-	uint64_t h;
+	struct gen_tab *ot = atomic_load_explicit(&gs->gs_tab,
+	    memory_order_relaxed), *nt;
+	size_t ncap = ot != NULL ? ot->gt_cap * 2 : 64, i;
+	uint64_t k, c;
 
-	if ((nt = calloc(ncap, sizeof(*nt))) == NULL)
+	if ((nt = calloc(1, sizeof(*nt) + ncap * sizeof(nt->gt_ent[0]))) ==
+	    NULL)
 		return false;
-	for (i = 0; i < gs->gs_cap; i++) {
-		if (gs->gs_tab[i].ge_key == 0)
+	nt->gt_cap = ncap;
+	nt->gt_old = ot;
+	for (i = 0; ot != NULL && i < ot->gt_cap; i++) {
+		k = atomic_load_explicit(&ot->gt_ent[i].ge_key,
+		    memory_order_relaxed);
+		if (k == 0)
 			continue;
-		h = rb_fault_mix(gs->gs_tab[i].ge_key);
-		for (j = (h >> 6) & (ncap - 1); nt[j].ge_key != 0;
-		    j = (j + 1) & (ncap - 1))
-			;
-		nt[j] = gs->gs_tab[i];
+		c = atomic_exchange_explicit(&ot->gt_ent[i].ge_count,
+		    GEN_FROZEN, memory_order_acq_rel);
+		gen_put_locked(nt, k, c);
 	}
-	free(gs->gs_tab);
-	gs->gs_tab = nt;
-	gs->gs_cap = ncap;
-	atomic_store_explicit(&gs->gs_ptab, nt, memory_order_relaxed);
-	atomic_store_explicit(&gs->gs_pcap, ncap, memory_order_relaxed);
+	atomic_store_explicit(&gs->gs_tab, nt, memory_order_release);
 	return true;
 }
 
@@ -117,21 +144,44 @@ gen_stripe(struct fault_layer *fl, unsigned opbit, uint64_t sector,
 /*
  * Start the cache miss of a request's map slot early (from the layer's
  * prefetch op, while strategy does its book-keeping): on a big working
- * set it is most of what counting a generation costs.  Reads the table
- * without the lock: a stale table or size only makes the prefetch miss,
- * and a prefetch never faults.
+ * set it is most of what counting a generation costs.  A prefetch never
+ * faults, and a table replaced meanwhile only makes it miss.
  */
 static inline void
 gen_prefetch(struct fault_layer *fl, unsigned opbit, uint64_t sector)
 {
 	uint64_t key, h;
 	struct gen_stripe *gs = gen_stripe(fl, opbit, sector, &key, &h);
-	struct gen_ent *tab = atomic_load_explicit(&gs->gs_ptab,
-	    memory_order_relaxed);
-	size_t cap = atomic_load_explicit(&gs->gs_pcap, memory_order_relaxed);
+	struct gen_tab *t = atomic_load_explicit(&gs->gs_tab,
+	    memory_order_acquire);
 
-	if (tab != NULL)
-		__builtin_prefetch(&tab[(h >> 6) & (cap - 1)], 1);
+	if (t != NULL)
+		__builtin_prefetch(&t->gt_ent[(h >> 6) & (t->gt_cap - 1)], 1);
+}
+
+/*
+ * Count key in table t if it is there: true and *gp its generation, or
+ * false (not there, or frozen by a grow).
+ */
+static inline bool
+gen_count(struct gen_tab *t, uint64_t key, uint64_t h, uint64_t *gp)
+{
+	uint64_t k, g;
+	size_t j;
+
+	for (j = (h >> 6) & (t->gt_cap - 1); (k = atomic_load_explicit(
+	    &t->gt_ent[j].ge_key, memory_order_acquire)) != 0;
+	    j = (j + 1) & (t->gt_cap - 1)) {
+		if (k != key)
+			continue;
+		g = atomic_fetch_add_explicit(&t->gt_ent[j].ge_count, 1,
+		    memory_order_relaxed);
+		if (g & GEN_FROZEN)
+			return false;
+		*gp = g;
+		return true;
+	}
+	return false;
 }
 
 /* The generation of this request; counts it. */
@@ -140,31 +190,41 @@ gen_next(struct fault_layer *fl, unsigned opbit, uint64_t sector)
 {
 	uint64_t key, h, g;
 	struct gen_stripe *gs = gen_stripe(fl, opbit, sector, &key, &h);
-	size_t j;
+	struct gen_tab *t;
 
+	t = atomic_load_explicit(&gs->gs_tab, memory_order_acquire);
+	if (RB_LIKELY(t != NULL) && gen_count(t, key, h, &g))
+		return g;
+	/* A new key, or a table grown under us: the slow way. */
 	rb_mutex_lock(&gs->gs_lock);
-	if (gs->gs_cap != 0) {
-		for (j = (h >> 6) & (gs->gs_cap - 1); gs->gs_tab[j].ge_key != 0;
-		    j = (j + 1) & (gs->gs_cap - 1))
-			if (gs->gs_tab[j].ge_key == key) {
-				g = gs->gs_tab[j].ge_count++;
-				rb_mutex_unlock(&gs->gs_lock);
-				return g;
-			}
+	t = atomic_load_explicit(&gs->gs_tab, memory_order_relaxed);
+	if (t != NULL && gen_count(t, key, h, &g)) {
+		rb_mutex_unlock(&gs->gs_lock);
+		return g;
 	}
-	if (gs->gs_n >= GEN_MAX / GEN_STRIPES ||
-	    ((gs->gs_n + 1) * 4 > gs->gs_cap * 3 && !gen_grow_locked(gs))) {
+	if (gs->gs_n >= GEN_MAX / GEN_STRIPES || ((t == NULL ||
+	    (gs->gs_n + 1) * 4 > t->gt_cap * 3) && !gen_grow_locked(gs))) {
 		rb_mutex_unlock(&gs->gs_lock);
 		return 0;
 	}
-	for (j = (h >> 6) & (gs->gs_cap - 1); gs->gs_tab[j].ge_key != 0;
-	    j = (j + 1) & (gs->gs_cap - 1))
-		;
-	gs->gs_tab[j].ge_key = key;
-	gs->gs_tab[j].ge_count = 1;
+	gen_put_locked(atomic_load_explicit(&gs->gs_tab, memory_order_relaxed),
+	    key, 1);
 	gs->gs_n++;
 	rb_mutex_unlock(&gs->gs_lock);
 	return 0;
+}
+
+/* Free a stripe's tables, the current one and those it replaced. */
+static void
+gen_free(struct gen_stripe *gs)
+{
+	struct gen_tab *t = atomic_load(&gs->gs_tab), *old;
+
+	for (; t != NULL; t = old) {
+		old = t->gt_old;
+		free(t);
+	}
+	pthread_mutex_destroy(&gs->gs_lock);
 }
 
 /* 2. Acting on a firing. */
@@ -390,9 +450,10 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 	struct fault_engine *fe = fl->fl_fe;
 	struct rb_counters *cn = io->io_unit->u_counters;
 	struct decision d;
-	unsigned opbit, idx, i;
+	unsigned opbit, i;
 	uint64_t gen, sector;
-	bool countall, replaying;
+	const struct replay_set *rs;
+	bool countall;
 
 	opbit = rb_fault_opbit(io->io_op);
 	/* Extent queries and the library's own requests: never faulted. */
@@ -403,10 +464,10 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 	sector = io->io_off >> io->io_unit->u_sectshift;
 	countall = atomic_load_explicit(&fe->fe_countall,
 	    memory_order_relaxed);
-	replaying = atomic_load_explicit(&fe->fe_replaying,
-	    memory_order_relaxed);
+	/* Acquire: the replay's entries are as its loader stored them. */
+	rs = atomic_load_explicit(&fe->fe_rs, memory_order_acquire);
 	if (atomic_load_explicit(&fe->fe_nrules, memory_order_relaxed) == 0 &&
-	    !replaying) {
+	    rs == NULL) {
 		if (countall)
 			gen_next(fl, opbit, sector);
 		rb_stage_pass(st, io);
@@ -414,13 +475,12 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 	}
 	/*
 	 * A request that no armed rule could select (another op, or past
-	 * every rule's range) is neither counted nor decided: skip the read
-	 * lock.  The summary is conservative (rules_select_locked would say
-	 * no to it too), so decisions and generations are those of the
-	 * locked path; a rule armed while this runs is as if armed just
-	 * after.
+	 * every rule's range) is neither counted nor decided: skip the
+	 * rules.  The summary is conservative (the rules would say no to it
+	 * too), so decisions and generations are those of the full path; a
+	 * rule armed while this runs is as if armed just after.
 	 */
-	if (!countall && !replaying && ((atomic_load_explicit(&fe->fe_selops,
+	if (!countall && rs == NULL && ((atomic_load_explicit(&fe->fe_selops,
 	    memory_order_relaxed) & opbit) == 0 || (opbit != FOP_FLUSH &&
 	    (sector << io->io_unit->u_sectshift) >= atomic_load_explicit(
 	    &fe->fe_selend, memory_order_relaxed)))) {
@@ -430,33 +490,29 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 	d.d_n = 0;
 	d.d_data = -1;
 	d.d_delay_ns = 0;
-	rb_fault_rd_lock(fe, &idx);
-	replaying = atomic_load_explicit(&fe->fe_replaying,
-	    memory_order_relaxed);
 	/*
 	 * Count (and decide) only requests that some rule could select,
 	 * unless told to count everything (rumpblk_fault_enable): see
 	 * "Generations" above.
 	 */
-	if (countall || (replaying ? rb_fault_replay_selects_locked(fe, io,
+	if (countall || (rs != NULL ? rb_fault_replay_selects(rs, io,
 	    sector) : rb_fault_rules_select_locked(fe, io, opbit, sector))) {
 		gen = gen_next(fl, opbit, sector);
-		if (replaying)
-			rb_fault_decide_replay_locked(fe, io, gen, &d);
+		if (rs != NULL)
+			rb_fault_decide_replay(rs, io, gen, &d);
 		else
 			rb_fault_decide_rules_locked(fe, io, opbit, gen, &d);
 	}
 	/*
-	 * Count the firings before leaving the read side, so that once
-	 * rumpblk_fault_del or _clear returns (they take every read lock)
-	 * the class counters of the rules it removed are final.
+	 * Count the firings now, while the request holds its unit: once
+	 * rumpblk_fault_del or _clear returns (after a grace period) the
+	 * class counters of the rules it removed are final.
 	 */
 	for (i = 0; i < d.d_n; i++) {
 		rb_stat_add(cn, RB_STAT(faults_injected), 1);
 		rb_stat_add(cn, RB_STAT(faults_class[0]) +
 		    (size_t)d.d_fire[i].fi_class, 1);
 	}
-	rb_fault_rd_unlock(fe, idx);
 	if (RB_LIKELY(d.d_n == 0)) {
 		rb_stage_pass(st, io);
 		return;
@@ -487,10 +543,8 @@ fault_destroy(struct rb_stage *st)
 {
 	struct fault_layer *fl = (struct fault_layer *)st;
 
-	for (unsigned i = 0; i < GEN_STRIPES; i++) {
-		free(fl->fl_gen[i].gs_tab);
-		pthread_mutex_destroy(&fl->fl_gen[i].gs_lock);
-	}
+	for (unsigned i = 0; i < GEN_STRIPES; i++)
+		gen_free(&fl->fl_gen[i]);
 	rb_frames_fini(&fl->fl_frames);
 	free(fl);
 }

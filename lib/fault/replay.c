@@ -33,7 +33,10 @@ rumpblk_fault_replay(struct rumpblk *rb, FILE *f, char *errbuf,
 {
 	struct fault_engine *fe;
 	struct replay_ent *ents = NULL, *ne;
-	struct fault_rule *rules = NULL, *r, **tailp = &rules;
+	struct replay_set *rs = NULL;
+	struct fault_rule *r;
+	/* Linked as they will be armed: fr_next is atomic. */
+	_Atomic(struct fault_rule *) rules = NULL, *tailp = &rules;
 	struct fault_fire fi;
 	size_t nents = 0, cap = 0, linelen = 0, lineno = 0;
 	char *line = NULL, msg[200];
@@ -101,12 +104,17 @@ rumpblk_fault_replay(struct rumpblk *rb, FILE *f, char *errbuf,
 	}
 	if (nents > 0)
 		qsort(ents, nents, sizeof(*ents), replay_sort_cmp);
+	if ((rs = calloc(1, sizeof(*rs))) == NULL) {
+		error = ENOMEM;
+		goto fail;
+	}
 
 	if ((error = rb_fault_engine_enable(rb, false)) != 0)
 		goto fail;
 	fe = rb_fault_engine_get(rb);
 	rb_mutex_lock(&fe->fe_armlock);
-	if (fe->fe_rules != NULL || atomic_load(&fe->fe_replaying)) {
+	if (atomic_load(&fe->fe_rules) != NULL ||
+	    atomic_load(&fe->fe_rs) != NULL) {
 		rb_mutex_unlock(&fe->fe_armlock);
 		if (errbuf != NULL && errlen > 0)
 			snprintf(errbuf, errlen, "fault replay: rules are "
@@ -143,18 +151,18 @@ rumpblk_fault_replay(struct rumpblk *rb, FILE *f, char *errbuf,
 		rb_mutex_unlock(&fe->fe_armlock);
 		goto fail;
 	}
-	rb_fault_wr_lock(fe);
-	fe->fe_rules = rules;
+	rs->rs_ents = ents;
+	rs->rs_n = nents;
+	atomic_store_explicit(&fe->fe_rules, rules, memory_order_release);
 	rb_fault_summary_locked(fe);
-	fe->fe_replay = ents;
-	fe->fe_nreplay = nents;
-	atomic_store(&fe->fe_replaying, true);
-	rb_fault_wr_unlock(fe);
+	/* Release: a request that sees the set sees its entries. */
+	atomic_store_explicit(&fe->fe_rs, rs, memory_order_release);
 	rb_mutex_unlock(&fe->fe_armlock);
 	free(line);
 	return 0;
 
 fail:
+	free(rs);
 	free(line);
 	for (size_t i = 0; i < nents; i++)
 		rb_fault_fire_release(&ents[i].re_fire);
