@@ -3,10 +3,14 @@
  *
  * The driver is a stack (DESIGN.md §2): rumpblk_strategy() checks a buffer,
  * turns it into a struct rb_io and hands it to the unit's top stage.  A
- * stage is a layer (fault injection, later crash simulation) or, at the
- * bottom, exactly one backend (pio, mmap, direct, uring).  All stages share
- * struct rb_ops.  A unit with no layers has its backend on top, so the fast
- * path pays nothing for layers it does not use.
+ * stage is a layer (fault rules; later the write log and the volatile
+ * cache) or, at the bottom, exactly one backend, made by the unit's
+ * backing (for a host file: pio, mmap, direct, uring).  All stages share
+ * struct rb_ops; "The layer stack" below says their order and why, and
+ * lib/stack.c is the one API that changes a stack.  A unit with no layers
+ * has its backend on top, so the fast path pays nothing for layers it
+ * does not use.  Where a new layer, backing or front end goes: README,
+ * "The stack, and where new parts go".
  *
  * Nothing here is exported: lib/rumpblk.syms keeps every rb_ symbol local
  * to the shared library.  Tests that need internals link the static one.
