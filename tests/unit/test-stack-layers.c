@@ -223,7 +223,10 @@ around_fault(void **state)
 
 	/* Removed from a live unit: requests go around it. */
 	tl_eq(rb_stack_remove(u, &top->tl_stage), 0);
+	/* One that is not on the stack: ENOENT (and it stays ours). */
+	top = tl_new(u, 60, T_PASS, &t_ops);
 	tl_eq(rb_stack_remove(u, &top->tl_stage), ENOENT);
+	t_destroy(&top->tl_stage);
 	tl_eq(tl_io(rb, unit, RUMPBLK_B_READ, 0, buf, 4096, NULL), 0);
 	tl_eq(seen(mid, RUMPBLK_B_READ), 11);
 	tl_true(rb_fault_unit_layer(u) != NULL);
