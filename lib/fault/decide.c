@@ -339,6 +339,22 @@ rb_fault_replay_cmp(const struct fault_fire *a, const struct fault_fire *b)
 	return 0;
 }
 
+/* The first entry of rs not before key (binary search). */
+static size_t
+replay_lower_bound(const struct replay_set *rs, const struct fault_fire *key)
+{
+	size_t lo = 0, hi = rs->rs_n, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (rb_fault_replay_cmp(&rs->rs_ents[mid].re_fire, key) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /* Does the log have a firing of this op starting in this sector? */
 bool
 rb_fault_replay_selects(const struct replay_set *rs, const struct rb_io *io,
@@ -346,21 +362,14 @@ rb_fault_replay_selects(const struct replay_set *rs, const struct rb_io *io,
 {
 	struct fault_fire key;
 	struct replay_ent *e;
-	size_t lo = 0, hi = rs->rs_n, mid;
+	size_t lo;
 	unsigned sh = io->io_unit->u_sectshift;
 
 	memset(&key, 0, sizeof(key));
 	key.fi_unit = io->io_unit->u_index;
 	key.fi_op = io->io_op;
 	key.fi_off = sector << sh;
-	while (lo < hi) {
-		mid = lo + (hi - lo) / 2;
-		if (rb_fault_replay_cmp(&rs->rs_ents[mid].re_fire, &key) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	if (lo == rs->rs_n)
+	if ((lo = replay_lower_bound(rs, &key)) == rs->rs_n)
 		return false;
 	e = &rs->rs_ents[lo];
 	return e->re_fire.fi_unit == key.fi_unit &&
@@ -374,21 +383,14 @@ rb_fault_decide_replay(const struct replay_set *rs, struct rb_io *io,
 	struct fault_fire key, fi;
 	struct replay_ent *e;
 	struct fault_rule *r;
-	size_t lo = 0, hi = rs->rs_n, mid;
+	size_t lo;
 
 	key.fi_unit = io->io_unit->u_index;
 	key.fi_op = io->io_op;
 	key.fi_off = io->io_off;
 	key.fi_len = io->io_len;
 	key.fi_gen = gen;
-	while (lo < hi) {
-		mid = lo + (hi - lo) / 2;
-		if (rb_fault_replay_cmp(&rs->rs_ents[mid].re_fire, &key) < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (; lo < rs->rs_n; lo++) {
+	for (lo = replay_lower_bound(rs, &key); lo < rs->rs_n; lo++) {
 		e = &rs->rs_ents[lo];
 		if (rb_fault_replay_cmp(&e->re_fire, &key) != 0)
 			break;
