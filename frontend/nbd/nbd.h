@@ -93,8 +93,9 @@ void	nbd_server_destroy(struct nbd_server *);
 uint16_t nbd_server_tflags(const struct nbd_server *, bool structured);
 
 /*
- * errno → NBD error value, through the one table below (nbd/errno.c).
- * 0 maps to 0; an errno that is not in the table maps to NBD_EIO.
+ * errno → NBD error value, through the one table below
+ * (frontend/nbd/errno.c).  0 maps to 0; an errno that is not in the
+ * table maps to NBD_EIO.
  */
 struct nbd_errno_row {
 	int		errnum;		/* errno value */
