@@ -30,6 +30,7 @@
 
 #include "cli.h"
 #include "control.h"
+#include "sendv.h"
 
 #define CTL_MAXCLIENTS	16
 #define CTL_LINEMAX	4096
@@ -137,21 +138,14 @@ cli_control_command(struct rumpblk *rb, char *line, FILE *f)
 	}
 }
 
-static bool
+/* Send all of p on a blocking socket (one with SO_SNDTIMEO, for the
+ * server's clients); 0 or errno. */
+static int
 send_all(int fd, const char *p, size_t len)
 {
-	ssize_t n;
+	struct iovec iov = { .iov_base = (void *)p, .iov_len = len };
 
-	while (len > 0) {
-		n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		p += n;
-		len -= (size_t)n;
-	}
-	return true;
+	return fe_sendv_all(fd, &iov, 1, 0, NULL, NULL);
 }
 
 /* Answer every full line a client has sent; false: drop it. */
@@ -172,7 +166,7 @@ serve_lines(struct cli_control *cc, struct ctl_client *cl)
 		fputc('\n', f);
 		if (fclose(f) != 0)
 			return false;
-		ok = send_all(cl->cl_fd, out, outlen);
+		ok = send_all(cl->cl_fd, out, outlen) == 0;
 		free(out);
 		out = NULL;
 		memmove(cl->cl_buf, cl->cl_buf + used, cl->cl_len - used);
@@ -395,7 +389,7 @@ cmd_ctl(int argc, char **argv)
 	char *line = NULL, *buf, *nbuf;
 	size_t len = 0, got = 0, cap = 4096;
 	ssize_t r;
-	int fd, i, rc;
+	int fd, i, rc, error;
 
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0)) {
@@ -439,8 +433,8 @@ cmd_ctl(int argc, char **argv)
 		return 1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (!send_all(fd, line, strlen(line))) {
-		cli_err("ctl: %s: %s", argv[1], strerror(errno));
+	if ((error = send_all(fd, line, strlen(line))) != 0) {
+		cli_err("ctl: %s: %s", argv[1], strerror(error));
 		goto fail;
 	}
 	/* One line, however long (a long 'fault list'), up to 64 MiB. */

@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 
 #include "nbd-int.h"
+#include "sendv.h"
 
 /* 1. Requests. */
 
@@ -216,11 +217,10 @@ send_some(struct nbd_conn *c, struct nbd_req *list, struct nbd_req **donep,
     int *errorp, bool *blocked)
 {
 	struct iovec iov[NBD_SEND_IOV];
-	struct msghdr mh;
 	struct nbd_req *r, **donetail = donep;
-	size_t skip, total;
+	size_t skip, total, sent;
 	ssize_t n;
-	int cnt, i;
+	int cnt, i, error;
 
 	*errorp = 0;
 	*blocked = false;
@@ -243,19 +243,15 @@ send_some(struct nbd_conn *c, struct nbd_req *list, struct nbd_req **donep,
 				skip = 0;
 			}
 		}
-		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = iov;
-		mh.msg_iovlen = (size_t)cnt;
-		n = sendmsg(c->c_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
+		error = fe_sendmsg(c->c_fd, iov, cnt, MSG_DONTWAIT, &sent);
+		if (error != 0) {
+			if (error == EAGAIN || error == EWOULDBLOCK)
 				*blocked = true;
 			else
-				*errorp = errno;
+				*errorp = error;
 			break;
 		}
+		n = (ssize_t)sent;
 		/* Retire what went out. */
 		while (list != NULL && n > 0) {
 			size_t left = 0;

@@ -9,11 +9,12 @@
  *   2. receiving: the buffered reader
  *
  * It knows nothing of NBD messages: dispatch.c and handshake.c decode
- * them, reply.c queues and sends the replies of requests.  The trade-off
- * is in the receive buffer: one recv() brings many pipelined request
- * headers, a system call saved per request, for a copy of small
- * payloads; payloads of 4 KiB or more skip the buffer and go straight
- * into their request's buffer.
+ * them, reply.c queues and sends the replies of requests.  This file and
+ * reply.c send through the one sendmsg() loop, frontend/common/sendv.c.
+ * The trade-off is in the receive buffer: one recv() brings many
+ * pipelined request headers, a system call saved per request, for a copy
+ * of small payloads; payloads of 4 KiB or more skip the buffer and go
+ * straight into their request's buffer.
  */
 #include <errno.h>
 #include <poll.h>
@@ -21,6 +22,7 @@
 #include <sys/socket.h>
 
 #include "nbd-int.h"
+#include "sendv.h"
 
 /* 1. Sending. */
 
@@ -49,38 +51,16 @@ nbd_wait_writable(struct nbd_conn *c)
 	}
 }
 
+static int
+wait_cb(void *arg)
+{
+	return nbd_wait_writable(arg);
+}
+
 int
 nbd_conn_sendv(struct nbd_conn *c, struct iovec *iov, int iovcnt)
 {
-	struct msghdr mh;
-	ssize_t n;
-	int error;
-
-	while (iovcnt > 0) {
-		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = iov;
-		mh.msg_iovlen = (size_t)iovcnt;
-		n = sendmsg(c->c_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				return errno;
-			if ((error = nbd_wait_writable(c)) != 0)
-				return error;
-			continue;
-		}
-		while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
-			n -= (ssize_t)iov->iov_len;
-			iov++;
-			iovcnt--;
-		}
-		if (iovcnt > 0) {
-			iov->iov_base = (char *)iov->iov_base + n;
-			iov->iov_len -= (size_t)n;
-		}
-	}
-	return 0;
+	return fe_sendv_all(c->c_fd, iov, iovcnt, MSG_DONTWAIT, wait_cb, c);
 }
 
 /* 2. Receiving. */
