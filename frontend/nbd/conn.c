@@ -104,7 +104,7 @@ nbd_conn_serve(struct nbd_conn *c)
 	c->c_has_writer = true;
 
 	for (;;) {
-		if (atomic_load(&s->s_stopping))
+		if (atomic_load(&s->s_stopping) || atomic_load(&c->c_reset))
 			break;
 		if (c->c_rlen - c->c_rpos < sizeof(rq)) {
 			if ((error = nbd_conn_read(c, &rq, sizeof(rq))) != 0)
@@ -155,6 +155,17 @@ hangup:
 	shutdown(c->c_fd, SHUT_RDWR);
 	free(c->c_rbuf);
 	c->c_rbuf = NULL;
+}
+
+void
+nbd_conn_reset(struct nbd_conn *c)
+{
+	/* Before the socket goes, so that a reader woken by it finds the
+	 * flag and does not parse requests left in its buffer. */
+	atomic_store(&c->c_reset, true);
+	lock(&c->c_lock);
+	nbd_mark_dead_locked(c, 0);
+	unlock(&c->c_lock);
 }
 
 void

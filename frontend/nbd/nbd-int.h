@@ -31,6 +31,10 @@
  *     stops reading requests while over the cap, so memory is bounded by
  *     max_connections × (max_inflight + 4 MiB of cached request buffers
  *     + the 256 KiB receive buffer).
+ *   - A unit reset drops connections from whichever thread raised the
+ *     event (server.c's callback, nbd_conn_reset): it sets c_reset and
+ *     shuts the socket down, and each connection's own threads then end
+ *     it as they would for a client that left.
  */
 #ifndef RUMPBLK_NBD_INT_H
 #define RUMPBLK_NBD_INT_H
@@ -79,6 +83,8 @@ struct nbd_rangelock {
 
 /*
  * Locks: s = s_lock, a = atomic, ( = set at create / before run.
+ * Lock order: s_lock before any connection's c_lock (the reset event
+ * takes both).
  */
 struct nbd_server {
 	pthread_mutex_t	s_lock;
@@ -99,9 +105,11 @@ struct nbd_server {
 	int		s_nlfd;		/* ( */
 	int		s_stoppipe[2];	/* ( nbd_server_stop writes */
 	int		s_wakefd;	/* ( eventfd: a connection ended */
+	int		s_evid;		/* ( the event subscription */
 	_Atomic bool	s_stopping;	/* a */
 	_Atomic uint64_t s_deadline;	/* a: CLOCK_MONOTONIC ns, 0 none */
-	struct nbd_conn	*s_conns;	/* s: live and ended connections */
+	struct nbd_conn	*s_conns;	/* s: live and ended connections,
+					   and those of nbd_serve_fd */
 	unsigned	s_nconns;	/* s: live ones */
 };
 
@@ -145,7 +153,8 @@ struct nbd_req {
 
 /*
  * Locks: c = c_lock, R = reader thread only, ( = set before the reader
- * starts, h = set by the handshake (reader) before any request.
+ * starts, h = set by the handshake (reader) before any request, s = the
+ * server's s_lock, a = atomic.
  */
 struct nbd_conn {
 	struct nbd_server *c_srv;	/* ( */
@@ -177,6 +186,8 @@ struct nbd_conn {
 	bool		c_writer_wanted; /* c: ownership passed to writer */
 	bool		c_writer_stop;	/* c */
 	bool		c_dead;		/* c: replies cannot be sent */
+	_Atomic bool	c_reset;	/* a: the unit was reset: parse no
+					   more requests */
 	size_t		c_inflight;	/* c: bytes charged */
 	unsigned	c_nreqs;	/* c: requests alive */
 	bool		c_reader_waits;	/* c: reader waits on c_cv */
@@ -218,6 +229,16 @@ void	nbd_conn_serve(struct nbd_conn *);
 /* Free a connection whose nbd_conn_serve() returned, closing its
  * socket. */
 void	nbd_conn_free(struct nbd_conn *);
+/*
+ * Drop a connection now, from any thread (the unit was reset): no more
+ * requests are parsed, not even those already buffered; replies still
+ * queued and those of requests in flight are dropped; the socket is
+ * shut down, which wakes its reader and writer.  Requests in flight
+ * complete in the library as always, and the reader ends the connection
+ * once they have.  Waits for nothing.  The caller holds s_lock, which
+ * keeps the connection from being freed.
+ */
+void	nbd_conn_reset(struct nbd_conn *);
 
 /* wire.c */
 /* Read exactly n bytes (through the receive buffer); 0 or errno
