@@ -10,6 +10,8 @@
  *   fault list       {"ok":true,"rules":[{"id":..,"rule":..,...}]}
  *   fault clear      {"ok":true}
  *   stats            {"ok":true,"stats":{...,"faults":{...}}}
+ *   reset            {"ok":true}  (rumpblk_unit_reset of the unit served:
+ *                    the NBD server drops every connection to it)
  *
  * and {"ok":false,"error":"..."} when a command fails; a bad rule is
  * refused with the library's message and the server keeps serving.  The
@@ -43,6 +45,7 @@ struct ctl_client {
 
 struct cli_control {
 	struct rumpblk	*cc_rb;
+	int		cc_unit;	/* what reset resets */
 	char		*cc_path;
 	int		cc_lfd;
 	int		cc_pipe[2];	/* written to stop the thread */
@@ -59,7 +62,7 @@ reply_error(FILE *f, const char *msg)
 }
 
 void
-cli_control_command(struct rumpblk *rb, char *line, FILE *f)
+cli_control_command(struct rumpblk *rb, int unit, char *line, FILE *f)
 {
 	struct rumpblk_fault_info *info = NULL;
 	char err[600], id[RUMPBLK_FAULT_IDMAX], *cmd, *sub, *arg, *save;
@@ -69,7 +72,7 @@ cli_control_command(struct rumpblk *rb, char *line, FILE *f)
 	cmd = strtok_r(line, " \t\r", &save);
 	if (cmd == NULL) {
 		reply_error(f, "empty command (fault add|del|list|clear, "
-		    "stats)");
+		    "stats, reset)");
 		return;
 	}
 	if (strcmp(cmd, "stats") == 0 && strtok_r(NULL, " \t\r", &save) ==
@@ -79,9 +82,24 @@ cli_control_command(struct rumpblk *rb, char *line, FILE *f)
 		fputc('}', f);
 		return;
 	}
+	if (strcmp(cmd, "reset") == 0) {
+		if (strtok_r(NULL, " \t\r", &save) != NULL) {
+			reply_error(f, "reset takes no argument (it resets "
+			    "the unit served)");
+			return;
+		}
+		if ((error = rumpblk_unit_reset(rb, unit)) != 0) {
+			snprintf(err, sizeof(err), "reset: unit %d: %s", unit,
+			    strerror(error));
+			reply_error(f, err);
+			return;
+		}
+		fprintf(f, "{\"ok\":true}");
+		return;
+	}
 	if (strcmp(cmd, "fault") != 0) {
 		snprintf(err, sizeof(err), "unknown command '%s' (fault "
-		    "add|del|list|clear, stats)", cmd);
+		    "add|del|list|clear, stats, reset)", cmd);
 		reply_error(f, err);
 		return;
 	}
@@ -162,7 +180,7 @@ serve_lines(struct cli_control *cc, struct ctl_client *cl)
 		used = (size_t)(nl - cl->cl_buf) + 1;
 		if ((f = open_memstream(&out, &outlen)) == NULL)
 			return false;
-		cli_control_command(cc->cc_rb, cl->cl_buf, f);
+		cli_control_command(cc->cc_rb, cc->cc_unit, cl->cl_buf, f);
 		fputc('\n', f);
 		if (fclose(f) != 0)
 			return false;
@@ -304,7 +322,7 @@ close_fd:
 }
 
 int
-cli_control_start(struct rumpblk *rb, const char *path,
+cli_control_start(struct rumpblk *rb, int unit, const char *path,
     struct cli_control **ccp)
 {
 	struct cli_control *cc;
@@ -313,6 +331,7 @@ cli_control_start(struct rumpblk *rb, const char *path,
 	if ((cc = calloc(1, sizeof(*cc))) == NULL)
 		return ENOMEM;
 	cc->cc_rb = rb;
+	cc->cc_unit = unit;
 	for (int j = 0; j < CTL_MAXCLIENTS; j++)
 		cc->cc_cl[j].cl_fd = -1;
 	if ((cc->cc_path = strdup(path)) == NULL) {
@@ -378,7 +397,10 @@ ctl_usage(FILE *f)
 	    "  fault list       the rules, with their matches and firings\n"
 	    "  fault clear      disarm every rule\n"
 	    "  stats            the counters, with firings per rule and "
-	    "class\n");
+	    "class\n"
+	    "  reset            reset the unit served: 'rumpblk serve' drops "
+	    "every\n"
+	    "                   connection to it at once\n");
 }
 
 int

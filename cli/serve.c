@@ -651,7 +651,7 @@ cmd_serve(int argc, char **argv)
 		    "reads and writes, seed %" PRIu32 "\n", cfg.fail,
 		    RUMPBLK_BLKFAIL_MAX, cfg.fail_seed);
 	/* Rules, log, replay and control socket, before any I/O. */
-	if ((error = cli_fault_start(&fo, rb, stderr)) != 0) {
+	if ((error = cli_fault_start(&fo, rb, unit, stderr)) != 0) {
 		rc = error;
 		goto out;
 	}
