@@ -499,7 +499,7 @@ cmd_bench(int argc, char **argv)
 		goto destroy;
 	}
 	/* Fault rules, log, replay and control socket, before any I/O. */
-	if ((error = cli_fault_start(&fo, b.b_rb, stderr)) != 0) {
+	if ((error = cli_fault_start(&fo, b.b_rb, b.b_unit, stderr)) != 0) {
 		rc = error;
 		goto destroy;
 	}

@@ -10,6 +10,8 @@
  *   fault list       {"ok":true,"rules":[{"id":..,"rule":..,...}]}
  *   fault clear      {"ok":true}
  *   stats            {"ok":true,"stats":{...,"faults":{...}}}
+ *   reset            {"ok":true}  (rumpblk_unit_reset of the unit served:
+ *                    the NBD server drops every connection to it)
  *
  * and {"ok":false,"error":"..."} when a command fails; a bad rule is
  * refused with the library's message and the server keeps serving.  The
@@ -30,6 +32,7 @@
 
 #include "cli.h"
 #include "control.h"
+#include "sendv.h"
 
 #define CTL_MAXCLIENTS	16
 #define CTL_LINEMAX	4096
@@ -42,6 +45,7 @@ struct ctl_client {
 
 struct cli_control {
 	struct rumpblk	*cc_rb;
+	int		cc_unit;	/* what reset resets */
 	char		*cc_path;
 	int		cc_lfd;
 	int		cc_pipe[2];	/* written to stop the thread */
@@ -58,7 +62,7 @@ reply_error(FILE *f, const char *msg)
 }
 
 void
-cli_control_command(struct rumpblk *rb, char *line, FILE *f)
+cli_control_command(struct rumpblk *rb, int unit, char *line, FILE *f)
 {
 	struct rumpblk_fault_info *info = NULL;
 	char err[600], id[RUMPBLK_FAULT_IDMAX], *cmd, *sub, *arg, *save;
@@ -68,7 +72,7 @@ cli_control_command(struct rumpblk *rb, char *line, FILE *f)
 	cmd = strtok_r(line, " \t\r", &save);
 	if (cmd == NULL) {
 		reply_error(f, "empty command (fault add|del|list|clear, "
-		    "stats)");
+		    "stats, reset)");
 		return;
 	}
 	if (strcmp(cmd, "stats") == 0 && strtok_r(NULL, " \t\r", &save) ==
@@ -78,9 +82,24 @@ cli_control_command(struct rumpblk *rb, char *line, FILE *f)
 		fputc('}', f);
 		return;
 	}
+	if (strcmp(cmd, "reset") == 0) {
+		if (strtok_r(NULL, " \t\r", &save) != NULL) {
+			reply_error(f, "reset takes no argument (it resets "
+			    "the unit served)");
+			return;
+		}
+		if ((error = rumpblk_unit_reset(rb, unit)) != 0) {
+			snprintf(err, sizeof(err), "reset: unit %d: %s", unit,
+			    strerror(error));
+			reply_error(f, err);
+			return;
+		}
+		fprintf(f, "{\"ok\":true}");
+		return;
+	}
 	if (strcmp(cmd, "fault") != 0) {
 		snprintf(err, sizeof(err), "unknown command '%s' (fault "
-		    "add|del|list|clear, stats)", cmd);
+		    "add|del|list|clear, stats, reset)", cmd);
 		reply_error(f, err);
 		return;
 	}
@@ -137,21 +156,14 @@ cli_control_command(struct rumpblk *rb, char *line, FILE *f)
 	}
 }
 
-static bool
+/* Send all of p on a blocking socket (one with SO_SNDTIMEO, for the
+ * server's clients); 0 or errno. */
+static int
 send_all(int fd, const char *p, size_t len)
 {
-	ssize_t n;
+	struct iovec iov = { .iov_base = (void *)p, .iov_len = len };
 
-	while (len > 0) {
-		n = send(fd, p, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return false;
-		p += n;
-		len -= (size_t)n;
-	}
-	return true;
+	return fe_sendv_all(fd, &iov, 1, 0, NULL, NULL);
 }
 
 /* Answer every full line a client has sent; false: drop it. */
@@ -168,11 +180,11 @@ serve_lines(struct cli_control *cc, struct ctl_client *cl)
 		used = (size_t)(nl - cl->cl_buf) + 1;
 		if ((f = open_memstream(&out, &outlen)) == NULL)
 			return false;
-		cli_control_command(cc->cc_rb, cl->cl_buf, f);
+		cli_control_command(cc->cc_rb, cc->cc_unit, cl->cl_buf, f);
 		fputc('\n', f);
 		if (fclose(f) != 0)
 			return false;
-		ok = send_all(cl->cl_fd, out, outlen);
+		ok = send_all(cl->cl_fd, out, outlen) == 0;
 		free(out);
 		out = NULL;
 		memmove(cl->cl_buf, cl->cl_buf + used, cl->cl_len - used);
@@ -310,7 +322,7 @@ close_fd:
 }
 
 int
-cli_control_start(struct rumpblk *rb, const char *path,
+cli_control_start(struct rumpblk *rb, int unit, const char *path,
     struct cli_control **ccp)
 {
 	struct cli_control *cc;
@@ -319,6 +331,7 @@ cli_control_start(struct rumpblk *rb, const char *path,
 	if ((cc = calloc(1, sizeof(*cc))) == NULL)
 		return ENOMEM;
 	cc->cc_rb = rb;
+	cc->cc_unit = unit;
 	for (int j = 0; j < CTL_MAXCLIENTS; j++)
 		cc->cc_cl[j].cl_fd = -1;
 	if ((cc->cc_path = strdup(path)) == NULL) {
@@ -384,7 +397,10 @@ ctl_usage(FILE *f)
 	    "  fault list       the rules, with their matches and firings\n"
 	    "  fault clear      disarm every rule\n"
 	    "  stats            the counters, with firings per rule and "
-	    "class\n");
+	    "class\n"
+	    "  reset            reset the unit served: 'rumpblk serve' drops "
+	    "every\n"
+	    "                   connection to it at once\n");
 }
 
 int
@@ -395,7 +411,7 @@ cmd_ctl(int argc, char **argv)
 	char *line = NULL, *buf, *nbuf;
 	size_t len = 0, got = 0, cap = 4096;
 	ssize_t r;
-	int fd, i, rc;
+	int fd, i, rc, error;
 
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0)) {
@@ -439,8 +455,8 @@ cmd_ctl(int argc, char **argv)
 		return 1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if (!send_all(fd, line, strlen(line))) {
-		cli_err("ctl: %s: %s", argv[1], strerror(errno));
+	if ((error = send_all(fd, line, strlen(line))) != 0) {
+		cli_err("ctl: %s: %s", argv[1], strerror(error));
 		goto fail;
 	}
 	/* One line, however long (a long 'fault list'), up to 64 MiB. */

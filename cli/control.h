@@ -32,7 +32,7 @@
 	"  --fault-replay FILE    inject exactly the faults of such a log\n" \
 	"  --control PATH         a Unix socket for 'rumpblk ctl': fault\n" \
 	"                         add RULE, fault del ID, fault list,\n"	\
-	"                         fault clear, stats\n"
+	"                         fault clear, stats, reset\n"
 
 struct cli_control;
 
@@ -54,10 +54,11 @@ struct cli_fault_opts {
 int	cli_fault_option(struct cli_fault_opts *, int opt, const char *arg);
 /*
  * After the units are registered and before any I/O: open the log, load
- * the replay, print the seed, arm the rules, open the control socket.
+ * the replay, print the seed, arm the rules, open the control socket
+ * (whose reset command resets unit).
  * Messages go to msgs (may be NULL).  0, or 1/2 with the error said.
  */
-int	cli_fault_start(struct cli_fault_opts *, struct rumpblk *,
+int	cli_fault_start(struct cli_fault_opts *, struct rumpblk *, int unit,
 	    FILE *msgs);
 /* Close the control socket and the log; free the options. */
 void	cli_fault_stop(struct cli_fault_opts *, struct rumpblk *);
@@ -76,13 +77,14 @@ extern const char cli_fault_reference[];
 
 /*
  * The control socket: a thread that accepts on a Unix socket at path and
- * answers each command line with one JSON line.  An existing socket file
- * nobody listens on is replaced; one in use is EADDRINUSE.
+ * answers each command line with one JSON line; reset resets unit.  An
+ * existing socket file nobody listens on is replaced; one in use is
+ * EADDRINUSE.
  */
-int	cli_control_start(struct rumpblk *, const char *path,
+int	cli_control_start(struct rumpblk *, int unit, const char *path,
 	    struct cli_control **);
 void	cli_control_stop(struct cli_control *);
 /* One command, one answer (no newline) to f.  For the server and tests. */
-void	cli_control_command(struct rumpblk *, char *line, FILE *f);
+void	cli_control_command(struct rumpblk *, int unit, char *line, FILE *f);
 
 #endif

@@ -52,7 +52,8 @@ cli_fault_option(struct cli_fault_opts *fo, int opt, const char *arg)
 }
 
 int
-cli_fault_start(struct cli_fault_opts *fo, struct rumpblk *rb, FILE *msgs)
+cli_fault_start(struct cli_fault_opts *fo, struct rumpblk *rb, int unit,
+    FILE *msgs)
 {
 	char err[512], id[RUMPBLK_FAULT_IDMAX];
 	FILE *f;
@@ -117,7 +118,7 @@ cli_fault_start(struct cli_fault_opts *fo, struct rumpblk *rb, FILE *msgs)
 			    progname, id, fo->fo_rules[i]);
 	}
 	if (fo->fo_control != NULL &&
-	    (error = cli_control_start(rb, fo->fo_control,
+	    (error = cli_control_start(rb, unit, fo->fo_control,
 	    &fo->fo_ctl)) != 0) {
 		cli_err("--control %s: %s", fo->fo_control, strerror(error));
 		return 1;

@@ -651,7 +651,7 @@ cmd_serve(int argc, char **argv)
 		    "reads and writes, seed %" PRIu32 "\n", cfg.fail,
 		    RUMPBLK_BLKFAIL_MAX, cfg.fail_seed);
 	/* Rules, log, replay and control socket, before any I/O. */
-	if ((error = cli_fault_start(&fo, rb, stderr)) != 0) {
+	if ((error = cli_fault_start(&fo, rb, unit, stderr)) != 0) {
 		rc = error;
 		goto out;
 	}
@@ -733,13 +733,14 @@ out:
 	}
 	/* Every connection is done: no firing is logged after this. */
 	cli_fault_stop(&fo, rb);
+	/* Before the instance: the server unsubscribes from its events. */
+	nbd_server_destroy(srv);
 	if (rb != NULL && (error = rumpblk_destroy(rb)) != 0) {
 		cli_err("%s: could not make written data durable: %s",
 		    o.image, strerror(error));
 		if (rc == 0)
 			rc = 1;
 	}
-	nbd_server_destroy(srv);
 	if (lockfd != -1)
 		close(lockfd);
 	if (pid_written)

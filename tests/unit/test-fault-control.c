@@ -2,7 +2,8 @@
  * test-fault-control: the control socket arms and disarms a rule while
  * I/O runs, and the firings start and stop with it; a bad rule is
  * refused with a message naming it and the server keeps serving;
- * `rumpblk ctl` (RUMPBLK, when meson gives it) talks to the same socket.
+ * `rumpblk ctl` (RUMPBLK, when meson gives it) talks to the same socket;
+ * `reset` resets the unit the socket serves (its event says which).
  *
  * The socket server is the CLI's own (cli/control.c), linked in here
  * with an instance of our own, so that the test needs no NBD server.
@@ -116,7 +117,7 @@ arm_disarm_live(void **state)
 	(void)state;
 	fl_open(&e, "ctl.img", 1 << 20, 3);
 	tl_eq(rumpblk_fault_enable(e.rb), 0);
-	tl_eq(cli_control_start(e.rb, sock, &cc), 0);
+	tl_eq(cli_control_start(e.rb, e.unit, sock, &cc), 0);
 	w = (struct worker){ e.rb, e.unit };
 	assert(pthread_create(&tid, NULL, reader, &w) == 0);
 	fd = ctl_connect(sock);
@@ -193,6 +194,66 @@ arm_disarm_live(void **state)
 	free(sock);
 }
 
+/* What a subscriber heard; written by the control thread. */
+struct heard {
+	atomic_int	unit, event, n;
+};
+
+static void
+heard_event(void *arg, int unit, int event)
+{
+	struct heard *h = arg;
+
+	atomic_store(&h->unit, unit);
+	atomic_store(&h->event, event);
+	atomic_fetch_add(&h->n, 1);
+}
+
+static void
+reset_command(void **state)
+{
+	struct fl_env e;
+	struct cli_control *cc;
+	struct heard h;
+	char *sock = tl_path("reset.sock");
+	const char *s;
+	int fd, id;
+
+	(void)state;
+	atomic_init(&h.unit, -1);
+	atomic_init(&h.event, -1);
+	atomic_init(&h.n, 0);
+	fl_open(&e, "reset.img", 1 << 20, 5);
+	tl_eq(rumpblk_event_subscribe(e.rb, heard_event, &h, &id), 0);
+	tl_eq(cli_control_start(e.rb, e.unit, sock, &cc), 0);
+	fd = ctl_connect(sock);
+	s = ctl(fd, "reset");
+	tl_eq(strcmp(s, "{\"ok\":true}"), 0);
+	/* The answer comes once every subscriber has been called. */
+	tl_eq(atomic_load(&h.n), 1);
+	tl_eq(atomic_load(&h.unit), e.unit);
+	tl_eq(atomic_load(&h.event), RUMPBLK_EVENT_RESET);
+	s = ctl(fd, "reset 0");
+	tl_eq(strstr(s, "\"ok\":false") != NULL &&
+	    strstr(s, "reset takes no argument") != NULL, true);
+	tl_eq(atomic_load(&h.n), 1);
+	close(fd);
+	cli_control_stop(cc);
+
+	/* A socket started for a unit that is gone: the error names it. */
+	tl_eq(cli_control_start(e.rb, e.unit + 7, sock, &cc), 0);
+	fd = ctl_connect(sock);
+	s = ctl(fd, "reset");
+	tl_eq(strstr(s, "\"ok\":false") != NULL &&
+	    strstr(s, "reset: unit ") != NULL, true);
+	tl_eq(atomic_load(&h.n), 1);
+	close(fd);
+	cli_control_stop(cc);
+	tl_eq(rumpblk_event_unsubscribe(e.rb, id), 0);
+	fl_close(&e);
+	free(sock);
+}
+
 /* Every example of 'rumpblk faults --help' is a rule that arms. */
 static void
 reference_examples(void **state)
@@ -227,6 +288,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(arm_disarm_live),
+		cmocka_unit_test(reset_command),
 		cmocka_unit_test(reference_examples),
 	};
 

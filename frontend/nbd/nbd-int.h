@@ -1,5 +1,13 @@
 /*
- * Private declarations of the NBD server, one section per file.
+ * Private declarations of the NBD server, one section per file:
+ *   server.c     listeners, the accept loop, shutdown
+ *   conn.c       a connection's life: handshake, the request loop
+ *   handshake.c  the fixed newstyle handshake
+ *   wire.c       the socket as bytes: buffered reads, blocking sends
+ *   dispatch.c   one request → strategy calls; unaligned requests
+ *   reply.c      requests in flight, building and sending replies
+ *   rangelock.c  the range lock over the export
+ *   errno.c      errno → NBD error (declared in nbd.h)
  *
  * Threading (designed for a 2-core machine shared with the client):
  *   - One reader thread per connection does the handshake, then parses
@@ -23,12 +31,17 @@
  *     stops reading requests while over the cap, so memory is bounded by
  *     max_connections × (max_inflight + 4 MiB of cached request buffers
  *     + the 256 KiB receive buffer).
+ *   - A unit reset drops connections from whichever thread raised the
+ *     event (server.c's callback, nbd_conn_reset): it sets c_reset and
+ *     shuts the socket down, and each connection's own threads then end
+ *     it as they would for a client that left.
  */
 #ifndef RUMPBLK_NBD_INT_H
 #define RUMPBLK_NBD_INT_H
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <sys/uio.h>
 
 #include "nbd.h"
@@ -68,14 +81,10 @@ struct nbd_rangelock {
 	unsigned	rl_waiters;	/* l: threads in nbd_rl_lock's wait */
 };
 
-void	nbd_rl_init(struct nbd_rangelock *);
-void	nbd_rl_fini(struct nbd_rangelock *);
-void	nbd_rl_lock(struct nbd_rangelock *, struct nbd_range *,
-	    uint64_t start, uint64_t end, bool excl);
-void	nbd_rl_unlock(struct nbd_rangelock *, struct nbd_range *);
-
 /*
  * Locks: s = s_lock, a = atomic, ( = set at create / before run.
+ * Lock order: s_lock before any connection's c_lock (the reset event
+ * takes both).
  */
 struct nbd_server {
 	pthread_mutex_t	s_lock;
@@ -96,9 +105,11 @@ struct nbd_server {
 	int		s_nlfd;		/* ( */
 	int		s_stoppipe[2];	/* ( nbd_server_stop writes */
 	int		s_wakefd;	/* ( eventfd: a connection ended */
+	int		s_evid;		/* ( the event subscription */
 	_Atomic bool	s_stopping;	/* a */
 	_Atomic uint64_t s_deadline;	/* a: CLOCK_MONOTONIC ns, 0 none */
-	struct nbd_conn	*s_conns;	/* s: live and ended connections */
+	struct nbd_conn	*s_conns;	/* s: live and ended connections,
+					   and those of nbd_serve_fd */
 	unsigned	s_nconns;	/* s: live ones */
 };
 
@@ -142,7 +153,8 @@ struct nbd_req {
 
 /*
  * Locks: c = c_lock, R = reader thread only, ( = set before the reader
- * starts, h = set by the handshake (reader) before any request.
+ * starts, h = set by the handshake (reader) before any request, s = the
+ * server's s_lock, a = atomic.
  */
 struct nbd_conn {
 	struct nbd_server *c_srv;	/* ( */
@@ -174,6 +186,8 @@ struct nbd_conn {
 	bool		c_writer_wanted; /* c: ownership passed to writer */
 	bool		c_writer_stop;	/* c */
 	bool		c_dead;		/* c: replies cannot be sent */
+	_Atomic bool	c_reset;	/* a: the unit was reset: parse no
+					   more requests */
 	size_t		c_inflight;	/* c: bytes charged */
 	unsigned	c_nreqs;	/* c: requests alive */
 	bool		c_reader_waits;	/* c: reader waits on c_cv */
@@ -185,21 +199,114 @@ struct nbd_conn {
 	struct nbd_conn	*c_next;	/* s */
 };
 
+/* Every file: a mutex that fails is a broken invariant. */
+static inline void
+lock(pthread_mutex_t *m)
+{
+	if (pthread_mutex_lock(m) != 0)
+		abort();
+}
+
+static inline void
+unlock(pthread_mutex_t *m)
+{
+	if (pthread_mutex_unlock(m) != 0)
+		abort();
+}
+
 /* conn.c */
+/* CLOCK_MONOTONIC, in nanoseconds. */
 uint64_t nbd_now_ns(void);
+/* One line "rumpblk serve: MESSAGE" on the server's log, written whole. */
 void	nbd_log(struct nbd_server *, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
+/* A connection on the socket fd, not served yet; NULL when memory is
+ * short (fd stays the caller's). */
 struct nbd_conn *nbd_conn_new(struct nbd_server *, int fd, bool tcp);
 /* The whole life of a connection: handshake, requests, teardown.  The
  * connection's memory (but not the struct) is freed at the end. */
 void	nbd_conn_serve(struct nbd_conn *);
+/* Free a connection whose nbd_conn_serve() returned, closing its
+ * socket. */
 void	nbd_conn_free(struct nbd_conn *);
+/*
+ * Drop a connection now, from any thread (the unit was reset): no more
+ * requests are parsed, not even those already buffered; replies still
+ * queued and those of requests in flight are dropped; the socket is
+ * shut down, which wakes its reader and writer.  Requests in flight
+ * complete in the library as always, and the reader ends the connection
+ * once they have.  Waits for nothing.  The caller holds s_lock, which
+ * keeps the connection from being freed.
+ */
+void	nbd_conn_reset(struct nbd_conn *);
+
+/* wire.c */
 /* Read exactly n bytes (through the receive buffer); 0 or errno
  * (ECONNRESET for EOF). */
 int	nbd_conn_read(struct nbd_conn *, void *, size_t n);
+/* Read and throw away n bytes (the payload of a refused WRITE); 0 or
+ * errno. */
+int	nbd_conn_discard(struct nbd_conn *, uint64_t n);
 /* Send everything, waiting as long as the client is alive and the
- * shutdown deadline has not passed; 0 or errno. */
+ * shutdown deadline has not passed; 0 or errno.  iov is used up. */
 int	nbd_conn_sendv(struct nbd_conn *, struct iovec *, int iovcnt);
+/* Wait until the socket takes data: 0, EPIPE when it is dead, or
+ * ETIMEDOUT past the shutdown deadline. */
+int	nbd_wait_writable(struct nbd_conn *);
+
+/* reply.c */
+/*
+ * A request with a data buffer of at least bufsize bytes (page-aligned),
+ * charged to the connection's bytes in flight.  Waits while the
+ * connection is over its cap (sending the corked replies first).  NULL
+ * when memory is short.  Reader thread only.
+ */
+struct nbd_req *nbd_req_get(struct nbd_conn *, size_t bufsize);
+/* Release a list of requests whose replies are sent or dropped (kept
+ * for reuse within limits); c_lock held. */
+void	nbd_req_put_locked(struct nbd_conn *, struct nbd_req *list);
+/* Build a simple reply; with data and no error, the payload of a READ
+ * (r_len bytes from r_skip) follows the header. */
+void	nbd_reply_simple(struct nbd_req *, uint32_t error, bool data);
+/* A structured reply header of the request, flagged DONE; len is the
+ * payload's length in bytes. */
+void	nbd_reply_shdr(struct nbd_structured_reply *, struct nbd_req *,
+	    uint16_t type, uint32_t len);
+/* Build the error reply of errnum (never success): structured for READ
+ * and BLOCK_STATUS when negotiated, simple otherwise. */
+void	nbd_reply_error(struct nbd_req *, int errnum);
+/* Build the reply of a READ that succeeded. */
+void	nbd_reply_read(struct nbd_req *);
+/* A reply is built: queue it and send it, unless another thread owns
+ * the socket.  The request is released once sent or dropped.  Any
+ * thread. */
+void	nbd_out_push(struct nbd_req *);
+/* The reader takes the socket for a batch of requests (cork) and sends
+ * what the batch produced before it waits (uncork).  Reader only. */
+void	nbd_out_cork(struct nbd_conn *);
+void	nbd_out_uncork(struct nbd_conn *);
+/* The socket can carry no more replies: drop those queued, shut the
+ * socket down so that every thread blocked on it wakes.  error (0 for
+ * none) is logged unless the client just left.  c_lock held. */
+void	nbd_mark_dead_locked(struct nbd_conn *, int error);
+/* The writer thread (arg: the connection): sends the out queue whenever
+ * ownership of the socket passes to it, until c_writer_stop. */
+void	*nbd_writer_main(void *);
+
+/* dispatch.c */
+/* Handle one request whose header was just read.  0 to go on,
+ * ECONNRESET for DISC or a vanished client, another errno to hang up.
+ * Reader thread only. */
+int	nbd_dispatch(struct nbd_conn *, const struct nbd_request *);
+
+/* rangelock.c */
+void	nbd_rl_init(struct nbd_rangelock *);
+void	nbd_rl_fini(struct nbd_rangelock *);
+/* Hold [start, end) (bytes) shared or exclusive, waiting for ranges in
+ * the way; rg is the caller's until nbd_rl_unlock(). */
+void	nbd_rl_lock(struct nbd_rangelock *, struct nbd_range *,
+	    uint64_t start, uint64_t end, bool excl);
+void	nbd_rl_unlock(struct nbd_rangelock *, struct nbd_range *);
 
 /* handshake.c: 0 when transmission may start, or an errno to hang up
  * (the client aborted, misbehaved or left). */

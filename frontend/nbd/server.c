@@ -13,6 +13,13 @@
  * wakes readers), let requests in flight complete and their replies go
  * out; a client that does not read its replies is given up after the
  * shutdown timeout.
+ *
+ * Unit reset: the server subscribes to the instance's events from create
+ * to destroy.  RUMPBLK_EVENT_RESET for its unit drops every connection
+ * at once (nbd_conn_reset: shut the socket down, discard the replies),
+ * in the thread that raised the event and without waiting for anything,
+ * under s_lock so that no connection is freed meanwhile.  Clients that
+ * connect afterwards are served as usual.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +35,28 @@
 #include <unistd.h>
 
 #include "nbd-int.h"
+
+/* The instance's events (any thread, no library lock held). */
+static void
+server_event(void *arg, int unit, int event)
+{
+	struct nbd_server *s = arg;
+	struct nbd_conn *c;
+	unsigned n = 0;
+
+	if (event != RUMPBLK_EVENT_RESET || unit != s->s_cfg.unit)
+		return;
+	pthread_mutex_lock(&s->s_lock);
+	for (c = s->s_conns; c != NULL; c = c->c_next) {
+		if (c->c_ended)
+			continue;
+		nbd_conn_reset(c);
+		n++;
+	}
+	pthread_mutex_unlock(&s->s_lock);
+	nbd_log(s, "unit %d was reset: dropped %u connection%s", unit, n,
+	    n == 1 ? "" : "s");
+}
 
 int
 nbd_server_create(const struct nbd_server_config *cfg,
@@ -67,9 +96,19 @@ nbd_server_create(const struct nbd_server_config *cfg,
 	pthread_mutex_init(&s->s_lock, NULL);
 	pthread_cond_init(&s->s_cv, NULL);
 	nbd_rl_init(&s->s_rl);
+	/* Last: the callback may run as soon as this returns. */
+	if ((error = rumpblk_event_subscribe(cfg->rb, server_event, s,
+	    &s->s_evid)) != 0)
+		goto fini_locks;
 	*sp = s;
 	return 0;
+fini_locks:
+	nbd_rl_fini(&s->s_rl);
+	pthread_cond_destroy(&s->s_cv);
+	pthread_mutex_destroy(&s->s_lock);
 fail:
+	if (s->s_wakefd != -1)
+		close(s->s_wakefd);
 	if (s->s_stoppipe[0] != -1) {
 		close(s->s_stoppipe[0]);
 		close(s->s_stoppipe[1]);
@@ -358,7 +397,7 @@ nbd_server_run(struct nbd_server *s, int extra_fd)
 	atomic_store(&s->s_stopping, true);
 	pthread_mutex_lock(&s->s_lock);
 	for (c = s->s_conns; c != NULL; c = c->c_next)
-		if (!c->c_ended)
+		if (!c->c_ended && c->c_has_reader)
 			shutdown(c->c_fd, SHUT_RD);
 	while (s->s_nconns > 0)
 		pthread_cond_wait(&s->s_cv, &s->s_lock);
@@ -370,13 +409,27 @@ nbd_server_run(struct nbd_server *s, int extra_fd)
 int
 nbd_serve_fd(struct nbd_server *s, int fd)
 {
-	struct nbd_conn *c;
+	struct nbd_conn *c, **cp;
 
 	if ((c = nbd_conn_new(s, fd, false)) == NULL) {
 		close(fd);
 		return ENOMEM;
 	}
+	/*
+	 * On the list, so that a unit reset drops it too; never marked
+	 * ended, so reap() leaves it to us, and without a reader thread of
+	 * its own, so nbd_server_run() neither counts nor stops it.
+	 */
+	pthread_mutex_lock(&s->s_lock);
+	c->c_next = s->s_conns;
+	s->s_conns = c;
+	pthread_mutex_unlock(&s->s_lock);
 	nbd_conn_serve(c);
+	pthread_mutex_lock(&s->s_lock);
+	for (cp = &s->s_conns; *cp != c; cp = &(*cp)->c_next)
+		;
+	*cp = c->c_next;
+	pthread_mutex_unlock(&s->s_lock);
 	nbd_conn_free(c);
 	return 0;
 }
@@ -388,6 +441,8 @@ nbd_server_destroy(struct nbd_server *s)
 
 	if (s == NULL)
 		return;
+	/* First: once it returns, server_event is not running. */
+	(void)rumpblk_event_unsubscribe(s->s_cfg.rb, s->s_evid);
 	reap(s);
 	for (i = 0; i < s->s_nlfd; i++) {
 		close(s->s_lfd[i]);

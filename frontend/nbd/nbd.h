@@ -44,8 +44,14 @@ struct nbd_server_config {
 struct nbd_server;
 
 /*
- * Create a server for one unit.  The unit must stay registered until
- * nbd_server_destroy().  Errors: the rumpblk_unitinfo() error, ENOMEM.
+ * Create a server for one unit.  The unit must stay registered, and the
+ * instance alive, until nbd_server_destroy().  The server subscribes to
+ * the instance's events: when the unit is reset (rumpblk_unit_reset(),
+ * RUMPBLK_EVENT_RESET), every connection to it is dropped at once, its
+ * requests in flight completing in the library and their replies
+ * discarded; clients that connect afterwards are served as usual.
+ * Errors: the rumpblk_unitinfo() error, ENOMEM, the pipe or eventfd
+ * error.
  */
 int	nbd_server_create(const struct nbd_server_config *,
 	    struct nbd_server **);
@@ -85,7 +91,8 @@ void	nbd_server_stop(struct nbd_server *);
  */
 int	nbd_serve_fd(struct nbd_server *, int fd);
 
-/* Close the listeners (removing Unix socket files) and free. */
+/* End the event subscription, close the listeners (removing Unix socket
+ * files) and free.  Not from an event callback. */
 void	nbd_server_destroy(struct nbd_server *);
 
 /* Transmission flags the export advertises (structured replies
@@ -93,8 +100,9 @@ void	nbd_server_destroy(struct nbd_server *);
 uint16_t nbd_server_tflags(const struct nbd_server *, bool structured);
 
 /*
- * errno → NBD error value, through the one table below (nbd/errno.c).
- * 0 maps to 0; an errno that is not in the table maps to NBD_EIO.
+ * errno → NBD error value, through the one table below
+ * (frontend/nbd/errno.c).  0 maps to 0; an errno that is not in the
+ * table maps to NBD_EIO.
  */
 struct nbd_errno_row {
 	int		errnum;		/* errno value */

@@ -1,0 +1,164 @@
+/*
+ * The socket of one connection, as bytes: exact reads through the
+ * receive buffer, discarding a payload, the blocking send of the
+ * handshake, and waiting for room to send, bounded by the shutdown
+ * deadline.
+ *
+ * Contents:
+ *   1. sending: waiting for room, nbd_conn_sendv
+ *   2. receiving: the buffered reader
+ *
+ * It knows nothing of NBD messages: dispatch.c and handshake.c decode
+ * them, reply.c queues and sends the replies of requests.  This file and
+ * reply.c send through the one sendmsg() loop, frontend/common/sendv.c.
+ * The trade-off is in the receive buffer: one recv() brings many
+ * pipelined request headers, a system call saved per request, for a copy
+ * of small payloads; payloads of 4 KiB or more skip the buffer and go
+ * straight into their request's buffer.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "nbd-int.h"
+#include "sendv.h"
+
+/* 1. Sending. */
+
+static bool
+past_deadline(struct nbd_server *s)
+{
+	uint64_t d = atomic_load(&s->s_deadline);
+
+	return d != 0 && nbd_now_ns() > d;
+}
+
+/* Wait until the socket takes data; 0, or ETIMEDOUT at the deadline. */
+int
+nbd_wait_writable(struct nbd_conn *c)
+{
+	struct pollfd p = { .fd = c->c_fd, .events = POLLOUT };
+
+	for (;;) {
+		if (past_deadline(c->c_srv))
+			return ETIMEDOUT;
+		if (poll(&p, 1, 100) > 0) {
+			if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
+				return EPIPE;
+			return 0;
+		}
+	}
+}
+
+static int
+wait_cb(void *arg)
+{
+	return nbd_wait_writable(arg);
+}
+
+int
+nbd_conn_sendv(struct nbd_conn *c, struct iovec *iov, int iovcnt)
+{
+	return fe_sendv_all(c->c_fd, iov, iovcnt, MSG_DONTWAIT, wait_cb, c);
+}
+
+/* 2. Receiving. */
+
+/* Refill the receive buffer; 0, ECONNRESET at EOF, or errno. */
+static int
+fill(struct nbd_conn *c)
+{
+	ssize_t n;
+
+	nbd_out_uncork(c);
+	if (c->c_rpos == c->c_rlen)
+		c->c_rpos = c->c_rlen = 0;
+	else if (c->c_rpos > 0 && c->c_rlen + 4096 > NBD_RBUF_SIZE) {
+		memmove(c->c_rbuf, c->c_rbuf + c->c_rpos,
+		    c->c_rlen - c->c_rpos);
+		c->c_rlen -= c->c_rpos;
+		c->c_rpos = 0;
+	}
+	for (;;) {
+		n = recv(c->c_fd, c->c_rbuf + c->c_rlen,
+		    NBD_RBUF_SIZE - c->c_rlen, 0);
+		if (n > 0) {
+			c->c_rlen += (size_t)n;
+			return 0;
+		}
+		if (n == 0)
+			return ECONNRESET;
+		if (errno == EINTR)
+			continue;
+		if ((errno == EAGAIN || errno == EWOULDBLOCK) &&
+		    !atomic_load(&c->c_srv->s_stopping) &&
+		    nbd_now_ns() < c->c_hs_deadline)
+			continue;	/* SO_RCVTIMEO tick (handshake) */
+		return errno == EAGAIN ? ETIMEDOUT : errno;
+	}
+}
+
+int
+nbd_conn_read(struct nbd_conn *c, void *buf, size_t n)
+{
+	char *p = buf;
+	size_t k;
+	ssize_t got;
+	int error;
+
+	/* From the buffer first. */
+	k = c->c_rlen - c->c_rpos;
+	if (k > n)
+		k = n;
+	memcpy(p, c->c_rbuf + c->c_rpos, k);
+	c->c_rpos += k;
+	p += k;
+	n -= k;
+	if (n == 0)
+		return 0;
+	if (n < 4096) {
+		while (c->c_rlen - c->c_rpos < n)
+			if ((error = fill(c)) != 0)
+				return error;
+		memcpy(p, c->c_rbuf + c->c_rpos, n);
+		c->c_rpos += n;
+		return 0;
+	}
+	/* Large payloads go straight to their buffer. */
+	nbd_out_uncork(c);
+	while (n > 0) {
+		got = recv(c->c_fd, p, n, MSG_WAITALL);
+		if (got > 0) {
+			p += got;
+			n -= (size_t)got;
+			continue;
+		}
+		if (got == 0)
+			return ECONNRESET;
+		if (errno == EINTR || ((errno == EAGAIN ||
+		    errno == EWOULDBLOCK) &&
+		    !atomic_load(&c->c_srv->s_stopping) &&
+		    nbd_now_ns() < c->c_hs_deadline))
+			continue;
+		return errno == EAGAIN ? ETIMEDOUT : errno;
+	}
+	return 0;
+}
+
+/* Read and throw away n bytes (the payload of a refused WRITE). */
+int
+nbd_conn_discard(struct nbd_conn *c, uint64_t n)
+{
+	char buf[4096];
+	size_t k;
+	int error;
+
+	while (n > 0) {
+		k = n > sizeof(buf) ? sizeof(buf) : (size_t)n;
+		if ((error = nbd_conn_read(c, buf, k)) != 0)
+			return error;
+		n -= k;
+	}
+	return 0;
+}
