@@ -188,12 +188,127 @@ static int tl_skipped __attribute__((unused));
 	skip();								\
 } while (0)
 
-/* Run the group, clean the scratch directory, map a skip to 77. */
-#define tl_main(tests, setup, teardown) ({				\
-	int _rc = cmocka_run_group_tests(tests, setup, teardown);	\
-	tl_cleanup();							\
-	_rc != 0 ? 1 : tl_skipped ? 77 : 0;				\
-})
+/*
+ * Which subtests tl_main() runs: all of them, or only those named in
+ * RUMPBLK_TEST_ONLY, or all but those named in RUMPBLK_TEST_EXCEPT
+ * (names as in the CMUnitTest table, separated by commas), so that meson
+ * can run one subtest as a test of its own.  A name that is no subtest of
+ * the program is an error, and so is a selection of none: a renamed
+ * subtest must not leave a meson test that runs nothing and passes.
+ * (cmocka 1.1's cmocka_set_test_filter takes one glob and runs whatever
+ * it matches, none included, without a word.)
+ */
+struct tl_sel {
+	CMFixtureFunction s_teardown;	/* the program's group teardown */
+	int		s_teardown_rc;
+};
+static struct tl_sel tl_sel __attribute__((unused));
+
+static inline void tl_cleanup(void);
+
+/* Is name one of the comma-separated list? */
+static inline bool
+tl_listed(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+	const char *p, *e;
+
+	for (p = list;; p = e + 1) {
+		e = strchrnul(p, ',');
+		if ((size_t)(e - p) == n && strncmp(p, name, n) == 0)
+			return true;
+		if (*e == '\0')
+			return false;
+	}
+}
+
+/* Does every name of var's list name one of tests[n]?  Says which not. */
+static inline bool
+tl_known(const char *var, const char *list, const struct CMUnitTest *tests,
+    size_t n)
+{
+	const char *p, *e;
+	bool ok = true;
+	size_t i;
+
+	for (p = list;; p = e + 1) {
+		e = strchrnul(p, ',');
+		for (i = 0; i < n; i++)
+			if (strlen(tests[i].name) == (size_t)(e - p) &&
+			    strncmp(tests[i].name, p, (size_t)(e - p)) == 0)
+				break;
+		if (i == n) {
+			fprintf(stderr, "%s: %s: no subtest '%.*s' here\n",
+			    program_invocation_short_name, var, (int)(e - p),
+			    p);
+			ok = false;
+		}
+		if (*e == '\0')
+			return ok;
+	}
+}
+
+/*
+ * cmocka 1.1 reports a failing group teardown but leaves it out of the
+ * count it returns; this wrapper keeps it a failure.
+ */
+static inline int
+tl_group_teardown(void **state)
+{
+	tl_sel.s_teardown_rc = tl_sel.s_teardown(state);
+	return tl_sel.s_teardown_rc;
+}
+
+static inline int
+tl_run_group(const struct CMUnitTest *tests, size_t n,
+    CMFixtureFunction setup, CMFixtureFunction teardown)
+{
+	const char *only = getenv("RUMPBLK_TEST_ONLY");
+	const char *except = getenv("RUMPBLK_TEST_EXCEPT");
+	struct CMUnitTest *sel = calloc(n, sizeof(*sel));
+	size_t i, nsel = 0;
+	bool known;
+	int status;
+
+	assert(sel != NULL);
+	if (only != NULL && *only == '\0')
+		only = NULL;
+	if (except != NULL && *except == '\0')
+		except = NULL;
+	/* Both lists are checked, so that every unknown name is told. */
+	known = only == NULL || tl_known("RUMPBLK_TEST_ONLY", only, tests, n);
+	if (except != NULL &&
+	    !tl_known("RUMPBLK_TEST_EXCEPT", except, tests, n))
+		known = false;
+	if (!known) {
+		status = 1;
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		if ((only == NULL || tl_listed(only, tests[i].name)) &&
+		    (except == NULL || !tl_listed(except, tests[i].name)))
+			sel[nsel++] = tests[i];
+	if (nsel == 0) {
+		fprintf(stderr, "%s: RUMPBLK_TEST_ONLY and RUMPBLK_TEST_EXCEPT "
+		    "leave no subtest to run\n", program_invocation_short_name);
+		status = 1;
+		goto out;
+	}
+	tl_sel.s_teardown = teardown;
+	status = _cmocka_run_group_tests("tests", sel, nsel, setup,
+	    teardown != NULL ? tl_group_teardown : NULL) != 0 ||
+	    tl_sel.s_teardown_rc != 0 ? 1 : tl_skipped ? 77 : 0;
+out:
+	free(sel);
+	tl_cleanup();
+	return status;
+}
+
+/* Run the selected subtests, clean the scratch directory, map a skip to
+ * 77. */
+#define tl_main(tests, setup, teardown)					\
+	tl_run_group(tests, sizeof(tests) / sizeof((tests)[0]), setup,	\
+	    teardown)
 
 /* assert_true that names the backend. */
 #define tl_true(c) do {							\
