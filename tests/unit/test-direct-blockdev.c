@@ -146,8 +146,7 @@ main(void)
 		tl_cleanup();
 		return 77;
 	}
-	rc = cmocka_run_group_tests(tests, NULL, teardown);
+	rc = tl_main(tests, NULL, teardown);
 	free(backing);
-	tl_cleanup();
 	return rc;
 }
