@@ -83,7 +83,7 @@ uring_refused(void **state)
 	(void)state;
 #ifndef RUMPBLK_HAVE_URING
 	tl_eq(try_register(RUMPBLK_BACKEND_URING, &used), EOPNOTSUPP);
-	skip();
+	tl_skip("built without liburing");
 #endif
 	tl_eq(try_register(RUMPBLK_BACKEND_URING, &used), 0);
 	tl_eq(used, RUMPBLK_BACKEND_URING);

@@ -62,6 +62,13 @@ on_device(enum rumpblk_backend backend)
 	int64_t blk;
 	int unit, fd;
 
+	if (dev[0] == '\0') {
+		free(model);
+		free(mem);
+		free(chk);
+		tl_skip("needs root and a loop device (losetup --sector-size "
+		    "4096)");
+	}
 	assert(model != NULL && mem != NULL && chk != NULL);
 	/* The device starts as zeroes; earlier runs wrote it. */
 	fd = open(backing, O_RDONLY);
@@ -123,7 +130,7 @@ uring_dev(void **state)
 {
 	(void)state;
 #ifndef RUMPBLK_HAVE_URING
-	skip();
+	tl_skip("built without liburing");
 #endif
 	on_device(RUMPBLK_BACKEND_URING);
 }
@@ -139,15 +146,7 @@ main(void)
 
 	setenv("RUMPBLK_TEST_BACKEND", "direct", 1);
 	setup();
-	if (dev[0] == '\0') {
-		printf("test-direct-blockdev: skipped: needs root and a loop "
-		    "device (losetup --sector-size 4096)\n");
-		free(backing);
-		tl_cleanup();
-		return 77;
-	}
-	rc = cmocka_run_group_tests(tests, NULL, teardown);
+	rc = tl_main(tests, NULL, teardown);
 	free(backing);
-	tl_cleanup();
 	return rc;
 }

@@ -11,6 +11,9 @@
  * Every check runs on the mmap backend whatever the matrix says; the
  * results are compared with pread of the host file.
  */
+#include <linux/capability.h>
+#include <sys/syscall.h>
+
 #include "testlib.h"
 #include "host/host.h"
 
@@ -342,6 +345,46 @@ map_failure_later(void **state)
 	free(img);
 }
 
+/*
+ * Root opens a 0444 file read-write anyway: CAP_DAC_OVERRIDE bypasses the
+ * mode.  readonly_file takes that capability out of its thread's
+ * effective set for the registration (the open happens on the calling
+ * thread), so the file is as read-only to it as to any other user; the
+ * teardown puts the capability back.  Without the capability this is a
+ * no-op.
+ */
+static struct __user_cap_header_struct cap_hdr = {
+	.version = _LINUX_CAPABILITY_VERSION_3,
+};
+static struct __user_cap_data_struct cap_saved[2];
+static bool cap_dropped;
+
+static void
+drop_dac_override(void)
+{
+	struct __user_cap_data_struct cap[2];
+
+	tl_eq(syscall(SYS_capget, &cap_hdr, cap_saved), 0);
+	memcpy(cap, cap_saved, sizeof(cap));
+	cap[CAP_TO_INDEX(CAP_DAC_OVERRIDE)].effective &=
+	    ~CAP_TO_MASK(CAP_DAC_OVERRIDE);
+	if (syscall(SYS_capset, &cap_hdr, cap) != 0)
+		tl_fail("capset: %s\n", strerror(errno));
+	cap_dropped = true;
+}
+
+static int
+restore_dac_override(void **state)
+{
+	(void)state;
+	if (cap_dropped && syscall(SYS_capset, &cap_hdr, cap_saved) != 0) {
+		fprintf(stderr, "capset: %s\n", strerror(errno));
+		return -1;
+	}
+	cap_dropped = false;
+	return 0;
+}
+
 /* A read-only host file maps read-only and serves reads. */
 static void
 readonly_file(void **state)
@@ -351,17 +394,19 @@ readonly_file(void **state)
 	struct rumpblk_unitinfo ui;
 	char buf[4096];
 	size_t resid;
-	int unit;
+	int unit, fd;
 
 	(void)state;
-	if (geteuid() == 0) {
-		/* root opens a 0444 file read-write anyway. */
-		rumpblk_destroy(rb);
-		free(img);
-		skip();
-	}
 	tl_eq(chmod(img, 0444), 0);
+	drop_dac_override();
+	/* The premise: this thread cannot open the file for writing. */
+	if ((fd = open(img, O_RDWR)) != -1) {
+		close(fd);
+		tl_fail("%s (0444) still opens read-write\n", img);
+	}
+	tl_eq(errno, EACCES);
 	tl_eq(rumpblk_register(rb, img, 0, RUMPBLK_SIZENOTSET, &unit), 0);
+	tl_eq(restore_dac_override(NULL), 0);
 	tl_eq(rumpblk_unitinfo(rb, unit, &ui), 0);
 	tl_eq(ui.ui_backend, RUMPBLK_BACKEND_MMAP);
 	tl_eq(ui.ui_mode & RUMPBLK_FWRITE, 0);
@@ -427,7 +472,7 @@ main(void)
 		cmocka_unit_test(zero_trim_coherent),
 		cmocka_unit_test(fallback_to_pio),
 		cmocka_unit_test(map_failure_later),
-		cmocka_unit_test(readonly_file),
+		cmocka_unit_test_teardown(readonly_file, restore_dac_override),
 		cmocka_unit_test(auto_by_windows),
 	};
 
