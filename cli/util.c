@@ -24,18 +24,29 @@ cli_err(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+/*
+ * The decimal digits s starts with (no sign or space, unlike strtoull):
+ * 0 with the value and the first byte after them, or EINVAL/ERANGE.
+ */
+static int
+parse_digits(const char *s, unsigned long long *vp, char **endp)
+{
+	if (s == NULL || !isdigit((unsigned char)*s))
+		return EINVAL;
+	errno = 0;
+	*vp = strtoull(s, endp, 10);
+	return errno == ERANGE ? ERANGE : 0;
+}
+
 int
 cli_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *vp)
 {
 	unsigned long long v;
 	char *end;
+	int error;
 
-	if (s == NULL || !isdigit((unsigned char)*s))
-		return EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno == ERANGE)
-		return ERANGE;
+	if ((error = parse_digits(s, &v, &end)) != 0)
+		return error;
 	if (*end != '\0')
 		return EINVAL;
 	if (v < min || v > max)
@@ -50,13 +61,10 @@ cli_parse_size(const char *s, uint64_t *vp)
 	unsigned long long v;
 	unsigned shift = 0;
 	char *end;
+	int error;
 
-	if (s == NULL || !isdigit((unsigned char)*s))
-		return EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno == ERANGE)
-		return ERANGE;
+	if ((error = parse_digits(s, &v, &end)) != 0)
+		return error;
 	switch (*end) {
 	case '\0':			break;
 	case 'k': case 'K':	shift = 10; end++; break;
