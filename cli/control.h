@@ -71,7 +71,6 @@ void	cli_stats_json(FILE *, struct rumpblk *);
 void	cli_fault_stats_json(FILE *, struct rumpblk *,
 	    const struct rumpblk_stats *);
 void	cli_fault_rule_json(FILE *, const struct rumpblk_fault_info *);
-const char *cli_fault_class_name(enum rumpblk_fault_class);
 /* What 'rumpblk faults --help' prints. */
 extern const char cli_fault_reference[];
 

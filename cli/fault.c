@@ -146,15 +146,13 @@ cli_fault_stop(struct cli_fault_opts *fo, struct rumpblk *rb)
 	fo->fo_nrules = 0;
 }
 
-static const char *const class_names[RUMPBLK_FAULT_NCLASS] = {
-	"seed", "error", "corrupt", "lost", "misdirect", "stale", "torn",
-	"delay",
-};
-
-const char *
-cli_fault_class_name(enum rumpblk_fault_class c)
+/* The library's name of a class, "?" for one it does not know. */
+static const char *
+class_name(enum rumpblk_fault_class c)
 {
-	return (unsigned)c < RUMPBLK_FAULT_NCLASS ? class_names[c] : "?";
+	const char *name = rumpblk_fault_class_name(c);
+
+	return name != NULL ? name : "?";
 }
 
 void
@@ -165,7 +163,7 @@ cli_fault_rule_json(FILE *f, const struct rumpblk_fault_info *fi)
 	fprintf(f, ",\"rule\":");
 	cli_json_string(f, fi->fi_text);
 	fprintf(f, ",\"class\":\"%s\",\"matches\":%" PRIu64 ",\"firings\":%"
-	    PRIu64 ",\"seed\":%" PRIu64 "}", cli_fault_class_name(fi->fi_class),
+	    PRIu64 ",\"seed\":%" PRIu64 "}", class_name(fi->fi_class),
 	    fi->fi_matches, fi->fi_firings, fi->fi_seed);
 }
 
@@ -180,8 +178,8 @@ cli_fault_stats_json(FILE *f, struct rumpblk *rb,
 	fprintf(f, "{\"injected\":%" PRIu64 ",\"by_class\":{",
 	    st->faults_injected);
 	for (c = 0; c < RUMPBLK_FAULT_NCLASS; c++)
-		fprintf(f, "%s\"%s\":%" PRIu64, c ? "," : "", class_names[c],
-		    st->faults_class[c]);
+		fprintf(f, "%s\"%s\":%" PRIu64, c ? "," : "",
+		    class_name((enum rumpblk_fault_class)c), st->faults_class[c]);
 	fprintf(f, "},\"rules\":[");
 	/* The list may grow between the two calls: take what fits. */
 	if (rumpblk_fault_list(rb, NULL, 0, &n) == 0 && n > 0 &&

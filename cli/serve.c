@@ -225,10 +225,6 @@ static int
 write_stats(const char *path, struct rumpblk *rb,
     const struct rumpblk_stats *st)
 {
-	static const char *const cls[RUMPBLK_FAULT_NCLASS] = {
-		"seed", "error", "corrupt", "lost", "misdirect", "stale",
-		"torn", "delay",
-	};
 	FILE *f;
 	int i;
 
@@ -243,7 +239,8 @@ write_stats(const char *path, struct rumpblk *rb,
 #undef U
 	fputs("\"faults_class\":{", f);
 	for (i = 0; i < RUMPBLK_FAULT_NCLASS; i++)
-		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "", cls[i],
+		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "",
+		    rumpblk_fault_class_name((enum rumpblk_fault_class)i),
 		    st->faults_class[i]);
 	fputs("},", f);
 	json_latency(f, "lat_read", &st->lat_read);
