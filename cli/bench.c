@@ -626,13 +626,11 @@ join:
 		    lat_quantile_us(lat, 0.5), lat_quantile_us(lat, 0.99),
 		    (double)lat->max_ns / 1000.0, ui.ui_offset, ui.ui_size);
 		if (ui.ui_backend == RUMPBLK_BACKEND_MMAP)
-			printf(",\"winsize\":%" PRIu64 ",\"wincount\":%u,"
-			    "\"win_hits\":%" PRIu64 ",\"win_misses\":%" PRIu64
-			    ",\"win_busy\":%" PRIu64, ui.ui_winsize,
-			    ui.ui_wincount, st.win_hits, st.win_misses,
-			    st.win_busy);
-		printf(",\"faults\":");
-		cli_fault_stats_json(stdout, b.b_rb, &st);
+			printf(",\"winsize\":%" PRIu64 ",\"wincount\":%u",
+			    ui.ui_winsize, ui.ui_wincount);
+		/* The unit's counters, as serve --stats writes them. */
+		putchar(',');
+		cli_stats_json_members(stdout, b.b_rb, &st);
 		printf("}\n");
 	} else {
 		printf("%s: %s (asked %s), %s, bs %" PRIu64 ", %" PRIu64

@@ -64,6 +64,21 @@ void	cli_default_windows(struct rumpblk_config *, const char *image,
 	    uint64_t offset, uint64_t size, uint64_t winsize,
 	    uint64_t wincount);
 
+/* stats-json.c: the statistics as JSON, one writer for every command. */
+
+/*
+ * The members of a statistics object, without the braces: every counter
+ * of st under its struct rumpblk_stats name, the latency records, and
+ * "faults" ({"injected":N,"by_class":{...},"rules":[...]}, the rules of
+ * rb).  For a command that puts its own members beside them.
+ */
+void	cli_stats_json_members(FILE *, struct rumpblk *,
+	    const struct rumpblk_stats *);
+/* {...}: those members for a snapshot of every unit of rb. */
+void	cli_stats_json(FILE *, struct rumpblk *);
+/* One fault rule: {"id","rule","class","matches","firings","seed"}. */
+void	cli_fault_rule_json(FILE *, const struct rumpblk_fault_info *);
+
 struct cli_cmd {
 	const char	*name;
 	int		(*main)(int argc, char **argv);

@@ -63,14 +63,6 @@ int	cli_fault_start(struct cli_fault_opts *, struct rumpblk *, int unit,
 /* Close the control socket and the log; free the options. */
 void	cli_fault_stop(struct cli_fault_opts *, struct rumpblk *);
 
-/*
- * JSON: the instance's counters with the fault part
- * ({"injected":N,"by_class":{...},"rules":[...]}) under "faults".
- */
-void	cli_stats_json(FILE *, struct rumpblk *);
-void	cli_fault_stats_json(FILE *, struct rumpblk *,
-	    const struct rumpblk_stats *);
-void	cli_fault_rule_json(FILE *, const struct rumpblk_fault_info *);
 /* What 'rumpblk faults --help' prints. */
 extern const char cli_fault_reference[];
 

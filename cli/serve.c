@@ -208,50 +208,16 @@ write_pidfile(const char *path)
 	return 0;
 }
 
-static void
-json_latency(FILE *f, const char *name, const struct rumpblk_latency *l)
-{
-	int i;
-
-	fprintf(f, "\"%s\":{\"count\":%" PRIu64 ",\"timed\":%" PRIu64
-	    ",\"total_ns\":%" PRIu64 ",\"max_ns\":%" PRIu64 ",\"hist\":[",
-	    name, l->count, l->timed, l->total_ns, l->max_ns);
-	for (i = 0; i < RUMPBLK_LAT_BUCKETS; i++)
-		fprintf(f, "%s%" PRIu64, i ? "," : "", l->hist[i]);
-	fputs("]}", f);
-}
-
+/* --stats FILE: the counters of every unit, one JSON object. */
 static int
-write_stats(const char *path, struct rumpblk *rb,
-    const struct rumpblk_stats *st)
+write_stats(const char *path, struct rumpblk *rb)
 {
 	FILE *f;
-	int i;
 
 	if ((f = fopen(path, "w")) == NULL)
 		return errno;
-#define U(n)	fprintf(f, "\"" #n "\":%" PRIu64 ",", st->n)
-	fputc('{', f);
-	U(io_total); U(io_async); U(bytes_read); U(bytes_written);
-	U(bytes_written_async); U(win_hits); U(win_busy); U(win_misses);
-	U(faults_injected); U(io_errors); U(flushes); U(trims); U(zeroes);
-	U(extent_queries); U(bytes_trimmed); U(bytes_zeroed);
-#undef U
-	fputs("\"faults_class\":{", f);
-	for (i = 0; i < RUMPBLK_FAULT_NCLASS; i++)
-		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "",
-		    rumpblk_fault_class_name((enum rumpblk_fault_class)i),
-		    st->faults_class[i]);
-	fputs("},", f);
-	json_latency(f, "lat_read", &st->lat_read);
-	fputc(',', f);
-	json_latency(f, "lat_write", &st->lat_write);
-	fputc(',', f);
-	json_latency(f, "lat_flush", &st->lat_flush);
-	/* Firings by class and by rule (cli/fault.c). */
-	fputs(",\"faults\":", f);
-	cli_fault_stats_json(f, rb, st);
-	fputs("}\n", f);
+	cli_stats_json(f, rb);
+	fputc('\n', f);
 	if (fclose(f) != 0)
 		return errno;
 	return 0;
@@ -404,7 +370,6 @@ cmd_serve(int argc, char **argv)
 	struct serve_opts o;
 	struct rumpblk_config cfg;
 	struct rumpblk_unitinfo ui;
-	struct rumpblk_stats st;
 	struct cli_fault_opts fo;
 	struct nbd_server_config scfg;
 	struct nbd_server *srv = NULL;
@@ -721,8 +686,7 @@ cmd_serve(int argc, char **argv)
 	}
 out:
 	if (rb != NULL && o.stats != NULL) {
-		rumpblk_stats(rb, -1, &st);
-		if ((error = write_stats(o.stats, rb, &st)) != 0) {
+		if ((error = write_stats(o.stats, rb)) != 0) {
 			cli_err("--stats: %s: %s", o.stats, strerror(error));
 			if (rc == 0)
 				rc = 1;
