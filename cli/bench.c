@@ -296,28 +296,6 @@ lat_quantile_us(const struct rumpblk_latency *l, double q)
 	return (double)l->max_ns / 1000.0;
 }
 
-static int
-parse_opt_size(const char *flag, const char *arg, uint64_t *v)
-{
-	if (cli_parse_size(arg, v) != 0) {
-		cli_err("%s: '%s' is not a size", flag, arg);
-		return 2;
-	}
-	return 0;
-}
-
-static int
-parse_opt_uint(const char *flag, const char *arg, uint64_t min, uint64_t max,
-    uint64_t *v)
-{
-	if (cli_parse_uint(arg, min, max, v) != 0) {
-		cli_err("%s: '%s' is not a number from %" PRIu64 " to %" PRIu64,
-		    flag, arg, min, max);
-		return 2;
-	}
-	return 0;
-}
-
 int
 cmd_bench(int argc, char **argv)
 {
@@ -364,11 +342,8 @@ cmd_bench(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'b':
-			if (rumpblk_backend_parse(optarg, &cfg.backend) != 0) {
-				cli_err("--backend: '%s' is not auto, mmap, "
-				    "pio, direct or uring", optarg);
+			if (!cli_opt_backend(optarg, &cfg.backend))
 				return 2;
-			}
 			break;
 		case 'p':
 			for (p = 0; p < 4; p++)
@@ -381,7 +356,7 @@ cmd_bench(int argc, char **argv)
 			}
 			break;
 		case 'B':
-			if (parse_opt_size("--bs", optarg, &bs) != 0)
+			if (!cli_opt_size("--bs", optarg, &bs))
 				return 2;
 			if (bs == 0 || bs > (1u << 30)) {
 				cli_err("--bs: '%s' is not from 512 to 1G",
@@ -390,12 +365,12 @@ cmd_bench(int argc, char **argv)
 			}
 			break;
 		case 't':
-			if (parse_opt_uint("--threads", optarg, 1, 1024,
-			    &threads) != 0)
+			if (!cli_opt_uint("--threads", optarg, 1, 1024,
+			    &threads))
 				return 2;
 			break;
 		case 'q':
-			if (parse_opt_uint("--qd", optarg, 1, 4096, &qd) != 0)
+			if (!cli_opt_uint("--qd", optarg, 1, 4096, &qd))
 				return 2;
 			break;
 		case 'T':
@@ -412,7 +387,7 @@ cmd_bench(int argc, char **argv)
 			b.b_sync = true;
 			break;
 		case 'w':
-			if (parse_opt_size("--winsize", optarg, &winsize) != 0)
+			if (!cli_opt_size("--winsize", optarg, &winsize))
 				return 2;
 			if (winsize == 0 || (winsize & (winsize - 1)) != 0) {
 				cli_err("--winsize: '%s' is not a power of two",
@@ -421,16 +396,16 @@ cmd_bench(int argc, char **argv)
 			}
 			break;
 		case 'c':
-			if (parse_opt_uint("--wincount", optarg, 1, UINT32_MAX,
-			    &wincount) != 0)
+			if (!cli_opt_uint("--wincount", optarg, 1, UINT32_MAX,
+			    &wincount))
 				return 2;
 			break;
 		case 'o':
-			if (parse_opt_size("--offset", optarg, &offset) != 0)
+			if (!cli_opt_size("--offset", optarg, &offset))
 				return 2;
 			break;
 		case 's':
-			if (parse_opt_size("--size", optarg, &size) != 0)
+			if (!cli_opt_size("--size", optarg, &size))
 				return 2;
 			break;
 		case 'j':

@@ -23,6 +23,15 @@ void	cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int	cli_parse_size(const char *, uint64_t *);
 /* Parse an unsigned number in [min, max]; 0 or EINVAL/ERANGE. */
 int	cli_parse_uint(const char *, uint64_t min, uint64_t max, uint64_t *);
+/*
+ * An option's value, or false after a message that names the option and
+ * the value: a size (cli_parse_size), a number in [min, max], a backend
+ * name (rumpblk_backend_parse).
+ */
+bool	cli_opt_size(const char *opt, const char *arg, uint64_t *);
+bool	cli_opt_uint(const char *opt, const char *arg, uint64_t min,
+	    uint64_t max, uint64_t *);
+bool	cli_opt_backend(const char *arg, enum rumpblk_backend *);
 /* --sector-size N: a power of two, 512 to 65536, as a shift; false after
  * saying what is wrong. */
 bool	cli_parse_sectsize(const char *, unsigned *);

@@ -190,23 +190,16 @@ cmd_info(int argc, char **argv)
 			json = true;
 			break;
 		case 'o':
-			if (cli_parse_size(optarg, &offset) != 0) {
-				cli_err("--offset: '%s' is not a size", optarg);
+			if (!cli_opt_size("--offset", optarg, &offset))
 				return 2;
-			}
 			break;
 		case 's':
-			if (cli_parse_size(optarg, &size) != 0) {
-				cli_err("--size: '%s' is not a size", optarg);
+			if (!cli_opt_size("--size", optarg, &size))
 				return 2;
-			}
 			break;
 		case 'b':
-			if (rumpblk_backend_parse(optarg, &cfg.backend) != 0) {
-				cli_err("--backend: unknown backend '%s' (auto, "
-				    "mmap, pio, direct or uring)", optarg);
+			if (!cli_opt_backend(optarg, &cfg.backend))
 				return 2;
-			}
 			break;
 		case 'S':
 			if (!cli_parse_sectsize(optarg, &cfg.sectshift))

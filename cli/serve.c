@@ -315,30 +315,6 @@ start_child(const char *cmd, const char *uri, const char *sock, int port,
 	_exit(127);
 }
 
-/* Parse a size option or exit with a message naming it. */
-static bool
-opt_size(const char *opt, const char *arg, uint64_t *v)
-{
-	if (cli_parse_size(arg, v) != 0) {
-		cli_err("%s: '%s' is not a size (e.g. 4096, 64M, 2G)", opt,
-		    arg);
-		return false;
-	}
-	return true;
-}
-
-static bool
-opt_uint(const char *opt, const char *arg, uint64_t min, uint64_t max,
-    uint64_t *v)
-{
-	if (cli_parse_uint(arg, min, max, v) != 0) {
-		cli_err("%s: '%s' is not a number from %" PRIu64 " to %"
-		    PRIu64, opt, arg, min, max);
-		return false;
-	}
-	return true;
-}
-
 int
 cmd_serve(int argc, char **argv)
 {
@@ -420,11 +396,11 @@ cmd_serve(int argc, char **argv)
 			o.read_only = true;
 			break;
 		case O_OFFSET:
-			if (!opt_size("--offset", optarg, &o.offset))
+			if (!cli_opt_size("--offset", optarg, &o.offset))
 				return 2;
 			break;
 		case O_SIZE:
-			if (!opt_size("--size", optarg, &o.size))
+			if (!cli_opt_size("--size", optarg, &o.size))
 				return 2;
 			o.size_set = true;
 			break;
@@ -432,19 +408,15 @@ cmd_serve(int argc, char **argv)
 			o.create = true;
 			break;
 		case O_BACKEND:
-			if (rumpblk_backend_parse(optarg, &cfg.backend) != 0) {
-				cli_err("--backend: unknown backend '%s' "
-				    "(auto, mmap, pio, direct or uring)",
-				    optarg);
+			if (!cli_opt_backend(optarg, &cfg.backend))
 				return 2;
-			}
 			break;
 		case O_SECTOR:
 			if (!cli_parse_sectsize(optarg, &cfg.sectshift))
 				return 2;
 			break;
 		case O_WINSIZE:
-			if (!opt_size("--winsize", optarg, &v))
+			if (!cli_opt_size("--winsize", optarg, &v))
 				return 2;
 			if (v == 0 || (v & (v - 1)) != 0 || v < 4096) {
 				cli_err("--winsize: '%s' is not a power of two "
@@ -455,19 +427,21 @@ cmd_serve(int argc, char **argv)
 			o.winsize_set = true;
 			break;
 		case O_WINCOUNT:
-			if (!opt_uint("--wincount", optarg, 1, 1u << 20, &v))
+			if (!cli_opt_uint("--wincount", optarg, 1, 1u << 20,
+			    &v))
 				return 2;
 			cfg.wincount = (unsigned)v;
 			o.wincount_set = true;
 			break;
 		case O_FAIL:
-			if (!opt_uint("--fail", optarg, 0, RUMPBLK_BLKFAIL_MAX,
-			    &v))
+			if (!cli_opt_uint("--fail", optarg, 0,
+			    RUMPBLK_BLKFAIL_MAX, &v))
 				return 2;
 			cfg.fail = (unsigned)v;
 			break;
 		case O_FAILSEED:
-			if (!opt_uint("--fail-seed", optarg, 0, UINT32_MAX, &v))
+			if (!cli_opt_uint("--fail-seed", optarg, 0,
+			    UINT32_MAX, &v))
 				return 2;
 			cfg.fail_seed = (uint32_t)v;
 			cfg.fail_seed_set = true;
@@ -482,18 +456,18 @@ cmd_serve(int argc, char **argv)
 			o.pidfile = optarg;
 			break;
 		case O_THREADS:
-			if (!opt_uint("--threads", optarg, 0, 1024, &v))
+			if (!cli_opt_uint("--threads", optarg, 0, 1024, &v))
 				return 2;
 			cfg.workers = (unsigned)v;
 			break;
 		case O_MAXCONN:
-			if (!opt_uint("--max-connections", optarg, 1, 100000,
-			    &o.max_conn))
+			if (!cli_opt_uint("--max-connections", optarg, 1,
+			    100000, &o.max_conn))
 				return 2;
 			break;
 		case O_SHUTDOWN:
-			if (!opt_uint("--shutdown-timeout", optarg, 0, 86400,
-			    &o.shutdown_s))
+			if (!cli_opt_uint("--shutdown-timeout", optarg, 0,
+			    86400, &o.shutdown_s))
 				return 2;
 			break;
 		case O_NOLOCK:

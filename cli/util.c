@@ -1,8 +1,10 @@
 /*
- * Helpers shared by the subcommands: messages, number parsing, JSON.
+ * Helpers shared by the subcommands: messages, number parsing, option
+ * values, JSON.
  */
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +83,40 @@ cli_parse_size(const char *s, uint64_t *vp)
 		return ERANGE;
 	*vp = (uint64_t)v << shift;
 	return 0;
+}
+
+bool
+cli_opt_size(const char *opt, const char *arg, uint64_t *vp)
+{
+	if (cli_parse_size(arg, vp) != 0) {
+		cli_err("%s: '%s' is not a size (e.g. 4096, 64M, 2G)", opt,
+		    arg);
+		return false;
+	}
+	return true;
+}
+
+bool
+cli_opt_uint(const char *opt, const char *arg, uint64_t min, uint64_t max,
+    uint64_t *vp)
+{
+	if (cli_parse_uint(arg, min, max, vp) != 0) {
+		cli_err("%s: '%s' is not a number from %" PRIu64 " to %" PRIu64,
+		    opt, arg, min, max);
+		return false;
+	}
+	return true;
+}
+
+bool
+cli_opt_backend(const char *arg, enum rumpblk_backend *bp)
+{
+	if (rumpblk_backend_parse(arg, bp) != 0) {
+		cli_err("--backend: unknown backend '%s' (auto, mmap, pio, "
+		    "direct or uring)", arg);
+		return false;
+	}
+	return true;
 }
 
 /*
