@@ -60,8 +60,10 @@ int	cli_fault_option(struct cli_fault_opts *, int opt, const char *arg);
  */
 int	cli_fault_start(struct cli_fault_opts *, struct rumpblk *, int unit,
 	    FILE *msgs);
-/* Close the control socket and the log; free the options. */
+/* Close the control socket and the log. */
 void	cli_fault_stop(struct cli_fault_opts *, struct rumpblk *);
+/* Free what cli_fault_option() took (any time; again is harmless). */
+void	cli_fault_opts_free(struct cli_fault_opts *);
 
 /* What 'rumpblk faults --help' prints. */
 extern const char cli_fault_reference[];

@@ -3,9 +3,11 @@
  * shares (--fault, --fault-log, --fault-replay, --control) and `rumpblk
  * faults`, the rule reference.  Their firings in JSON are stats-json.c's.
  *
- * A command collects the options with cli_fault_option() while it parses
- * its arguments, then calls cli_fault_start() once its units are
- * registered and before any I/O, and cli_fault_stop() at the end.  The
+ * A command lists CLI_FAULT_LONGOPTS and CLI_FAULT_HELP and gives its
+ * struct cli_fault_opts to cli_parse_args() (util.c), which hands these
+ * options to cli_fault_option(); the command then calls
+ * cli_fault_start() once its units are registered and before any I/O,
+ * cli_fault_stop() at the end and cli_fault_opts_free() last.  The
  * library does the work (rumpblk_fault_*); this file only turns flags
  * into calls and errors into messages that name the flag.
  */
@@ -141,6 +143,11 @@ cli_fault_stop(struct cli_fault_opts *fo, struct rumpblk *rb)
 			    strerror(errno));
 		fo->fo_logf = NULL;
 	}
+}
+
+void
+cli_fault_opts_free(struct cli_fault_opts *fo)
+{
 	free(fo->fo_rules);
 	fo->fo_rules = NULL;
 	fo->fo_nrules = 0;

@@ -668,6 +668,7 @@ out:
 	}
 	/* Every connection is done: no firing is logged after this. */
 	cli_fault_stop(&fo, rb);
+	cli_fault_opts_free(&fo);
 	/* Before the instance: the server unsubscribes from its events. */
 	nbd_server_destroy(srv);
 	if (rb != NULL && (error = rumpblk_destroy(rb)) != 0) {

@@ -4,6 +4,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "control.h"
 
 const char *progname = "rumpblk";
 
@@ -83,6 +85,47 @@ cli_parse_size(const char *s, uint64_t *vp)
 		return ERANGE;
 	*vp = (uint64_t)v << shift;
 	return 0;
+}
+
+bool
+cli_parse_args(const struct cli_args *ca, int argc, char **argv,
+    char ***operandsp, int *rcp)
+{
+	int c, rc;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", ca->ca_opts, NULL)) != -1) {
+		if (c == 'h') {
+			ca->ca_usage(stdout);
+			rc = 0;
+			goto stop;
+		}
+		rc = -1;
+		if (ca->ca_option != NULL)
+			rc = ca->ca_option(ca->ca_ctx, c, optarg);
+		if (rc == -1 && ca->ca_fault != NULL)
+			rc = cli_fault_option(ca->ca_fault, c, optarg);
+		if (rc == -1) {
+			/* getopt_long said what it did not know. */
+			ca->ca_usage(stderr);
+			rc = 2;
+		}
+		if (rc != 0)
+			goto stop;
+	}
+	if (argc - optind != ca->ca_noperands) {
+		cli_err("%s: expected %s (try 'rumpblk %s --help')",
+		    ca->ca_name, ca->ca_operands, ca->ca_name);
+		rc = 2;
+		goto stop;
+	}
+	*operandsp = argv + optind;
+	return true;
+stop:
+	if (ca->ca_fault != NULL)
+		cli_fault_opts_free(ca->ca_fault);
+	*rcp = rc;
+	return false;
 }
 
 bool
