@@ -246,36 +246,118 @@ bench_thread(void *arg)
 static void
 bench_usage(FILE *f)
 {
-	fprintf(f, "usage: rumpblk bench [options] IMAGE\n\n"
-	    "Drive the library in-process (no NBD) and print throughput.\n\n"
-	    "  --backend B       auto, mmap, pio, direct or uring "
-	    "(default auto)\n"
-	    "  --pattern P       randread, randwrite, seqread or seqwrite "
-	    "(default randread)\n"
-	    "  --bs N            bytes per request, a sector multiple "
-	    "(default 4K)\n"
-	    "  --threads N       submitting threads (default 1)\n"
-	    "  --qd N            buffers in flight per thread, through\n"
-	    "                    RUMPBLK_B_ASYNC and b_iodone (default 1)\n"
-	    "  --seconds S       run time, fractions allowed (default 5)\n"
-	    "  --sync            writes are durable at completion (default:\n"
-	    "                    asynchronous buffers, like buffered writes)\n"
-	    "  --winsize N       mmap window size, a power of two\n"
-	    "  --wincount N      mmap windows (default: windows covering the\n"
-	    "                    unit, up to 64 GiB of address space)\n"
-	    "  --offset N        the unit starts N bytes into IMAGE\n"
-	    "  --size N          the unit is N bytes (default: the rest)\n"
-	    "  --json            one JSON object on standard output\n"
-	    "  --fault RULE      arm a fault rule (repeatable; see 'rumpblk\n"
-	    "                    faults --help')\n"
-	    "  --fault-log FILE  write one JSON line per fault fired\n"
-	    "  --fault-replay FILE  inject exactly the faults of such a log\n"
-	    "  --control PATH    a Unix socket for 'rumpblk ctl'\n\n"
-	    "Sizes take K, M, G and T suffixes (powers of 1024).  Flags\n"
-	    "override RUMP_BLK* variables.  Write patterns write over the\n"
-	    "unit's data (never outside it) and need a writable IMAGE.\n"
-	    "A progress line is shown when standard error is a terminal.\n"
-	    "Latency figures are the library's sampled records.\n");
+	fprintf(f,
+"usage: rumpblk bench [options] IMAGE\n\n"
+"Drive the library in-process (no NBD) and print throughput.\n\n"
+"  --backend B            auto, mmap, pio, direct or uring (default auto)\n"
+"  --pattern P            randread, randwrite, seqread or seqwrite\n"
+"                         (default randread)\n"
+"  --bs N                 bytes per request, a sector multiple (default 4K)\n"
+"  --threads N            submitting threads (default 1)\n"
+"  --qd N                 buffers in flight per thread, through\n"
+"                         RUMPBLK_B_ASYNC and b_iodone (default 1)\n"
+"  --seconds S            run time, fractions allowed (default 5)\n"
+"  --sync                 writes are durable at completion (default:\n"
+"                         asynchronous buffers, like buffered writes)\n"
+"  --winsize N            mmap window size, a power of two\n"
+"  --wincount N           mmap windows (default: windows covering the\n"
+"                         unit, up to 64 GiB of address space)\n"
+"  --offset N             the unit starts N bytes into IMAGE\n"
+"  --size N               the unit is N bytes (default: the rest)\n"
+"  --json                 one JSON object on standard output\n"
+CLI_FAULT_HELP
+"\nSizes take K, M, G and T suffixes (powers of 1024).  Flags\n"
+"override RUMP_BLK* variables.  Write patterns write over the\n"
+"unit's data (never outside it) and need a writable IMAGE.\n"
+"A progress line is shown when standard error is a terminal.\n"
+"Latency figures are the library's sampled records.\n");
+}
+
+/* What the command line asked for (cmd_bench). */
+struct bench_opts {
+	struct rumpblk_config bo_cfg;	/* RUMP_BLK*, then --backend */
+	enum pattern	bo_pattern;
+	uint64_t	bo_bs;
+	uint64_t	bo_threads;
+	uint64_t	bo_qd;
+	double		bo_seconds;
+	bool		bo_sync;
+	uint64_t	bo_winsize;	/* 0: cover the unit */
+	uint64_t	bo_wincount;	/* 0: cover the unit */
+	uint64_t	bo_offset;
+	uint64_t	bo_size;	/* RUMPBLK_SIZENOTSET: the rest */
+	bool		bo_json;
+	struct cli_fault_opts bo_fault;	/* --fault, ..., --control */
+};
+
+static int
+bench_option(void *ctx, int c, const char *arg)
+{
+	struct bench_opts *o = ctx;
+	char *end;
+	int p;
+
+	switch (c) {
+	case 'b':
+		return cli_opt_backend(arg, &o->bo_cfg.backend) ? 0 : 2;
+	case 'p':
+		for (p = 0; p < 4; p++)
+			if (strcmp(arg, pattern_names[p]) == 0)
+				break;
+		if (p == 4) {
+			cli_err("--pattern: '%s' is not randread, randwrite, "
+			    "seqread or seqwrite", arg);
+			return 2;
+		}
+		o->bo_pattern = (enum pattern)p;
+		return 0;
+	case 'B':
+		if (!cli_opt_size("--bs", arg, &o->bo_bs))
+			return 2;
+		if (o->bo_bs == 0 || o->bo_bs > (1u << 30)) {
+			cli_err("--bs: '%s' is not from 512 to 1G", arg);
+			return 2;
+		}
+		return 0;
+	case 't':
+		return cli_opt_uint("--threads", arg, 1, 1024,
+		    &o->bo_threads) ? 0 : 2;
+	case 'q':
+		return cli_opt_uint("--qd", arg, 1, 4096, &o->bo_qd) ? 0 : 2;
+	case 'T':
+		errno = 0;
+		o->bo_seconds = strtod(arg, &end);
+		if (errno != 0 || end == arg || *end != '\0' ||
+		    !(o->bo_seconds > 0 && o->bo_seconds <= 86400)) {
+			cli_err("--seconds: '%s' is not a time in seconds "
+			    "(0 < S <= 86400)", arg);
+			return 2;
+		}
+		return 0;
+	case 'y':
+		o->bo_sync = true;
+		return 0;
+	case 'w':
+		if (!cli_opt_size("--winsize", arg, &o->bo_winsize))
+			return 2;
+		if (o->bo_winsize == 0 ||
+		    (o->bo_winsize & (o->bo_winsize - 1)) != 0) {
+			cli_err("--winsize: '%s' is not a power of two", arg);
+			return 2;
+		}
+		return 0;
+	case 'c':
+		return cli_opt_uint("--wincount", arg, 1, UINT32_MAX,
+		    &o->bo_wincount) ? 0 : 2;
+	case 'o':
+		return cli_opt_size("--offset", arg, &o->bo_offset) ? 0 : 2;
+	case 's':
+		return cli_opt_size("--size", arg, &o->bo_size) ? 0 : 2;
+	case 'j':
+		o->bo_json = true;
+		return 0;
+	}
+	return -1;
 }
 
 /* The upper bound (us) of the log2 bucket holding quantile q. */
@@ -296,26 +378,68 @@ lat_quantile_us(const struct rumpblk_latency *l, double q)
 	return (double)l->max_ns / 1000.0;
 }
 
-static int
-parse_opt_size(const char *flag, const char *arg, uint64_t *v)
+/*
+ * Print the result: ops requests in el seconds on the unit ui of b, as
+ * text or (--json) as one object that carries the unit's counters too.
+ */
+static void
+bench_report(const struct bench_opts *o, const char *image,
+    const struct bench *b, const struct rumpblk_unitinfo *ui,
+    uint64_t ops, double el)
 {
-	if (cli_parse_size(arg, v) != 0) {
-		cli_err("%s: '%s' is not a size", flag, arg);
-		return 2;
-	}
-	return 0;
-}
+	const char *pattern = pattern_names[o->bo_pattern];
+	const char *backend = rumpblk_backend_name(ui->ui_backend);
+	const char *asked = rumpblk_backend_name(o->bo_cfg.backend);
+	struct rumpblk_stats st;
+	const struct rumpblk_latency *lat;
+	double iops, mibs;
+	bool wr;
 
-static int
-parse_opt_uint(const char *flag, const char *arg, uint64_t min, uint64_t max,
-    uint64_t *v)
-{
-	if (cli_parse_uint(arg, min, max, v) != 0) {
-		cli_err("%s: '%s' is not a number from %" PRIu64 " to %" PRIu64,
-		    flag, arg, min, max);
-		return 2;
+	wr = o->bo_pattern == P_RANDWRITE || o->bo_pattern == P_SEQWRITE;
+	iops = (double)ops / el;
+	mibs = iops * (double)o->bo_bs / 1048576.0;
+	rumpblk_stats(b->b_rb, b->b_unit, &st);
+	lat = wr ? &st.lat_write : &st.lat_read;
+	if (o->bo_json) {
+		printf("{\"image\":");
+		cli_json_string(stdout, image);
+		printf(",\"backend\":\"%s\",\"backend_requested\":\"%s\","
+		    "\"pattern\":\"%s\",\"bs\":%" PRIu64 ",\"threads\":%"
+		    PRIu64 ",\"qd\":%" PRIu64 ",\"sync\":%s,\"seconds\":%.3f,"
+		    "\"ops\":%" PRIu64 ",\"iops\":%.1f,\"mib_per_s\":%.2f,"
+		    "\"lat_timed\":%" PRIu64 ",\"lat_mean_us\":%.3f,"
+		    "\"lat_p50_us\":%.3f,\"lat_p99_us\":%.3f,"
+		    "\"lat_max_us\":%.3f,\"offset\":%" PRIu64 ",\"size\":%"
+		    PRIu64, backend, asked, pattern, o->bo_bs, o->bo_threads,
+		    o->bo_qd, o->bo_sync ? "true" : "false", el, ops, iops,
+		    mibs, lat->timed, lat->timed ? (double)lat->total_ns /
+		    (double)lat->timed / 1000.0 : 0.0,
+		    lat_quantile_us(lat, 0.5), lat_quantile_us(lat, 0.99),
+		    (double)lat->max_ns / 1000.0, ui->ui_offset, ui->ui_size);
+		if (ui->ui_backend == RUMPBLK_BACKEND_MMAP)
+			printf(",\"winsize\":%" PRIu64 ",\"wincount\":%u",
+			    ui->ui_winsize, ui->ui_wincount);
+		/* The unit's counters, as serve --stats writes them. */
+		putchar(',');
+		cli_stats_json_members(stdout, b->b_rb, &st);
+		printf("}\n");
+		return;
 	}
-	return 0;
+	printf("%s: %s (asked %s), %s, bs %" PRIu64 ", %" PRIu64
+	    " thread(s) x qd %" PRIu64 "%s, %.2f s\n", image, backend, asked,
+	    pattern, o->bo_bs, o->bo_threads, o->bo_qd, wr ? (o->bo_sync ?
+	    ", sync writes" : ", async writes") : "", el);
+	printf("  %" PRIu64 " ops, %.0f IOPS, %.1f MiB/s\n", ops, iops, mibs);
+	if (lat->timed != 0)
+		printf("  latency (%" PRIu64 " sampled): mean %.2f us, "
+		    "p50 <= %.2f us, p99 <= %.2f us, max %.2f us\n",
+		    lat->timed, (double)lat->total_ns / (double)lat->timed /
+		    1000.0, lat_quantile_us(lat, 0.5),
+		    lat_quantile_us(lat, 0.99), (double)lat->max_ns / 1000.0);
+	if (ui->ui_backend == RUMPBLK_BACKEND_MMAP)
+		printf("  windows %u x %" PRIu64 " bytes: %" PRIu64 " hits, %"
+		    PRIu64 " misses, %" PRIu64 " busy\n", ui->ui_wincount,
+		    ui->ui_winsize, st.win_hits, st.win_misses, st.win_busy);
 }
 
 int
@@ -338,150 +462,67 @@ cmd_bench(int argc, char **argv)
 		CLI_FAULT_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
+	struct bench_opts o = {
+		.bo_pattern = P_RANDREAD, .bo_bs = 4096, .bo_threads = 1,
+		.bo_qd = 1, .bo_seconds = 5, .bo_size = RUMPBLK_SIZENOTSET,
+	};
+	const struct cli_args ca = {
+		.ca_name = "bench", .ca_opts = opts, .ca_usage = bench_usage,
+		.ca_option = bench_option, .ca_ctx = &o,
+		.ca_fault = &o.bo_fault,
+		.ca_noperands = 1, .ca_operands = "one IMAGE",
+	};
 	struct rumpblk_config cfg;
 	struct rumpblk_unitinfo ui;
-	struct rumpblk_stats st;
-	const struct rumpblk_latency *lat;
 	struct bench b;
-	struct cli_fault_opts fo;
 	struct bthread *th = NULL;
 	struct stat sb;
-	enum rumpblk_backend asked;
-	uint64_t offset = 0, size = RUMPBLK_SIZENOTSET, ops, t0 = 0, t1, last;
-	uint64_t winsize = 0, wincount = 0, threads = 1, qd = 1, bs = 4096;
-	double seconds = 5, el, iops, mibs;
+	uint64_t ops, t0 = 0, t1, last, threads, qd, bs;
+	double el;
 	const char *image;
-	char *end;
-	bool json = false, tty = false, wr;
+	char **operands;
+	bool tty = false, wr;
 	uint64_t j;
 	unsigned i, started = 0;
-	int c, error, rc = 1, p = P_RANDREAD;
+	int error, rc = 1;
 
 	memset(&b, 0, sizeof(b));
-	memset(&fo, 0, sizeof(fo));
-	rumpblk_config_init(&cfg);
-	rumpblk_config_from_env(&cfg, stderr);
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'b':
-			if (rumpblk_backend_parse(optarg, &cfg.backend) != 0) {
-				cli_err("--backend: '%s' is not auto, mmap, "
-				    "pio, direct or uring", optarg);
-				return 2;
-			}
-			break;
-		case 'p':
-			for (p = 0; p < 4; p++)
-				if (strcmp(optarg, pattern_names[p]) == 0)
-					break;
-			if (p == 4) {
-				cli_err("--pattern: '%s' is not randread, "
-				    "randwrite, seqread or seqwrite", optarg);
-				return 2;
-			}
-			break;
-		case 'B':
-			if (parse_opt_size("--bs", optarg, &bs) != 0)
-				return 2;
-			if (bs == 0 || bs > (1u << 30)) {
-				cli_err("--bs: '%s' is not from 512 to 1G",
-				    optarg);
-				return 2;
-			}
-			break;
-		case 't':
-			if (parse_opt_uint("--threads", optarg, 1, 1024,
-			    &threads) != 0)
-				return 2;
-			break;
-		case 'q':
-			if (parse_opt_uint("--qd", optarg, 1, 4096, &qd) != 0)
-				return 2;
-			break;
-		case 'T':
-			errno = 0;
-			seconds = strtod(optarg, &end);
-			if (errno != 0 || end == optarg || *end != '\0' ||
-			    !(seconds > 0 && seconds <= 86400)) {
-				cli_err("--seconds: '%s' is not a time in "
-				    "seconds (0 < S <= 86400)", optarg);
-				return 2;
-			}
-			break;
-		case 'y':
-			b.b_sync = true;
-			break;
-		case 'w':
-			if (parse_opt_size("--winsize", optarg, &winsize) != 0)
-				return 2;
-			if (winsize == 0 || (winsize & (winsize - 1)) != 0) {
-				cli_err("--winsize: '%s' is not a power of two",
-				    optarg);
-				return 2;
-			}
-			break;
-		case 'c':
-			if (parse_opt_uint("--wincount", optarg, 1, UINT32_MAX,
-			    &wincount) != 0)
-				return 2;
-			break;
-		case 'o':
-			if (parse_opt_size("--offset", optarg, &offset) != 0)
-				return 2;
-			break;
-		case 's':
-			if (parse_opt_size("--size", optarg, &size) != 0)
-				return 2;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case 'h':
-			bench_usage(stdout);
-			return 0;
-		case CLI_OPT_FAULT:
-		case CLI_OPT_FAULT_LOG:
-		case CLI_OPT_FAULT_REPLAY:
-		case CLI_OPT_CONTROL:
-			if ((error = cli_fault_option(&fo, c, optarg)) != 0)
-				return error;
-			break;
-		default:
-			bench_usage(stderr);
-			return 2;
-		}
-	}
-	if (argc - optind != 1) {
-		cli_err("bench: expected one IMAGE (try 'rumpblk bench "
-		    "--help')");
-		return 2;
-	}
-	image = argv[optind];
-	b.b_pattern = (enum pattern)p;
-	wr = p == P_RANDWRITE || p == P_SEQWRITE;
-	asked = cfg.backend;
+	rumpblk_config_init(&o.bo_cfg);
+	rumpblk_config_from_env(&o.bo_cfg, stderr);
+	if (!cli_parse_args(&ca, argc, argv, &operands, &rc))
+		return rc;
+	image = operands[0];
+	threads = o.bo_threads;
+	qd = o.bo_qd;
+	bs = o.bo_bs;
+	b.b_pattern = o.bo_pattern;
+	b.b_sync = o.bo_sync;
+	wr = o.bo_pattern == P_RANDWRITE || o.bo_pattern == P_SEQWRITE;
 
 	if (stat(image, &sb) == -1) {
 		cli_err("%s: %s", image, strerror(errno));
-		return 1;
+		goto free_opts;
 	}
 	/* The CLI's windows cover the image unless the environment or a
-	 * flag says otherwise (DESIGN.md §5). */
-	cli_default_windows(&cfg, image, offset, size, winsize, wincount);
+	 * flag says otherwise (DESIGN.md §5).  cfg is the instance's; the
+	 * options keep the backend asked for. */
+	cfg = o.bo_cfg;
+	cli_default_windows(&cfg, image, o.bo_offset, o.bo_size,
+	    o.bo_winsize, o.bo_wincount);
 	cfg.sigbus_eio = true;
 
 	if ((error = rumpblk_create(&cfg, &b.b_rb)) != 0) {
 		cli_err("bench: cannot create an instance: %s",
 		    strerror(error));
-		return 1;
+		goto free_opts;
 	}
-	if ((error = rumpblk_register(b.b_rb, image, offset, size,
+	if ((error = rumpblk_register(b.b_rb, image, o.bo_offset, o.bo_size,
 	    &b.b_unit)) != 0) {
-		if (error == EINVAL && (offset != 0 ||
-		    size != RUMPBLK_SIZENOTSET))
+		if (error == EINVAL && (o.bo_offset != 0 ||
+		    o.bo_size != RUMPBLK_SIZENOTSET))
 			cli_err("%s: --offset %" PRIu64 " / --size do not fit "
 			    "in the file, or it is not a file or device",
-			    image, offset);
+			    image, o.bo_offset);
 		else
 			cli_err("%s: %s", image, strerror(error));
 		goto destroy;
@@ -489,7 +530,7 @@ cmd_bench(int argc, char **argv)
 	rumpblk_unitinfo(b.b_rb, b.b_unit, &ui);
 	if (wr && (ui.ui_mode & RUMPBLK_FWRITE) == 0) {
 		cli_err("%s: opened read-only (no write permission); --pattern "
-		    "%s would write to it", image, pattern_names[p]);
+		    "%s would write to it", image, pattern_names[o.bo_pattern]);
 		goto destroy;
 	}
 	if (bs % ui.ui_secsize != 0) {
@@ -499,15 +540,16 @@ cmd_bench(int argc, char **argv)
 		goto destroy;
 	}
 	/* Fault rules, log, replay and control socket, before any I/O. */
-	if ((error = cli_fault_start(&fo, b.b_rb, b.b_unit, stderr)) != 0) {
+	if ((error = cli_fault_start(&o.bo_fault, b.b_rb, b.b_unit,
+	    stderr)) != 0) {
 		rc = error;
-		goto destroy;
+		goto stop_faults;
 	}
 	if (bs > ui.ui_size) {
 		cli_err("--bs: %" PRIu64 " is larger than the unit (%" PRIu64
 		    " bytes of %s)", bs, ui.ui_size, image);
 		rc = 2;
-		goto destroy;
+		goto stop_faults;
 	}
 	b.b_bs = (size_t)bs;
 	b.b_qd = (unsigned)qd;
@@ -518,7 +560,7 @@ cmd_bench(int argc, char **argv)
 		memset(th, 0, threads * sizeof(*th));
 	if (th == NULL) {
 		cli_err("bench: out of memory");
-		goto destroy;
+		goto stop_faults;
 	}
 	for (i = 0; i < threads; i++) {
 		struct bthread *t = &th[i];
@@ -572,7 +614,7 @@ cmd_bench(int argc, char **argv)
 		nanosleep(&ts, NULL);
 		now = now_ns();
 		if (atomic_load(&b.b_stop) ||
-		    (double)(now - t0) >= seconds * 1e9)
+		    (double)(now - t0) >= o.bo_seconds * 1e9)
 			break;
 		if (tty && now - last >= 500 * 1000 * 1000) {
 			last = now;
@@ -582,7 +624,8 @@ cmd_bench(int argc, char **argv)
 			fprintf(stderr, "\r%s %s: %.1f s, %" PRIu64 " ops, "
 			    "%.0f IOPS, %.1f MiB/s   ",
 			    rumpblk_backend_name(ui.ui_backend),
-			    pattern_names[p], el, ops, (double)ops / el,
+			    pattern_names[o.bo_pattern], el, ops,
+			    (double)ops / el,
 			    (double)ops * (double)bs / el / 1048576.0);
 		}
 	}
@@ -604,59 +647,7 @@ join:
 	for (ops = 0, i = 0; i < threads; i++)
 		ops += atomic_load(&th[i].t_ops);
 	el = (double)(t1 - t0) / 1e9;
-	iops = (double)ops / el;
-	mibs = iops * (double)bs / 1048576.0;
-	rumpblk_stats(b.b_rb, b.b_unit, &st);
-	lat = wr ? &st.lat_write : &st.lat_read;
-	if (json) {
-		printf("{\"image\":");
-		cli_json_string(stdout, image);
-		printf(",\"backend\":\"%s\",\"backend_requested\":\"%s\","
-		    "\"pattern\":\"%s\",\"bs\":%" PRIu64 ",\"threads\":%"
-		    PRIu64 ",\"qd\":%" PRIu64 ",\"sync\":%s,\"seconds\":%.3f,"
-		    "\"ops\":%" PRIu64 ",\"iops\":%.1f,\"mib_per_s\":%.2f,"
-		    "\"lat_timed\":%" PRIu64 ",\"lat_mean_us\":%.3f,"
-		    "\"lat_p50_us\":%.3f,\"lat_p99_us\":%.3f,"
-		    "\"lat_max_us\":%.3f,\"offset\":%" PRIu64 ",\"size\":%"
-		    PRIu64, rumpblk_backend_name(ui.ui_backend),
-		    rumpblk_backend_name(asked), pattern_names[p], bs, threads,
-		    qd, b.b_sync ? "true" : "false", el, ops, iops, mibs,
-		    lat->timed, lat->timed ? (double)lat->total_ns /
-		    (double)lat->timed / 1000.0 : 0.0,
-		    lat_quantile_us(lat, 0.5), lat_quantile_us(lat, 0.99),
-		    (double)lat->max_ns / 1000.0, ui.ui_offset, ui.ui_size);
-		if (ui.ui_backend == RUMPBLK_BACKEND_MMAP)
-			printf(",\"winsize\":%" PRIu64 ",\"wincount\":%u,"
-			    "\"win_hits\":%" PRIu64 ",\"win_misses\":%" PRIu64
-			    ",\"win_busy\":%" PRIu64, ui.ui_winsize,
-			    ui.ui_wincount, st.win_hits, st.win_misses,
-			    st.win_busy);
-		printf(",\"faults\":");
-		cli_fault_stats_json(stdout, b.b_rb, &st);
-		printf("}\n");
-	} else {
-		printf("%s: %s (asked %s), %s, bs %" PRIu64 ", %" PRIu64
-		    " thread(s) x qd %" PRIu64 "%s, %.2f s\n", image,
-		    rumpblk_backend_name(ui.ui_backend),
-		    rumpblk_backend_name(asked), pattern_names[p], bs, threads,
-		    qd, wr ? (b.b_sync ? ", sync writes" :
-		    ", async writes") : "", el);
-		printf("  %" PRIu64 " ops, %.0f IOPS, %.1f MiB/s\n", ops, iops,
-		    mibs);
-		if (lat->timed != 0)
-			printf("  latency (%" PRIu64 " sampled): mean %.2f us, "
-			    "p50 <= %.2f us, p99 <= %.2f us, max %.2f us\n",
-			    lat->timed, (double)lat->total_ns /
-			    (double)lat->timed / 1000.0,
-			    lat_quantile_us(lat, 0.5),
-			    lat_quantile_us(lat, 0.99),
-			    (double)lat->max_ns / 1000.0);
-		if (ui.ui_backend == RUMPBLK_BACKEND_MMAP)
-			printf("  windows %u x %" PRIu64 " bytes: %" PRIu64
-			    " hits, %" PRIu64 " misses, %" PRIu64 " busy\n",
-			    ui.ui_wincount, ui.ui_winsize, st.win_hits,
-			    st.win_misses, st.win_busy);
-	}
+	bench_report(&o, image, &b, &ui, ops, el);
 	rc = 0;
 free_threads:
 	for (i = 0; i < threads; i++) {
@@ -668,12 +659,15 @@ free_threads:
 		}
 	}
 	free(th);
+stop_faults:
+	cli_fault_stop(&o.bo_fault, b.b_rb);
 destroy:
-	cli_fault_stop(&fo, b.b_rb);
 	if ((error = rumpblk_destroy(b.b_rb)) != 0 && rc == 0) {
 		cli_err("%s: cannot make written data durable: %s", image,
 		    strerror(error));
 		rc = 1;
 	}
+free_opts:
+	cli_fault_opts_free(&o.bo_fault);
 	return rc;
 }

@@ -5,6 +5,7 @@
 #ifndef RUMPBLK_CLI_H
 #define RUMPBLK_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,6 +24,50 @@ void	cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int	cli_parse_size(const char *, uint64_t *);
 /* Parse an unsigned number in [min, max]; 0 or EINVAL/ERANGE. */
 int	cli_parse_uint(const char *, uint64_t min, uint64_t max, uint64_t *);
+
+struct cli_fault_opts;
+
+/*
+ * A subcommand's command line, for cli_parse_args().  Each option goes
+ * to ca_option, then, if ca_fault is set, to cli_fault_option() (the
+ * fault options, which ca_opts lists with CLI_FAULT_LONGOPTS); one that
+ * neither takes is a usage error.  --help is 'h' in ca_opts.
+ */
+struct cli_args {
+	const char		*ca_name;	/* "serve", for messages */
+	const struct option	*ca_opts;
+	void			(*ca_usage)(FILE *);
+	/*
+	 * The command's option c with argument arg (or NULL): 0, or the
+	 * exit status after a message (1 or 2); -1 if c is not its own.
+	 */
+	int			(*ca_option)(void *ctx, int c,
+				    const char *arg);
+	void			*ca_ctx;
+	struct cli_fault_opts	*ca_fault;	/* NULL: no fault options */
+	int			ca_noperands;	/* exactly this many */
+	const char		*ca_operands;	/* "one IMAGE", for messages */
+};
+
+/*
+ * Parse a subcommand's argv (argv[0] its name, as main passes it).
+ * true: the ca_noperands operands start at *operandsp.  false: the
+ * command returns *rcp now -- 0 after --help (usage on stdout), 2 after
+ * a usage message, or what an option's parser returned -- and the fault
+ * options taken so far are freed.
+ */
+bool	cli_parse_args(const struct cli_args *, int argc, char **argv,
+	    char ***operandsp, int *rcp);
+
+/*
+ * An option's value, or false after a message that names the option and
+ * the value: a size (cli_parse_size), a number in [min, max], a backend
+ * name (rumpblk_backend_parse).
+ */
+bool	cli_opt_size(const char *opt, const char *arg, uint64_t *);
+bool	cli_opt_uint(const char *opt, const char *arg, uint64_t min,
+	    uint64_t max, uint64_t *);
+bool	cli_opt_backend(const char *arg, enum rumpblk_backend *);
 /* --sector-size N: a power of two, 512 to 65536, as a shift; false after
  * saying what is wrong. */
 bool	cli_parse_sectsize(const char *, unsigned *);
@@ -63,6 +108,21 @@ void	cli_cover_windows(uint64_t offset, uint64_t size, uint64_t *winsize,
 void	cli_default_windows(struct rumpblk_config *, const char *image,
 	    uint64_t offset, uint64_t size, uint64_t winsize,
 	    uint64_t wincount);
+
+/* stats-json.c: the statistics as JSON, one writer for every command. */
+
+/*
+ * The members of a statistics object, without the braces: every counter
+ * of st under its struct rumpblk_stats name, the latency records, and
+ * "faults" ({"injected":N,"by_class":{...},"rules":[...]}, the rules of
+ * rb).  For a command that puts its own members beside them.
+ */
+void	cli_stats_json_members(FILE *, struct rumpblk *,
+	    const struct rumpblk_stats *);
+/* {...}: those members for a snapshot of every unit of rb. */
+void	cli_stats_json(FILE *, struct rumpblk *);
+/* One fault rule: {"id","rule","class","matches","firings","seed"}. */
+void	cli_fault_rule_json(FILE *, const struct rumpblk_fault_info *);
 
 struct cli_cmd {
 	const char	*name;

@@ -60,18 +60,11 @@ int	cli_fault_option(struct cli_fault_opts *, int opt, const char *arg);
  */
 int	cli_fault_start(struct cli_fault_opts *, struct rumpblk *, int unit,
 	    FILE *msgs);
-/* Close the control socket and the log; free the options. */
+/* Close the control socket and the log. */
 void	cli_fault_stop(struct cli_fault_opts *, struct rumpblk *);
+/* Free what cli_fault_option() took (any time; again is harmless). */
+void	cli_fault_opts_free(struct cli_fault_opts *);
 
-/*
- * JSON: the instance's counters with the fault part
- * ({"injected":N,"by_class":{...},"rules":[...]}) under "faults".
- */
-void	cli_stats_json(FILE *, struct rumpblk *);
-void	cli_fault_stats_json(FILE *, struct rumpblk *,
-	    const struct rumpblk_stats *);
-void	cli_fault_rule_json(FILE *, const struct rumpblk_fault_info *);
-const char *cli_fault_class_name(enum rumpblk_fault_class);
 /* What 'rumpblk faults --help' prints. */
 extern const char cli_fault_reference[];
 

@@ -3,7 +3,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,31 +25,28 @@ cmd_create(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const struct cli_args ca = {
+		.ca_name = "create", .ca_opts = opts, .ca_usage = create_usage,
+		.ca_noperands = 2, .ca_operands = "IMAGE and SIZE",
+	};
+	const char *image, *arg;
+	char **operands;
 	uint64_t size;
-	int c, fd, error;
+	int fd, error, rc;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (c == 'h') {
-			create_usage(stdout);
-			return 0;
-		}
-		create_usage(stderr);
-		return 2;
-	}
-	if (argc - optind != 2) {
-		cli_err("create: expected IMAGE and SIZE (try 'rumpblk create "
-		    "--help')");
-		return 2;
-	}
-	error = cli_parse_size(argv[optind + 1], &size);
+	if (!cli_parse_args(&ca, argc, argv, &operands, &rc))
+		return rc;
+	image = operands[0];
+	arg = operands[1];
+	error = cli_parse_size(arg, &size);
 	if (error == ERANGE || (error == 0 && size > (uint64_t)INT64_MAX)) {
 		cli_err("create: SIZE '%s' is too large (at most 8388607T; "
-		    "most file systems allow far less)", argv[optind + 1]);
+		    "most file systems allow far less)", arg);
 		return 2;
 	}
 	if (error != 0) {
 		cli_err("create: SIZE '%s' is not a size (e.g. 512M, 2G)",
-		    argv[optind + 1]);
+		    arg);
 		return 2;
 	}
 	/* librumpblk cannot register an empty file without an explicit
@@ -59,26 +55,26 @@ cmd_create(int argc, char **argv)
 		cli_err("create: SIZE must not be 0");
 		return 2;
 	}
-	fd = open(argv[optind], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	fd = open(image, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd == -1 && errno == EEXIST) {
 		cli_err("%s: already exists; create never overwrites a file",
-		    argv[optind]);
+		    image);
 		return 1;
 	}
 	if (fd == -1) {
-		cli_err("%s: %s", argv[optind], strerror(errno));
+		cli_err("%s: %s", image, strerror(errno));
 		return 1;
 	}
 	if (ftruncate(fd, (off_t)size) == -1) {
 		error = errno;
 		close(fd);
-		unlink(argv[optind]);
+		unlink(image);
 		cli_err("%s: cannot make it %" PRIu64 " bytes: %s",
-		    argv[optind], size, strerror(error));
+		    image, size, strerror(error));
 		return 1;
 	}
 	if (close(fd) == -1) {
-		cli_err("%s: %s", argv[optind], strerror(errno));
+		cli_err("%s: %s", image, strerror(errno));
 		return 1;
 	}
 	return 0;

@@ -1,11 +1,13 @@
 /*
  * Fault rules on the command line: the options every serving command
- * shares (--fault, --fault-log, --fault-replay, --control), the fault
- * part of the statistics JSON, and `rumpblk faults`, the rule reference.
+ * shares (--fault, --fault-log, --fault-replay, --control) and `rumpblk
+ * faults`, the rule reference.  Their firings in JSON are stats-json.c's.
  *
- * A command collects the options with cli_fault_option() while it parses
- * its arguments, then calls cli_fault_start() once its units are
- * registered and before any I/O, and cli_fault_stop() at the end.  The
+ * A command lists CLI_FAULT_LONGOPTS and CLI_FAULT_HELP and gives its
+ * struct cli_fault_opts to cli_parse_args() (util.c), which hands these
+ * options to cli_fault_option(); the command then calls
+ * cli_fault_start() once its units are registered and before any I/O,
+ * cli_fault_stop() at the end and cli_fault_opts_free() last.  The
  * library does the work (rumpblk_fault_*); this file only turns flags
  * into calls and errors into messages that name the flag.
  */
@@ -141,77 +143,14 @@ cli_fault_stop(struct cli_fault_opts *fo, struct rumpblk *rb)
 			    strerror(errno));
 		fo->fo_logf = NULL;
 	}
+}
+
+void
+cli_fault_opts_free(struct cli_fault_opts *fo)
+{
 	free(fo->fo_rules);
 	fo->fo_rules = NULL;
 	fo->fo_nrules = 0;
-}
-
-static const char *const class_names[RUMPBLK_FAULT_NCLASS] = {
-	"seed", "error", "corrupt", "lost", "misdirect", "stale", "torn",
-	"delay",
-};
-
-const char *
-cli_fault_class_name(enum rumpblk_fault_class c)
-{
-	return (unsigned)c < RUMPBLK_FAULT_NCLASS ? class_names[c] : "?";
-}
-
-void
-cli_fault_rule_json(FILE *f, const struct rumpblk_fault_info *fi)
-{
-	fprintf(f, "{\"id\":");
-	cli_json_string(f, fi->fi_id);
-	fprintf(f, ",\"rule\":");
-	cli_json_string(f, fi->fi_text);
-	fprintf(f, ",\"class\":\"%s\",\"matches\":%" PRIu64 ",\"firings\":%"
-	    PRIu64 ",\"seed\":%" PRIu64 "}", cli_fault_class_name(fi->fi_class),
-	    fi->fi_matches, fi->fi_firings, fi->fi_seed);
-}
-
-void
-cli_fault_stats_json(FILE *f, struct rumpblk *rb,
-    const struct rumpblk_stats *st)
-{
-	struct rumpblk_fault_info *info = NULL;
-	size_t n = 0, i;
-	int c;
-
-	fprintf(f, "{\"injected\":%" PRIu64 ",\"by_class\":{",
-	    st->faults_injected);
-	for (c = 0; c < RUMPBLK_FAULT_NCLASS; c++)
-		fprintf(f, "%s\"%s\":%" PRIu64, c ? "," : "", class_names[c],
-		    st->faults_class[c]);
-	fprintf(f, "},\"rules\":[");
-	/* The list may grow between the two calls: take what fits. */
-	if (rumpblk_fault_list(rb, NULL, 0, &n) == 0 && n > 0 &&
-	    (info = calloc(n, sizeof(*info))) != NULL &&
-	    rumpblk_fault_list(rb, info, n, &n) == 0) {
-		for (i = 0; i < n && info != NULL; i++) {
-			if (i > 0)
-				fputc(',', f);
-			cli_fault_rule_json(f, &info[i]);
-		}
-	}
-	free(info);
-	fprintf(f, "]}");
-}
-
-void
-cli_stats_json(FILE *f, struct rumpblk *rb)
-{
-	struct rumpblk_stats st;
-
-	rumpblk_stats(rb, -1, &st);
-	fprintf(f, "{\"io_total\":%" PRIu64 ",\"io_async\":%" PRIu64
-	    ",\"io_errors\":%" PRIu64 ",\"bytes_read\":%" PRIu64
-	    ",\"bytes_written\":%" PRIu64 ",\"flushes\":%" PRIu64
-	    ",\"trims\":%" PRIu64 ",\"zeroes\":%" PRIu64
-	    ",\"faults_injected\":%" PRIu64 ",\"faults\":", st.io_total,
-	    st.io_async, st.io_errors, st.bytes_read, st.bytes_written,
-	    st.flushes, st.trims, st.zeroes, st.faults_injected);
-	cli_fault_stats_json(f, rb, &st);
-	fputc('}', f);
 }
 
 /* rumpblk faults: the reference of the rule language. */

@@ -159,6 +159,35 @@ explain_register_error(const char *image, int error, uint64_t offset,
 		cli_err("%s: %s", image, strerror(error));
 }
 
+/* What the command line asked for. */
+struct info_opts {
+	struct rumpblk_config cfg;
+	uint64_t	offset;
+	uint64_t	size;
+	bool		json;
+};
+
+static int
+info_option(void *ctx, int c, const char *arg)
+{
+	struct info_opts *o = ctx;
+
+	switch (c) {
+	case 'j':
+		o->json = true;
+		return 0;
+	case 'o':
+		return cli_opt_size("--offset", arg, &o->offset) ? 0 : 2;
+	case 's':
+		return cli_opt_size("--size", arg, &o->size) ? 0 : 2;
+	case 'b':
+		return cli_opt_backend(arg, &o->cfg.backend) ? 0 : 2;
+	case 'S':
+		return cli_parse_sectsize(arg, &o->cfg.sectshift) ? 0 : 2;
+	}
+	return -1;
+}
+
 int
 cmd_info(int argc, char **argv)
 {
@@ -171,79 +200,48 @@ cmd_info(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct rumpblk_config cfg;
+	struct info_opts o = { .size = RUMPBLK_SIZENOTSET };
+	const struct cli_args ca = {
+		.ca_name = "info", .ca_opts = opts, .ca_usage = info_usage,
+		.ca_option = info_option, .ca_ctx = &o,
+		.ca_noperands = 1, .ca_operands = "one IMAGE",
+	};
+	struct rumpblk_config *cfg = &o.cfg;
 	struct rumpblk_unitinfo ui;
 	struct rumpblk_disklabel dl;
 	struct rumpblk *rb;
-	uint64_t offset = 0, size = RUMPBLK_SIZENOTSET;
-	const char *image;
-	bool json = false;
-	int c, error, unit;
+	const char *image, *asked;
+	char **operands;
+	int error, unit, rc;
 
 	/* The seed's lines about RUMP_BLK* go to stderr, as rumpblk_init()
 	 * printed them: an ignored value is reported, a seed is shown. */
-	rumpblk_config_init(&cfg);
-	rumpblk_config_from_env(&cfg, stderr);
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'j':
-			json = true;
-			break;
-		case 'o':
-			if (cli_parse_size(optarg, &offset) != 0) {
-				cli_err("--offset: '%s' is not a size", optarg);
-				return 2;
-			}
-			break;
-		case 's':
-			if (cli_parse_size(optarg, &size) != 0) {
-				cli_err("--size: '%s' is not a size", optarg);
-				return 2;
-			}
-			break;
-		case 'b':
-			if (rumpblk_backend_parse(optarg, &cfg.backend) != 0) {
-				cli_err("--backend: unknown backend '%s' (auto, "
-				    "mmap, pio, direct or uring)", optarg);
-				return 2;
-			}
-			break;
-		case 'S':
-			if (!cli_parse_sectsize(optarg, &cfg.sectshift))
-				return 2;
-			break;
-		case 'h':
-			info_usage(stdout);
-			return 0;
-		default:
-			info_usage(stderr);
-			return 2;
-		}
-	}
-	if (optind != argc - 1) {
-		cli_err("info: expected one IMAGE (try 'rumpblk info --help')");
-		return 2;
-	}
-	image = argv[optind];
+	rumpblk_config_init(cfg);
+	rumpblk_config_from_env(cfg, stderr);
+	if (!cli_parse_args(&ca, argc, argv, &operands, &rc))
+		return rc;
+	image = operands[0];
 	/* The CLI's windows, so that auto shows what serve and bench pick. */
-	cli_default_windows(&cfg, image, offset, size, 0, 0);
-	if ((error = rumpblk_create(&cfg, &rb)) != 0) {
+	cli_default_windows(cfg, image, o.offset, o.size, 0, 0);
+	if ((error = rumpblk_create(cfg, &rb)) != 0) {
 		cli_err("cannot create an instance: %s", strerror(error));
 		return 1;
 	}
-	if ((error = rumpblk_register(rb, image, offset, size, &unit)) != 0) {
-		if (!cli_backend_refused(image, &cfg, offset, size, error))
-			explain_register_error(image, error, offset, size,
-			    rumpblk_backend_name(cfg.backend));
+	asked = rumpblk_backend_name(cfg->backend);
+	if ((error = rumpblk_register(rb, image, o.offset, o.size,
+	    &unit)) != 0) {
+		if (!cli_backend_refused(image, cfg, o.offset, o.size, error))
+			explain_register_error(image, error, o.offset, o.size,
+			    asked);
 		rumpblk_destroy(rb);
 		return 1;
 	}
 	rumpblk_unitinfo(rb, unit, &ui);
 	rumpblk_ioctl(rb, unit, RUMPBLK_DIOCGDINFO, &dl);
-	if (json)
-		print_json(image, &ui, &dl, rumpblk_backend_name(cfg.backend));
+	if (o.json)
+		print_json(image, &ui, &dl, asked);
 	else
-		print_text(image, &ui, &dl, rumpblk_backend_name(cfg.backend));
+		print_text(image, &ui, &dl, asked);
 	if ((error = rumpblk_destroy(rb)) != 0) {
 		cli_err("%s: %s", image, strerror(error));
 		return 1;

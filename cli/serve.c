@@ -1,43 +1,28 @@
 /*
- * rumpblk serve: export an image over NBD (DESIGN.md §5, §6).
+ * rumpblk serve: export an image over NBD (DESIGN.md §5, §6).  The
+ * command line is serve-opts.c's; this file opens the image and runs
+ * the server, one function a phase, in the order cmd_serve takes them
+ * and undoes them:
  *
- *   rumpblk serve [options] IMAGE
+ *   block_signals      SIGINT, SIGTERM, SIGCHLD to a signalfd
+ *   create_image       --create
+ *   create_instance    the rumpblk instance, with the CLI's windows
+ *   open_unit          register IMAGE, lock it, say what is odd
+ *   (cli_fault_start)  fault rules, log, replay, control socket
+ *   start_listening    the NBD server, its sockets, the URI
+ *   (pidfile, --run)
+ *   serve_run          serve until a signal or the child's exit
+ *   stop_listening, cli_fault_stop, close_instance (--stats, durable
+ *   data, the lock), then the pidfile
  *
- *   --socket PATH          listen on a Unix socket
- *   --listen ADDR:PORT     listen on TCP (repeatable; default
- *                          127.0.0.1:10809 when neither is given; PORT 0
- *                          picks a free port; IPv6 as [::1]:PORT)
- *   --export NAME          the export name LIST reports (any name is
- *                          accepted from clients)
- *   --read-only            refuse writes (also for a read-only image)
- *   --offset N, --size N   the unit is N bytes of IMAGE from offset
- *   --create               create IMAGE, sparse, of --size bytes (never
- *                          overwrites)
- *   --backend B            auto, mmap, pio, direct or uring
- *   --sector-size N        512 ... 65536, a power of two
- *   --winsize N, --wincount N   mmap windows (default: cover the image)
- *   --fail N, --fail-seed S     seed-mode fault injection (RUMP_BLKFAIL)
- *   --stats FILE           counters as JSON at exit
- *   --fault RULE, --fault-log FILE, --fault-replay FILE, --control PATH
- *                          fault rules (cli/fault.c, cli/control.c)
- *   --run CMD              captive mode: run sh -c CMD with $uri,
- *                          $unixsocket, $port, $pid; stop when it exits
- *                          and exit with its status
- *   --pidfile FILE         written once the sockets listen
- *   --threads N            library worker threads for asynchronous I/O
- *                          (default 1; see below)
- *   --max-connections N    default 64
- *   --shutdown-timeout S   give up on clients that do not read replies
- *                          S seconds after SIGINT/SIGTERM (default 10)
- *   --no-lock              do not take the image's OFD lock
- *
- * Sizes take K, M, G, T suffixes (powers of 1024).  Flags override the
- * RUMP_BLK* environment.  The image is locked with an open file
- * description lock (F_OFD_SETLK, as qemu does): a write lock for a
- * writable export, a read lock for a read-only one, over the unit's
- * bytes, so a second writer is refused.  SIGINT and SIGTERM stop the
- * server: in-flight requests finish, written data is made durable
- * (rumpblk_destroy), and the exit status says whether that worked.
+ * The image is locked with an open file description lock (F_OFD_SETLK,
+ * as qemu does): a write lock for a writable export, a read lock for a
+ * read-only one, over the unit's bytes, so a second writer is refused.
+ * The lock is let go only once written data is durable, and the
+ * pidfile goes last, so that whoever waits for it to go finds the image
+ * whole and free.  SIGINT and SIGTERM stop the server: in-flight
+ * requests finish, written data is made durable (rumpblk_destroy), and
+ * the exit status says whether that worked.
  *
  * Threads: each connection's reader thread does small reads itself and
  * hands writes, flushes, trims, zeroes and large reads to the library's
@@ -53,7 +38,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -66,74 +50,24 @@
 #include "cli.h"
 #include "control.h"
 #include "nbd.h"
+#include "serve.h"
 
-#define SERVE_MAX_LISTEN	4
-
-static void
-serve_usage(FILE *f)
-{
-	fprintf(f,
-"usage: rumpblk serve [options] IMAGE\n\n"
-"Export IMAGE as a block device over NBD until SIGINT or SIGTERM.\n\n"
-"  --socket PATH          listen on a Unix socket at PATH\n"
-"  --listen ADDR:PORT     listen on TCP (repeatable; default 127.0.0.1:10809\n"
-"                         when no --socket or --listen is given; PORT 0 picks\n"
-"                         a free port; IPv6 as [::1]:PORT)\n"
-"  --export NAME          export name reported by LIST (clients may ask\n"
-"                         for any name)\n"
-"  --read-only            refuse writes\n"
-"  --offset N             the unit starts N bytes into IMAGE\n"
-"  --size N               the unit is N bytes (default: the rest)\n"
-"  --create               create IMAGE (sparse) of --size bytes; never\n"
-"                         overwrites an existing file\n"
-"  --backend B            auto, mmap, pio, direct or uring\n"
-"  --sector-size N        512, 1024, ..., 65536\n"
-"  --winsize N            mmap window size (default: windows cover IMAGE)\n"
-"  --wincount N           mmap window count\n"
-"  --fail N               fail N of 10000 reads and writes with EIO\n"
-"  --fail-seed S          seed of those failures (printed either way)\n"
-"  --stats FILE           write the counters as JSON to FILE at exit\n"
-CLI_FAULT_HELP
-"  --run CMD              captive mode: run 'sh -c CMD' with $uri,\n"
-"                         $unixsocket, $port and $pid set; stop when CMD\n"
-"                         exits, with its exit status\n"
-"  --pidfile FILE         write the PID to FILE once the sockets listen\n"
-"  --threads N            worker threads for asynchronous I/O (default 1,\n"
-"                         best for page-cached images; raise it for slow\n"
-"                         storage; 0: the library's default)\n"
-"  --max-connections N    clients served at once (default 64)\n"
-"  --shutdown-timeout S   at SIGINT/SIGTERM, give up on clients that do\n"
-"                         not read their replies after S seconds (10)\n"
-"  --no-lock              do not lock IMAGE against a second writer\n"
-"Sizes take K, M, G and T suffixes (powers of 1024).\n");
-}
-
-enum {
-	O_SOCKET = 256, O_LISTEN, O_EXPORT, O_RO, O_OFFSET, O_SIZE, O_CREATE,
-	O_BACKEND, O_SECTOR, O_WINSIZE, O_WINCOUNT, O_FAIL, O_FAILSEED,
-	O_STATS, O_RUN, O_PIDFILE, O_THREADS, O_MAXCONN, O_SHUTDOWN,
-	O_NOLOCK, O_HELP,
-};
-
-struct serve_opts {
-	const char	*image;
-	const char	*socket;
-	const char	*listen[SERVE_MAX_LISTEN];
-	int		nlisten;
-	const char	*export;
-	bool		read_only;
-	uint64_t	offset;
-	uint64_t	size;
-	bool		size_set;
-	bool		create;
-	const char	*stats;
-	const char	*run;
-	const char	*pidfile;
-	uint64_t	max_conn;
-	uint64_t	shutdown_s;
-	bool		no_lock;
-	bool		winsize_set;
-	bool		wincount_set;
+/*
+ * What cmd_serve has acquired, released in reverse order (but see the
+ * lock and the pidfile above).
+ */
+struct serve {
+	int		sv_sigfd;	/* SIGINT, SIGTERM, SIGCHLD */
+	sigset_t	sv_oldmask;	/* the mask --run's child gets */
+	struct rumpblk	*sv_rb;
+	int		sv_unit;
+	struct rumpblk_unitinfo sv_ui;
+	int		sv_lockfd;	/* -1: not locked */
+	struct nbd_server *sv_srv;
+	char		*sv_uri;	/* $uri */
+	int		sv_port;	/* of the first --listen, or -1 */
+	bool		sv_pidfile;	/* --pidfile written */
+	pid_t		sv_child;	/* --run, or -1 */
 };
 
 /* Percent-encode for an NBD URI (RFC 3986 unreserved and '/' kept). */
@@ -151,6 +85,7 @@ uri_put(FILE *f, const char *s)
 	}
 }
 
+/* The NBD URI of the first socket the server listens on ($uri). */
 static char *
 make_uri(const struct serve_opts *o, int port)
 {
@@ -161,13 +96,13 @@ make_uri(const struct serve_opts *o, int port)
 
 	if ((f = open_memstream(&buf, &len)) == NULL)
 		return NULL;
-	if (o->socket != NULL) {
+	if (o->so_socket != NULL) {
 		fputs("nbd+unix:///", f);
-		uri_put(f, o->export);
+		uri_put(f, o->so_export);
 		fputs("?socket=", f);
-		uri_put(f, o->socket);
+		uri_put(f, o->so_socket);
 	} else {
-		a = o->listen[0];
+		a = o->so_listen[0];
 		if (a[0] == '[') {
 			colon = strstr(a, "]:");
 			snprintf(host, sizeof(host), "%.*s",
@@ -182,12 +117,13 @@ make_uri(const struct serve_opts *o, int port)
 		else if (strcmp(host, "[::]") == 0)
 			strcpy(host, "[::1]");
 		fprintf(f, "nbd://%s:%d/", host, port);
-		uri_put(f, o->export);
+		uri_put(f, o->so_export);
 	}
 	fclose(f);
 	return buf;
 }
 
+/* --pidfile: write our PID to path atomically (a rename). */
 static int
 write_pidfile(const char *path)
 {
@@ -208,53 +144,16 @@ write_pidfile(const char *path)
 	return 0;
 }
 
-static void
-json_latency(FILE *f, const char *name, const struct rumpblk_latency *l)
-{
-	int i;
-
-	fprintf(f, "\"%s\":{\"count\":%" PRIu64 ",\"timed\":%" PRIu64
-	    ",\"total_ns\":%" PRIu64 ",\"max_ns\":%" PRIu64 ",\"hist\":[",
-	    name, l->count, l->timed, l->total_ns, l->max_ns);
-	for (i = 0; i < RUMPBLK_LAT_BUCKETS; i++)
-		fprintf(f, "%s%" PRIu64, i ? "," : "", l->hist[i]);
-	fputs("]}", f);
-}
-
+/* --stats FILE: the counters of every unit, one JSON object. */
 static int
-write_stats(const char *path, struct rumpblk *rb,
-    const struct rumpblk_stats *st)
+write_stats(const char *path, struct rumpblk *rb)
 {
-	static const char *const cls[RUMPBLK_FAULT_NCLASS] = {
-		"seed", "error", "corrupt", "lost", "misdirect", "stale",
-		"torn", "delay",
-	};
 	FILE *f;
-	int i;
 
 	if ((f = fopen(path, "w")) == NULL)
 		return errno;
-#define U(n)	fprintf(f, "\"" #n "\":%" PRIu64 ",", st->n)
-	fputc('{', f);
-	U(io_total); U(io_async); U(bytes_read); U(bytes_written);
-	U(bytes_written_async); U(win_hits); U(win_busy); U(win_misses);
-	U(faults_injected); U(io_errors); U(flushes); U(trims); U(zeroes);
-	U(extent_queries); U(bytes_trimmed); U(bytes_zeroed);
-#undef U
-	fputs("\"faults_class\":{", f);
-	for (i = 0; i < RUMPBLK_FAULT_NCLASS; i++)
-		fprintf(f, "%s\"%s\":%" PRIu64, i ? "," : "", cls[i],
-		    st->faults_class[i]);
-	fputs("},", f);
-	json_latency(f, "lat_read", &st->lat_read);
-	fputc(',', f);
-	json_latency(f, "lat_write", &st->lat_write);
-	fputc(',', f);
-	json_latency(f, "lat_flush", &st->lat_flush);
-	/* Firings by class and by rule (cli/fault.c). */
-	fputs(",\"faults\":", f);
-	cli_fault_stats_json(f, rb, st);
-	fputs("}\n", f);
+	cli_stats_json(f, rb);
+	fputc('\n', f);
 	if (fclose(f) != 0)
 		return errno;
 	return 0;
@@ -324,6 +223,7 @@ child_status(int st)
 	return 1;
 }
 
+/* --run: fork and exec sh -c cmd with $uri and the rest set. */
 static pid_t
 start_child(const char *cmd, const char *uri, const char *sock, int port,
     const sigset_t *oldmask)
@@ -352,403 +252,315 @@ start_child(const char *cmd, const char *uri, const char *sock, int port,
 	_exit(127);
 }
 
-/* Parse a size option or exit with a message naming it. */
-static bool
-opt_size(const char *opt, const char *arg, uint64_t *v)
+/*
+ * The server's threads never see the signals; the main thread reads
+ * them from a signalfd in its accept loop (serve_run).  0, or 1 said.
+ */
+static int
+block_signals(struct serve *sv)
 {
-	if (cli_parse_size(arg, v) != 0) {
-		cli_err("%s: '%s' is not a size (e.g. 4096, 64M, 2G)", opt,
-		    arg);
-		return false;
-	}
-	return true;
-}
+	sigset_t mask;
 
-static bool
-opt_uint(const char *opt, const char *arg, uint64_t min, uint64_t max,
-    uint64_t *v)
-{
-	if (cli_parse_uint(arg, min, max, v) != 0) {
-		cli_err("%s: '%s' is not a number from %" PRIu64 " to %"
-		    PRIu64, opt, arg, min, max);
-		return false;
-	}
-	return true;
-}
-
-int
-cmd_serve(int argc, char **argv)
-{
-	static const struct option opts[] = {
-		{ "socket", required_argument, NULL, O_SOCKET },
-		{ "listen", required_argument, NULL, O_LISTEN },
-		{ "export", required_argument, NULL, O_EXPORT },
-		{ "read-only", no_argument, NULL, O_RO },
-		{ "offset", required_argument, NULL, O_OFFSET },
-		{ "size", required_argument, NULL, O_SIZE },
-		{ "create", no_argument, NULL, O_CREATE },
-		{ "backend", required_argument, NULL, O_BACKEND },
-		{ "sector-size", required_argument, NULL, O_SECTOR },
-		{ "winsize", required_argument, NULL, O_WINSIZE },
-		{ "wincount", required_argument, NULL, O_WINCOUNT },
-		{ "fail", required_argument, NULL, O_FAIL },
-		{ "fail-seed", required_argument, NULL, O_FAILSEED },
-		{ "stats", required_argument, NULL, O_STATS },
-		{ "run", required_argument, NULL, O_RUN },
-		{ "pidfile", required_argument, NULL, O_PIDFILE },
-		{ "threads", required_argument, NULL, O_THREADS },
-		{ "max-connections", required_argument, NULL, O_MAXCONN },
-		{ "shutdown-timeout", required_argument, NULL, O_SHUTDOWN },
-		{ "no-lock", no_argument, NULL, O_NOLOCK },
-		{ "help", no_argument, NULL, O_HELP },
-		CLI_FAULT_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
-	};
-	struct serve_opts o;
-	struct rumpblk_config cfg;
-	struct rumpblk_unitinfo ui;
-	struct rumpblk_stats st;
-	struct cli_fault_opts fo;
-	struct nbd_server_config scfg;
-	struct nbd_server *srv = NULL;
-	struct rumpblk *rb = NULL;
-	struct signalfd_siginfo si;
-	struct stat sb;
-	sigset_t mask, oldmask;
-	char desc[512], *uri = NULL;
-	uint64_t v;
-	pid_t child = -1;
-	int c, error, unit, port = -1, lockfd = -1, sigfd = -1, i, cst = 0;
-	int rc = 1;
-	bool created = false, got_signal = false, pid_written = false;
-	ssize_t n;
-
-	memset(&o, 0, sizeof(o));
-	memset(&fo, 0, sizeof(fo));
-	o.export = "";
-	o.size = RUMPBLK_SIZENOTSET;
-	o.max_conn = 64;
-	o.shutdown_s = 10;
-	rumpblk_config_init(&cfg);
-	rumpblk_config_from_env(&cfg, stderr);
-	cfg.workers = 1;		/* see "Threads" above */
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case O_SOCKET:
-			o.socket = optarg;
-			break;
-		case O_LISTEN:
-			if (o.nlisten == SERVE_MAX_LISTEN) {
-				cli_err("--listen: at most %d addresses",
-				    SERVE_MAX_LISTEN);
-				return 2;
-			}
-			o.listen[o.nlisten++] = optarg;
-			break;
-		case O_EXPORT:
-			if (strlen(optarg) > 4096) {
-				cli_err("--export: names are at most 4096 "
-				    "bytes");
-				return 2;
-			}
-			o.export = optarg;
-			break;
-		case O_RO:
-			o.read_only = true;
-			break;
-		case O_OFFSET:
-			if (!opt_size("--offset", optarg, &o.offset))
-				return 2;
-			break;
-		case O_SIZE:
-			if (!opt_size("--size", optarg, &o.size))
-				return 2;
-			o.size_set = true;
-			break;
-		case O_CREATE:
-			o.create = true;
-			break;
-		case O_BACKEND:
-			if (rumpblk_backend_parse(optarg, &cfg.backend) != 0) {
-				cli_err("--backend: unknown backend '%s' "
-				    "(auto, mmap, pio, direct or uring)",
-				    optarg);
-				return 2;
-			}
-			break;
-		case O_SECTOR:
-			if (!cli_parse_sectsize(optarg, &cfg.sectshift))
-				return 2;
-			break;
-		case O_WINSIZE:
-			if (!opt_size("--winsize", optarg, &v))
-				return 2;
-			if (v == 0 || (v & (v - 1)) != 0 || v < 4096) {
-				cli_err("--winsize: '%s' is not a power of two "
-				    "of at least 4K", optarg);
-				return 2;
-			}
-			cfg.winsize = v;
-			o.winsize_set = true;
-			break;
-		case O_WINCOUNT:
-			if (!opt_uint("--wincount", optarg, 1, 1u << 20, &v))
-				return 2;
-			cfg.wincount = (unsigned)v;
-			o.wincount_set = true;
-			break;
-		case O_FAIL:
-			if (!opt_uint("--fail", optarg, 0, RUMPBLK_BLKFAIL_MAX,
-			    &v))
-				return 2;
-			cfg.fail = (unsigned)v;
-			break;
-		case O_FAILSEED:
-			if (!opt_uint("--fail-seed", optarg, 0, UINT32_MAX, &v))
-				return 2;
-			cfg.fail_seed = (uint32_t)v;
-			cfg.fail_seed_set = true;
-			break;
-		case O_STATS:
-			o.stats = optarg;
-			break;
-		case O_RUN:
-			o.run = optarg;
-			break;
-		case O_PIDFILE:
-			o.pidfile = optarg;
-			break;
-		case O_THREADS:
-			if (!opt_uint("--threads", optarg, 0, 1024, &v))
-				return 2;
-			cfg.workers = (unsigned)v;
-			break;
-		case O_MAXCONN:
-			if (!opt_uint("--max-connections", optarg, 1, 100000,
-			    &o.max_conn))
-				return 2;
-			break;
-		case O_SHUTDOWN:
-			if (!opt_uint("--shutdown-timeout", optarg, 0, 86400,
-			    &o.shutdown_s))
-				return 2;
-			break;
-		case O_NOLOCK:
-			o.no_lock = true;
-			break;
-		case O_HELP:
-		case 'h':
-			serve_usage(stdout);
-			return 0;
-		case CLI_OPT_FAULT:
-		case CLI_OPT_FAULT_LOG:
-		case CLI_OPT_FAULT_REPLAY:
-		case CLI_OPT_CONTROL:
-			if ((error = cli_fault_option(&fo, c, optarg)) != 0)
-				return error;
-			break;
-		default:
-			serve_usage(stderr);
-			return 2;
-		}
-	}
-	if (optind != argc - 1) {
-		cli_err("serve: expected one IMAGE (try 'rumpblk serve "
-		    "--help')");
-		return 2;
-	}
-	o.image = argv[optind];
-	if (o.create && !o.size_set) {
-		cli_err("--create: needs --size");
-		return 2;
-	}
-	if (o.socket == NULL && o.nlisten == 0)
-		o.listen[o.nlisten++] = "127.0.0.1:10809";
-	if (o.socket != NULL && access(o.socket, F_OK) == 0) {
-		cli_err("--socket: %s already exists", o.socket);
-		return 1;
-	}
-	cfg.sigbus_eio = true;
-
-	/*
-	 * Signals: the server's threads never see them; the main thread
-	 * reads them from a signalfd in its accept loop.
-	 */
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGCHLD);
 	signal(SIGPIPE, SIG_IGN);
-	if (sigprocmask(SIG_BLOCK, &mask, &oldmask) == -1 ||
-	    (sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) == -1) {
+	if (sigprocmask(SIG_BLOCK, &mask, &sv->sv_oldmask) == -1 ||
+	    (sv->sv_sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK)) ==
+	    -1) {
 		cli_err("serve: signals: %s", strerror(errno));
 		return 1;
 	}
+	return 0;
+}
 
-	if (o.create) {
-		int fd;
+/*
+ * --create: IMAGE, sparse, of --offset + --size bytes; never over an
+ * existing file.  0, or 1 said (and nothing left behind).
+ */
+static int
+create_image(const struct serve_opts *o)
+{
+	uint64_t end;
+	int fd;
 
-		if (o.offset > UINT64_MAX - o.size ||
-		    o.offset + o.size > (uint64_t)INT64_MAX) {
-			cli_err("--size: %" PRIu64 " bytes at --offset %" PRIu64
-			    " is too large", o.size, o.offset);
-			goto out;
-		}
-		fd = open(o.image, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-		    0644);
-		if (fd == -1) {
-			cli_err("%s: cannot create it: %s%s", o.image,
-			    strerror(errno), errno == EEXIST ?
-			    " (--create never overwrites)" : "");
-			goto out;
-		}
-		created = true;
-		if (ftruncate(fd, (off_t)(o.offset + o.size)) == -1) {
-			cli_err("%s: cannot make it %" PRIu64 " bytes: %s",
-			    o.image, o.offset + o.size, strerror(errno));
-			close(fd);
-			goto out;
-		}
+	if (o->so_offset > UINT64_MAX - o->so_size ||
+	    o->so_offset + o->so_size > (uint64_t)INT64_MAX) {
+		cli_err("--size: %" PRIu64 " bytes at --offset %" PRIu64
+		    " is too large", o->so_size, o->so_offset);
+		return 1;
+	}
+	end = o->so_offset + o->so_size;
+	fd = open(o->so_image, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd == -1) {
+		cli_err("%s: cannot create it: %s%s", o->so_image,
+		    strerror(errno), errno == EEXIST ?
+		    " (--create never overwrites)" : "");
+		return 1;
+	}
+	if (ftruncate(fd, (off_t)end) == -1) {
+		cli_err("%s: cannot make it %" PRIu64 " bytes: %s",
+		    o->so_image, end, strerror(errno));
 		close(fd);
+		unlink(o->so_image);
+		return 1;
 	}
-	if (stat(o.image, &sb) == -1) {
-		cli_err("%s: %s", o.image, strerror(errno));
-		goto out;
+	close(fd);
+	return 0;
+}
+
+/* The instance, configured by the options.  0, or 1 said. */
+static int
+create_instance(const struct serve_opts *o, struct serve *sv)
+{
+	struct rumpblk_config cfg = o->so_cfg;
+	struct stat sb;
+	int error;
+
+	if (stat(o->so_image, &sb) == -1) {
+		cli_err("%s: %s", o->so_image, strerror(errno));
+		return 1;
 	}
-	cli_default_windows(&cfg, o.image, o.offset,
-	    o.size_set ? o.size : RUMPBLK_SIZENOTSET,
-	    o.winsize_set ? cfg.winsize : 0, o.wincount_set ? cfg.wincount : 0);
-	if ((error = rumpblk_create(&cfg, &rb)) != 0) {
+	cli_default_windows(&cfg, o->so_image, o->so_offset,
+	    o->so_size_set ? o->so_size : RUMPBLK_SIZENOTSET,
+	    o->so_winsize_set ? cfg.winsize : 0,
+	    o->so_wincount_set ? cfg.wincount : 0);
+	cfg.sigbus_eio = true;
+	if ((error = rumpblk_create(&cfg, &sv->sv_rb)) != 0) {
 		cli_err("serve: cannot set up the driver: %s (check "
 		    "--winsize, --wincount, --sector-size, --backend)",
 		    strerror(error));
-		goto out;
+		return 1;
 	}
-	rumpblk_get_config(rb, &cfg);
-	if ((error = rumpblk_register(rb, o.image, o.offset, o.size,
-	    &unit)) != 0) {
-		if (error == EINVAL && (o.offset != 0 || o.size_set))
+	return 0;
+}
+
+/*
+ * Register IMAGE as the unit and lock it (unless --no-lock), then say
+ * what the user may not expect: a read-only image, seed-mode faults.
+ * 0, or 1 said; the lock, once taken, is close_instance's to release.
+ */
+static int
+open_unit(const struct serve_opts *o, struct serve *sv)
+{
+	const struct rumpblk_unitinfo *ui = &sv->sv_ui;
+	struct rumpblk_config cfg;
+	bool writable;
+	int error;
+
+	rumpblk_get_config(sv->sv_rb, &cfg);
+	if ((error = rumpblk_register(sv->sv_rb, o->so_image, o->so_offset,
+	    o->so_size, &sv->sv_unit)) != 0) {
+		if (error == EINVAL && (o->so_offset != 0 || o->so_size_set))
 			cli_err("%s: --offset %" PRIu64 " and --size do not "
 			    "fit the file, or it is not a file or device: %s",
-			    o.image, o.offset, strerror(error));
+			    o->so_image, o->so_offset, strerror(error));
 		else if (error == EOPNOTSUPP)
 			cli_err("%s: cannot serve it with --backend %s: %s",
-			    o.image, rumpblk_backend_name(cfg.backend),
+			    o->so_image, rumpblk_backend_name(cfg.backend),
 			    strerror(error));
 		else
-			cli_err("%s: %s", o.image, strerror(error));
-		goto out;
+			cli_err("%s: %s", o->so_image, strerror(error));
+		return 1;
 	}
-	rumpblk_unitinfo(rb, unit, &ui);
-	if (!o.no_lock && (lockfd = lock_image(o.image, ui.ui_offset,
-	    ui.ui_size, !o.read_only && (ui.ui_mode & RUMPBLK_FWRITE))) == -1)
-		goto out;
-	if (!o.read_only && (ui.ui_mode & RUMPBLK_FWRITE) == 0)
-		cli_err("%s: opened read-only; serving it read-only", o.image);
+	rumpblk_unitinfo(sv->sv_rb, sv->sv_unit, &sv->sv_ui);
+	writable = (ui->ui_mode & RUMPBLK_FWRITE) != 0;
+	if (!o->so_no_lock && (sv->sv_lockfd = lock_image(o->so_image,
+	    ui->ui_offset, ui->ui_size, !o->so_read_only && writable)) == -1)
+		return 1;
+	if (!o->so_read_only && !writable)
+		cli_err("%s: opened read-only; serving it read-only",
+		    o->so_image);
 	if (cfg.fail != 0)
 		fprintf(stderr, "rumpblk: fault injection: failing %u of %u "
 		    "reads and writes, seed %" PRIu32 "\n", cfg.fail,
 		    RUMPBLK_BLKFAIL_MAX, cfg.fail_seed);
-	/* Rules, log, replay and control socket, before any I/O. */
-	if ((error = cli_fault_start(&fo, rb, unit, stderr)) != 0) {
-		rc = error;
-		goto out;
-	}
+	return 0;
+}
 
-	snprintf(desc, sizeof(desc), "rumpblk %s: %s, %s backend, %u-byte "
-	    "sectors", rumpblk_version(), o.image,
-	    rumpblk_backend_name(ui.ui_backend), ui.ui_secsize);
-	memset(&scfg, 0, sizeof(scfg));
-	scfg.rb = rb;
-	scfg.unit = unit;
-	scfg.name = o.export;
-	scfg.description = desc;
-	scfg.read_only = o.read_only;
-	scfg.max_connections = (unsigned)o.max_conn;
-	scfg.shutdown_timeout_ms = (unsigned)(o.shutdown_s * 1000);
-	if ((error = nbd_server_create(&scfg, &srv)) != 0) {
-		cli_err("serve: %s", strerror(error));
-		goto out;
-	}
-	if (o.socket != NULL &&
-	    (error = nbd_server_listen_unix(srv, o.socket)) != 0) {
-		cli_err("--socket: %s: %s", o.socket, strerror(error));
-		goto out;
-	}
-	for (i = 0; i < o.nlisten; i++) {
-		int p;
+/*
+ * At exit, once no connection is left: write --stats, make written data
+ * durable (rumpblk_destroy), and only then let go of the lock, so that
+ * the next writer finds all of it.  Returns rc, or 1 if rc was 0 and
+ * one of these failed.
+ */
+static int
+close_instance(const struct serve_opts *o, struct serve *sv, int rc)
+{
+	int error;
 
-		error = nbd_server_listen_tcp(srv, o.listen[i], &p);
-		if (error != 0) {
-			cli_err("--listen: %s: %s", o.listen[i],
-			    error == EINVAL ? "expected ADDR:PORT, e.g. "
-			    "127.0.0.1:10809 or [::1]:0" : strerror(error));
-			goto out;
-		}
-		if (i == 0)
-			port = p;
-	}
-	if ((uri = make_uri(&o, port)) == NULL) {
-		cli_err("serve: out of memory");
-		goto out;
-	}
-	if (o.pidfile != NULL && (error = write_pidfile(o.pidfile)) != 0) {
-		cli_err("--pidfile: %s: %s", o.pidfile, strerror(error));
-		goto out;
-	}
-	pid_written = o.pidfile != NULL;
-	if (o.run != NULL) {
-		child = start_child(o.run, uri, o.socket,
-		    o.nlisten > 0 ? port : -1, &oldmask);
-		if (child == -1) {
-			cli_err("--run: cannot start it: %s", strerror(errno));
-			goto out;
-		}
-	}
-
-	nbd_server_run(srv, sigfd);
-
-	/* Why did it stop?  Drain the signalfd. */
-	while ((n = read(sigfd, &si, sizeof(si))) == (ssize_t)sizeof(si)) {
-		if (si.ssi_signo != SIGCHLD)
-			got_signal = true;
-	}
-	rc = 0;
-	if (child > 0) {
-		if (got_signal)
-			kill(child, SIGTERM);
-		while (waitpid(child, &cst, 0) == -1 && errno == EINTR)
-			;
-		rc = child_status(cst);
-	}
-out:
-	if (rb != NULL && o.stats != NULL) {
-		rumpblk_stats(rb, -1, &st);
-		if ((error = write_stats(o.stats, rb, &st)) != 0) {
-			cli_err("--stats: %s: %s", o.stats, strerror(error));
-			if (rc == 0)
-				rc = 1;
-		}
-	}
-	/* Every connection is done: no firing is logged after this. */
-	cli_fault_stop(&fo, rb);
-	/* Before the instance: the server unsubscribes from its events. */
-	nbd_server_destroy(srv);
-	if (rb != NULL && (error = rumpblk_destroy(rb)) != 0) {
-		cli_err("%s: could not make written data durable: %s",
-		    o.image, strerror(error));
+	if (o->so_stats != NULL &&
+	    (error = write_stats(o->so_stats, sv->sv_rb)) != 0) {
+		cli_err("--stats: %s: %s", o->so_stats, strerror(error));
 		if (rc == 0)
 			rc = 1;
 	}
-	if (lockfd != -1)
-		close(lockfd);
-	if (pid_written)
-		unlink(o.pidfile);
-	if (created && uri == NULL)
-		unlink(o.image);	/* we made it and never served it */
-	free(uri);
-	if (sigfd != -1)
-		close(sigfd);
+	if ((error = rumpblk_destroy(sv->sv_rb)) != 0) {
+		cli_err("%s: could not make written data durable: %s",
+		    o->so_image, strerror(error));
+		if (rc == 0)
+			rc = 1;
+	}
+	sv->sv_rb = NULL;
+	if (sv->sv_lockfd != -1)
+		close(sv->sv_lockfd);
+	sv->sv_lockfd = -1;
+	return rc;
+}
+
+/*
+ * The NBD server of the unit, listening on --socket and every --listen,
+ * and its URI.  0, or 1 said (and no server left).
+ */
+static int
+start_listening(const struct serve_opts *o, struct serve *sv)
+{
+	struct nbd_server_config scfg;
+	char desc[512];
+	int error, i, port;
+
+	snprintf(desc, sizeof(desc), "rumpblk %s: %s, %s backend, %u-byte "
+	    "sectors", rumpblk_version(), o->so_image,
+	    rumpblk_backend_name(sv->sv_ui.ui_backend), sv->sv_ui.ui_secsize);
+	memset(&scfg, 0, sizeof(scfg));
+	scfg.rb = sv->sv_rb;
+	scfg.unit = sv->sv_unit;
+	scfg.name = o->so_export;
+	scfg.description = desc;
+	scfg.read_only = o->so_read_only;
+	scfg.max_connections = (unsigned)o->so_max_conn;
+	scfg.shutdown_timeout_ms = (unsigned)(o->so_shutdown_s * 1000);
+	if ((error = nbd_server_create(&scfg, &sv->sv_srv)) != 0) {
+		cli_err("serve: %s", strerror(error));
+		return 1;
+	}
+	if (o->so_socket != NULL &&
+	    (error = nbd_server_listen_unix(sv->sv_srv, o->so_socket)) != 0) {
+		cli_err("--socket: %s: %s", o->so_socket, strerror(error));
+		goto destroy;
+	}
+	for (i = 0; i < o->so_nlisten; i++) {
+		error = nbd_server_listen_tcp(sv->sv_srv, o->so_listen[i],
+		    &port);
+		if (error != 0) {
+			cli_err("--listen: %s: %s", o->so_listen[i],
+			    error == EINVAL ? "expected ADDR:PORT, e.g. "
+			    "127.0.0.1:10809 or [::1]:0" : strerror(error));
+			goto destroy;
+		}
+		if (i == 0)
+			sv->sv_port = port;
+	}
+	if ((sv->sv_uri = make_uri(o, sv->sv_port)) == NULL) {
+		cli_err("serve: out of memory");
+		goto destroy;
+	}
+	return 0;
+destroy:
+	nbd_server_destroy(sv->sv_srv);
+	sv->sv_srv = NULL;
+	return 1;
+}
+
+/*
+ * Close the sockets (removing --socket's file); no client is left.
+ * Before the instance goes: the server unsubscribes from its events.
+ */
+static void
+stop_listening(struct serve *sv)
+{
+	nbd_server_destroy(sv->sv_srv);
+	sv->sv_srv = NULL;
+	free(sv->sv_uri);
+	sv->sv_uri = NULL;
+}
+
+/*
+ * Serve until SIGINT/SIGTERM or, with --run, the child's exit; then
+ * stop the child if a signal came first.  Returns the exit status: the
+ * child's, or 0.
+ */
+static int
+serve_run(struct serve *sv)
+{
+	struct signalfd_siginfo si;
+	bool got_signal = false;
+	int st = 0;
+
+	nbd_server_run(sv->sv_srv, sv->sv_sigfd);
+	/* Why did it stop?  Drain the signalfd. */
+	while (read(sv->sv_sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		if (si.ssi_signo != SIGCHLD)
+			got_signal = true;
+	if (sv->sv_child <= 0)
+		return 0;
+	if (got_signal)
+		kill(sv->sv_child, SIGTERM);
+	while (waitpid(sv->sv_child, &st, 0) == -1 && errno == EINTR)
+		;
+	return child_status(st);
+}
+
+int
+cmd_serve(int argc, char **argv)
+{
+	struct serve_opts o;
+	struct serve sv = {
+		.sv_sigfd = -1, .sv_lockfd = -1, .sv_port = -1,
+		.sv_child = -1,
+	};
+	bool served = false;
+	int error, rc;
+
+	if (!serve_parse(argc, argv, &o, &rc))
+		return rc;
+	rc = 1;
+	if (block_signals(&sv) != 0)
+		goto free_opts;
+	if (o.so_create && create_image(&o) != 0)
+		goto close_sigfd;
+	if (create_instance(&o, &sv) != 0)
+		goto remove_image;
+	if (open_unit(&o, &sv) != 0)
+		goto close_instance;
+	/* Rules, log, replay and control socket, before any I/O. */
+	if ((rc = cli_fault_start(&o.so_fault, sv.sv_rb, sv.sv_unit,
+	    stderr)) != 0)
+		goto stop_faults;
+	rc = 1;
+	if (start_listening(&o, &sv) != 0)
+		goto stop_faults;
+	served = true;
+	if (o.so_pidfile != NULL &&
+	    (error = write_pidfile(o.so_pidfile)) != 0) {
+		cli_err("--pidfile: %s: %s", o.so_pidfile, strerror(error));
+		goto stop_listening;
+	}
+	sv.sv_pidfile = o.so_pidfile != NULL;
+	if (o.so_run != NULL && (sv.sv_child = start_child(o.so_run,
+	    sv.sv_uri, o.so_socket, sv.sv_port, &sv.sv_oldmask)) == -1) {
+		cli_err("--run: cannot start it: %s", strerror(errno));
+		goto stop_listening;
+	}
+
+	rc = serve_run(&sv);
+
+stop_listening:
+	stop_listening(&sv);
+stop_faults:
+	/* Every connection is done: no firing is logged after this. */
+	cli_fault_stop(&o.so_fault, sv.sv_rb);
+close_instance:
+	rc = close_instance(&o, &sv, rc);
+remove_image:
+	if (o.so_create && !served)
+		unlink(o.so_image);	/* we made it and never served it */
+	if (sv.sv_pidfile)
+		unlink(o.so_pidfile);	/* last: see the head comment */
+close_sigfd:
+	close(sv.sv_sigfd);
+free_opts:
+	serve_opts_free(&o);
 	return rc;
 }

@@ -1,14 +1,18 @@
 /*
- * Helpers shared by the subcommands: messages, number parsing, JSON.
+ * Helpers shared by the subcommands: messages, number parsing, option
+ * values, JSON.
  */
 #include <ctype.h>
 #include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "control.h"
 
 const char *progname = "rumpblk";
 
@@ -24,18 +28,29 @@ cli_err(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+/*
+ * The decimal digits s starts with (no sign or space, unlike strtoull):
+ * 0 with the value and the first byte after them, or EINVAL/ERANGE.
+ */
+static int
+parse_digits(const char *s, unsigned long long *vp, char **endp)
+{
+	if (s == NULL || !isdigit((unsigned char)*s))
+		return EINVAL;
+	errno = 0;
+	*vp = strtoull(s, endp, 10);
+	return errno == ERANGE ? ERANGE : 0;
+}
+
 int
 cli_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *vp)
 {
 	unsigned long long v;
 	char *end;
+	int error;
 
-	if (s == NULL || !isdigit((unsigned char)*s))
-		return EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno == ERANGE)
-		return ERANGE;
+	if ((error = parse_digits(s, &v, &end)) != 0)
+		return error;
 	if (*end != '\0')
 		return EINVAL;
 	if (v < min || v > max)
@@ -50,13 +65,10 @@ cli_parse_size(const char *s, uint64_t *vp)
 	unsigned long long v;
 	unsigned shift = 0;
 	char *end;
+	int error;
 
-	if (s == NULL || !isdigit((unsigned char)*s))
-		return EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno == ERANGE)
-		return ERANGE;
+	if ((error = parse_digits(s, &v, &end)) != 0)
+		return error;
 	switch (*end) {
 	case '\0':			break;
 	case 'k': case 'K':	shift = 10; end++; break;
@@ -73,6 +85,81 @@ cli_parse_size(const char *s, uint64_t *vp)
 		return ERANGE;
 	*vp = (uint64_t)v << shift;
 	return 0;
+}
+
+bool
+cli_parse_args(const struct cli_args *ca, int argc, char **argv,
+    char ***operandsp, int *rcp)
+{
+	int c, rc;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", ca->ca_opts, NULL)) != -1) {
+		if (c == 'h') {
+			ca->ca_usage(stdout);
+			rc = 0;
+			goto stop;
+		}
+		rc = -1;
+		if (ca->ca_option != NULL)
+			rc = ca->ca_option(ca->ca_ctx, c, optarg);
+		if (rc == -1 && ca->ca_fault != NULL)
+			rc = cli_fault_option(ca->ca_fault, c, optarg);
+		if (rc == -1) {
+			/* getopt_long said what it did not know. */
+			ca->ca_usage(stderr);
+			rc = 2;
+		}
+		if (rc != 0)
+			goto stop;
+	}
+	if (argc - optind != ca->ca_noperands) {
+		cli_err("%s: expected %s (try 'rumpblk %s --help')",
+		    ca->ca_name, ca->ca_operands, ca->ca_name);
+		rc = 2;
+		goto stop;
+	}
+	*operandsp = argv + optind;
+	return true;
+stop:
+	if (ca->ca_fault != NULL)
+		cli_fault_opts_free(ca->ca_fault);
+	*rcp = rc;
+	return false;
+}
+
+bool
+cli_opt_size(const char *opt, const char *arg, uint64_t *vp)
+{
+	if (cli_parse_size(arg, vp) != 0) {
+		cli_err("%s: '%s' is not a size (e.g. 4096, 64M, 2G)", opt,
+		    arg);
+		return false;
+	}
+	return true;
+}
+
+bool
+cli_opt_uint(const char *opt, const char *arg, uint64_t min, uint64_t max,
+    uint64_t *vp)
+{
+	if (cli_parse_uint(arg, min, max, vp) != 0) {
+		cli_err("%s: '%s' is not a number from %" PRIu64 " to %" PRIu64,
+		    opt, arg, min, max);
+		return false;
+	}
+	return true;
+}
+
+bool
+cli_opt_backend(const char *arg, enum rumpblk_backend *bp)
+{
+	if (rumpblk_backend_parse(arg, bp) != 0) {
+		cli_err("--backend: unknown backend '%s' (auto, mmap, pio, "
+		    "direct or uring)", arg);
+		return false;
+	}
+	return true;
 }
 
 /*

@@ -111,6 +111,11 @@ def control(uri, rumpblk, sock):
         sys.exit("FAIL: no error while the rule was armed")
     if firings != [during] or stats["faults"]["by_class"]["error"] != during:
         sys.exit("FAIL: counters disagree with the client")
+    # The socket's counters are serve --stats' (cli/stats-json.c).
+    if (stats["faults_class"]["error"] != during or
+            stats["io_errors"] < during or
+            stats["io_total"] < 600 or "lat_read" not in stats):
+        sys.exit("FAIL: stats counters disagree with the client: %s" % stats)
 
 
 if __name__ == "__main__":

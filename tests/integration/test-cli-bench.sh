@@ -20,6 +20,12 @@ for p in randread seqread; do
 	    fail "$p: backend: $j"
 	[ "$(echo "$j" | jq -r .pattern)" = $p ] || fail "$p: pattern: $j"
 	[ "$(echo "$j" | jq .ops)" -gt 0 ] || fail "$p: no ops: $j"
+	# The unit's counters, in the form serve --stats writes them
+	# (cli/stats-json.c): every request is counted, none failed.
+	echo "$j" | jq -e '.io_total >= .ops and .io_errors == 0 and
+	    .bytes_written == 0 and .lat_read.count >= .ops and
+	    (.lat_read.hist | length) > 0 and .faults.injected == 0' \
+	    >/dev/null || fail "$p: counters: $j"
 done
 cmp -s "$img" "$tmp/orig.img" || fail "a read benchmark changed the image"
 

@@ -1,0 +1,129 @@
+/*
+ * The statistics as JSON: one writer for every command that shows them
+ * (serve --stats, bench --json, the control socket's stats and fault
+ * list).
+ *
+ * The counters are the fields of struct rumpblk_stats under their own
+ * names, the latency records as {"count","timed","total_ns","max_ns",
+ * "hist"}, and under "faults" the firings by class and by rule.  A
+ * command adds its own members beside them (bench: throughput) by
+ * writing cli_stats_json_members() inside its own object, so the same
+ * counter has the same name and form wherever it appears.  Scripts and
+ * tests read these names: a field may be added, none renamed.
+ *
+ * This is not a JSON library: it writes numbers and names that need no
+ * escaping, and cli_json_string() (util.c) for strings from outside.
+ * Like rumpblk_stats(), a snapshot makes no promise that the counters
+ * agree with each other.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "cli.h"
+
+/* The library's name of a class, "?" for one it does not know. */
+static const char *
+class_name(enum rumpblk_fault_class c)
+{
+	const char *name = rumpblk_fault_class_name(c);
+
+	return name != NULL ? name : "?";
+}
+
+/* "name":{...} of one latency record. */
+static void
+latency_json(FILE *f, const char *name, const struct rumpblk_latency *l)
+{
+	int i;
+
+	fprintf(f, "\"%s\":{\"count\":%" PRIu64 ",\"timed\":%" PRIu64
+	    ",\"total_ns\":%" PRIu64 ",\"max_ns\":%" PRIu64 ",\"hist\":[",
+	    name, l->count, l->timed, l->total_ns, l->max_ns);
+	for (i = 0; i < RUMPBLK_LAT_BUCKETS; i++)
+		fprintf(f, "%s%" PRIu64, i ? "," : "", l->hist[i]);
+	fputs("]}", f);
+}
+
+/* {"class":N,...}: firings by class. */
+static void
+by_class_json(FILE *f, const struct rumpblk_stats *st)
+{
+	int c;
+
+	fputc('{', f);
+	for (c = 0; c < RUMPBLK_FAULT_NCLASS; c++)
+		fprintf(f, "%s\"%s\":%" PRIu64, c ? "," : "",
+		    class_name((enum rumpblk_fault_class)c),
+		    st->faults_class[c]);
+	fputc('}', f);
+}
+
+void
+cli_fault_rule_json(FILE *f, const struct rumpblk_fault_info *fi)
+{
+	fprintf(f, "{\"id\":");
+	cli_json_string(f, fi->fi_id);
+	fprintf(f, ",\"rule\":");
+	cli_json_string(f, fi->fi_text);
+	fprintf(f, ",\"class\":\"%s\",\"matches\":%" PRIu64 ",\"firings\":%"
+	    PRIu64 ",\"seed\":%" PRIu64 "}", class_name(fi->fi_class),
+	    fi->fi_matches, fi->fi_firings, fi->fi_seed);
+}
+
+/* {"injected":N,"by_class":{...},"rules":[...]} */
+static void
+faults_json(FILE *f, struct rumpblk *rb, const struct rumpblk_stats *st)
+{
+	struct rumpblk_fault_info *info = NULL;
+	size_t n = 0, i;
+
+	fprintf(f, "{\"injected\":%" PRIu64 ",\"by_class\":",
+	    st->faults_injected);
+	by_class_json(f, st);
+	fprintf(f, ",\"rules\":[");
+	/* The list may grow between the two calls: take what fits. */
+	if (rumpblk_fault_list(rb, NULL, 0, &n) == 0 && n > 0 &&
+	    (info = calloc(n, sizeof(*info))) != NULL &&
+	    rumpblk_fault_list(rb, info, n, &n) == 0) {
+		for (i = 0; i < n; i++) {
+			if (i > 0)
+				fputc(',', f);
+			cli_fault_rule_json(f, &info[i]);
+		}
+	}
+	free(info);
+	fprintf(f, "]}");
+}
+
+void
+cli_stats_json_members(FILE *f, struct rumpblk *rb,
+    const struct rumpblk_stats *st)
+{
+#define U(n)	fprintf(f, "\"" #n "\":%" PRIu64 ",", st->n)
+	U(io_total); U(io_async); U(bytes_read); U(bytes_written);
+	U(bytes_written_async); U(win_hits); U(win_busy); U(win_misses);
+	U(faults_injected); U(io_errors); U(flushes); U(trims); U(zeroes);
+	U(extent_queries); U(bytes_trimmed); U(bytes_zeroed);
+#undef U
+	fputs("\"faults_class\":", f);
+	by_class_json(f, st);
+	fputc(',', f);
+	latency_json(f, "lat_read", &st->lat_read);
+	fputc(',', f);
+	latency_json(f, "lat_write", &st->lat_write);
+	fputc(',', f);
+	latency_json(f, "lat_flush", &st->lat_flush);
+	fputs(",\"faults\":", f);
+	faults_json(f, rb, st);
+}
+
+void
+cli_stats_json(FILE *f, struct rumpblk *rb)
+{
+	struct rumpblk_stats st;
+
+	rumpblk_stats(rb, -1, &st);
+	fputc('{', f);
+	cli_stats_json_members(f, rb, &st);
+	fputc('}', f);
+}
