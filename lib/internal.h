@@ -697,4 +697,12 @@ int	rb_mmap_open(struct rb_unit *, struct rb_stage **);
  */
 void	rb_fdio_run(int fd, const struct rb_backing *, struct rb_io *);
 
+/* A descriptor and its host file, for rb_fdio_work through io_ctx. */
+struct rb_fdio {
+	int		fdio_fd;
+	const struct rb_backing *fdio_bk;
+};
+/* rb_fdio_run on the struct rb_fdio in io_ctx (rb_pool_run's work). */
+void	rb_fdio_work(struct rb_io *);
+
 #endif /* RUMPBLK_INTERNAL_H */

@@ -50,3 +50,11 @@ rb_fdio_run(int fd, const struct rb_backing *bk, struct rb_io *io)
 	}
 	rb_io_complete(io, error, moved);
 }
+
+void
+rb_fdio_work(struct rb_io *io)
+{
+	const struct rb_fdio *f = io->io_ctx;
+
+	rb_fdio_run(f->fdio_fd, f->fdio_bk, io);
+}

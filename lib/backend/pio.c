@@ -18,25 +18,16 @@
 
 struct pio {
 	struct rb_stage	pio_stage;
-	int		pio_fd;		/* ( the host file's descriptor */
-	const struct rb_backing *pio_bk; /* ( the host file */
+	struct rb_fdio	pio_f;		/* ( the host file and descriptor */
 	struct rb_pool	*pio_pool;	/* ( the instance's */
 };
-
-static void
-pio_work(struct rb_io *io)
-{
-	struct pio *p = io->io_ctx;
-
-	rb_fdio_run(p->pio_fd, p->pio_bk, io);
-}
 
 static void
 pio_submit(struct rb_stage *st, struct rb_io *io)
 {
 	struct pio *p = (struct pio *)st;
 
-	rb_pool_run(p->pio_pool, io, pio_work, p);
+	rb_pool_run(p->pio_pool, io, rb_fdio_work, &p->pio_f);
 }
 
 static const struct rb_ops pio_ops = {
@@ -53,8 +44,8 @@ rb_pio_open(struct rb_unit *u, struct rb_stage **stp)
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return ENOMEM;
 	rb_stage_init(&p->pio_stage, &pio_ops, u, RB_RANK_BACKEND);
-	p->pio_fd = u->u_host->hf_fd;
-	p->pio_bk = &u->u_host->hf_bk;
+	p->pio_f.fdio_fd = u->u_host->hf_fd;
+	p->pio_f.fdio_bk = &u->u_host->hf_bk;
 	p->pio_pool = rb_instance_pool(u->u_rb);
 	*stp = &p->pio_stage;
 	return 0;

@@ -604,18 +604,9 @@ rb_uring_destroy(struct rb_uring *r)
 struct uring {
 	struct rb_stage	ub_stage;
 	struct rb_uring	*ub_eng;	/* ( */
-	int		ub_fd;		/* ( the unit's descriptor */
-	const struct rb_backing *ub_bk;	/* ( the host file */
+	struct rb_fdio	ub_f;		/* ( the host file and descriptor */
 	struct rb_pool	*ub_pool;	/* ( the instance's */
 };
-
-static void
-uring_work(struct rb_io *io)
-{
-	struct uring *ub = io->io_ctx;
-
-	rb_fdio_run(ub->ub_fd, ub->ub_bk, io);
-}
 
 static void
 uring_submit(struct rb_stage *st, struct rb_io *io)
@@ -626,7 +617,7 @@ uring_submit(struct rb_stage *st, struct rb_io *io)
 	case RUMPBLK_B_FLUSH:
 		/* A character device has nothing to sync, and its fsync
 		 * fails (EINVAL): rb_host_datasync knows. */
-		if (ub->ub_bk->bk_ftype == RUMPBLK_FT_CHR)
+		if (ub->ub_f.fdio_bk->bk_ftype == RUMPBLK_FT_CHR)
 			break;
 		/* FALLTHROUGH */
 	case RUMPBLK_B_READ:
@@ -639,7 +630,7 @@ uring_submit(struct rb_stage *st, struct rb_io *io)
 	 * the same descriptor, so they are coherent with the ring's I/O;
 	 * an asynchronous one goes to the worker pool as pio's does.
 	 */
-	rb_pool_run(ub->ub_pool, io, uring_work, ub);
+	rb_pool_run(ub->ub_pool, io, rb_fdio_work, &ub->ub_f);
 }
 
 static void
@@ -671,8 +662,8 @@ rb_uring_open(struct rb_unit *u, struct rb_stage **stp)
 		return error;
 	}
 	rb_stage_init(&ub->ub_stage, &uring_ops, u, RB_RANK_BACKEND);
-	ub->ub_fd = u->u_host->hf_fd;
-	ub->ub_bk = &u->u_host->hf_bk;
+	ub->ub_f.fdio_fd = u->u_host->hf_fd;
+	ub->ub_f.fdio_bk = &u->u_host->hf_bk;
 	ub->ub_pool = rb_instance_pool(u->u_rb);
 	*stp = &ub->ub_stage;
 	return 0;
