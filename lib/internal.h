@@ -30,8 +30,8 @@
 #define RB_LIKELY(x)	__builtin_expect(!!(x), 1)
 #define RB_UNLIKELY(x)	__builtin_expect(!!(x), 0)
 #define RB_CACHELINE	64
-/* Free lists of a frame pool (stack.c): one per counter shard. */
-#define RB_NSHARDS_FRAMES	16
+/* Counter shards, one per thread up to RB_NSHARDS - 1 (see Counters). */
+#define RB_NSHARDS	16
 
 #ifdef RUMPBLK_DEBUG
 #define rb_assert_held(m) \
@@ -257,7 +257,7 @@ struct rb_frame_list {
 } __attribute__((aligned(RB_CACHELINE)));
 
 struct rb_frames {
-	struct rb_frame_list fr_list[RB_NSHARDS_FRAMES];
+	struct rb_frame_list fr_list[RB_NSHARDS];
 	pthread_mutex_t	fr_chunklock;
 	void		*fr_chunks;	/* fr_chunklock: every chunk */
 	size_t		fr_size;	/* ( bytes a frame, with its header */
@@ -288,7 +288,6 @@ void	rb_frames_fini(struct rb_frames *);
  * copy.  Threads beyond RB_NSHARDS - 1 share the last shard and update
  * it with atomic adds.  Readers load every word relaxed.
  */
-#define RB_NSHARDS	16
 #define RB_SHARD_SHARED	(RB_NSHARDS - 1)
 #define RB_NSTATWORDS	(sizeof(struct rumpblk_stats) / sizeof(uint64_t))
 #define RB_STAT(f)	(offsetof(struct rumpblk_stats, f) / sizeof(uint64_t))

@@ -255,7 +255,7 @@ void
 rb_frames_init(struct rb_frames *fr, size_t size)
 {
 	memset(fr, 0, sizeof(*fr));
-	for (unsigned i = 0; i < RB_NSHARDS_FRAMES; i++)
+	for (unsigned i = 0; i < RB_NSHARDS; i++)
 		pthread_mutex_init(&fr->fr_list[i].fl_lock, NULL);
 	pthread_mutex_init(&fr->fr_chunklock, NULL);
 	fr->fr_size = sizeof(struct frame_hdr) +
@@ -287,7 +287,7 @@ chunk_add_locked(struct rb_frames *fr, struct rb_frame_list *l)
 void *
 rb_frame_get(struct rb_frames *fr)
 {
-	unsigned s = rb_shard_index() % RB_NSHARDS_FRAMES;
+	unsigned s = rb_shard_index();
 	struct rb_frame_list *l = &fr->fr_list[s];
 	struct frame_hdr *h;
 
@@ -326,7 +326,7 @@ rb_frames_fini(struct rb_frames *fr)
 		free(c);
 	}
 	fr->fr_chunks = NULL;
-	for (unsigned i = 0; i < RB_NSHARDS_FRAMES; i++)
+	for (unsigned i = 0; i < RB_NSHARDS; i++)
 		pthread_mutex_destroy(&fr->fr_list[i].fl_lock);
 	pthread_mutex_destroy(&fr->fr_chunklock);
 }

@@ -218,7 +218,7 @@ rule_selects(const struct fault_rule *r, const struct rb_unit *u,
 }
 
 bool
-rb_fault_rules_select_locked(struct fault_engine *fe, const struct rb_io *io,
+rb_fault_rules_select(struct fault_engine *fe, const struct rb_io *io,
     unsigned opbit, uint64_t sector)
 {
 	for (struct fault_rule *r = atomic_load_explicit(&fe->fe_rules,
@@ -267,7 +267,7 @@ decide_add(struct decision *d, struct fault_fire *fi)
 }
 
 void
-rb_fault_decide_rules_locked(struct fault_engine *fe, struct rb_io *io,
+rb_fault_decide_rules(struct fault_engine *fe, struct rb_io *io,
     unsigned opbit, uint64_t gen, struct decision *d)
 {
 	struct rb_unit *u = io->io_unit;

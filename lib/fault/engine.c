@@ -274,7 +274,7 @@ rule_find_locked(struct fault_engine *fe, const char *id)
 /*
  * Recompute what fault_submit reads of the armed rules without a lock:
  * how many there are, the union of their ops and the end of the furthest
- * range.  With A and R held, after every change of fe_rules.
+ * range.  With A held, after every change of fe_rules.
  */
 void
 rb_fault_summary_locked(struct fault_engine *fe)

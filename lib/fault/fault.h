@@ -230,13 +230,14 @@ struct decision {
 };
 
 /* Could some armed rule select a request of this op at this sector? */
-bool	rb_fault_rules_select_locked(struct fault_engine *,
+bool	rb_fault_rules_select(struct fault_engine *,
 	    const struct rb_io *, unsigned opbit, uint64_t sector);
 /* Does the replayed log have a firing of this op at this sector? */
 bool	rb_fault_replay_selects(const struct replay_set *,
 	    const struct rb_io *, uint64_t sector);
-/* Decide a request of generation gen, into d (R held). */
-void	rb_fault_decide_rules_locked(struct fault_engine *, struct rb_io *,
+/* Decide a request of generation gen, into d (no lock: the request
+ * holds its unit, which keeps the rules it reads). */
+void	rb_fault_decide_rules(struct fault_engine *, struct rb_io *,
 	    unsigned opbit, uint64_t gen, struct decision *);
 void	rb_fault_decide_replay(const struct replay_set *, struct rb_io *,
 	    uint64_t gen, struct decision *);

@@ -12,7 +12,7 @@
  * The layer stays until the unit is detached.  An instance that never
  * arms a rule never has it, and a unit with it pays, for a request that
  * no armed rule could select, one indirect call and a few relaxed loads:
- * before the read lock, a request checks a summary of the armed rules
+ * before the rules, a request checks a summary of the armed rules
  * (the union of their ops, the end of the furthest range; fe_selops,
  * fe_selend), so a read under write-only rules goes straight down
  * (bench/inproc.sh's "rule that never fires" row).  Our prefetch op
@@ -30,7 +30,7 @@
  * is a cache miss on a big working set (about 15% of a 4 KiB page-cache
  * read), so a request is counted only if some armed rule could select a
  * request with its (unit, op, first sector) whatever the length
- * (rb_fault_rules_select_locked), or, in a replay, if the log has a
+ * (rb_fault_rules_select), or, in a replay, if the log has a
  * firing with that key.  The answer is the same for every request with
  * the key, so with rules armed from the start the generation of every
  * request that can fire is its count since registration, and a replay,
@@ -496,12 +496,12 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 	 * "Generations" above.
 	 */
 	if (countall || (rs != NULL ? rb_fault_replay_selects(rs, io,
-	    sector) : rb_fault_rules_select_locked(fe, io, opbit, sector))) {
+	    sector) : rb_fault_rules_select(fe, io, opbit, sector))) {
 		gen = gen_next(fl, opbit, sector);
 		if (rs != NULL)
 			rb_fault_decide_replay(rs, io, gen, &d);
 		else
-			rb_fault_decide_rules_locked(fe, io, opbit, gen, &d);
+			rb_fault_decide_rules(fe, io, opbit, gen, &d);
 	}
 	/*
 	 * Count the firings now, while the request holds its unit: once
