@@ -203,9 +203,11 @@ awk -v n="$fnone" -v p="$fpast" -v s="$fsel" -v pp="$ppast" -v ps="$psel" \
 	    "(%.3f, paired %.3f)\n", n, p, n ? p / n : 0, pp, s,
 	    n ? s / n : 0, ps }'
 # Issue #10: on mmap, a read rule that selects every read and never
-# fires (its generations are counted, its matches too) against no rule:
-# prefetch must survive the layer, and the rule cost no allocation or
-# lock-bound work per request.  Target: paired >= 0.97.
+# fires (its matches are counted; generations are not, as nothing could
+# see them: no p=, no seeded details, no log) against no rule: prefetch
+# must survive the layer, and the rule cost no allocation or lock-bound
+# work per request.  Target: paired >= 0.97.  The pio p=0 row above is
+# the one that pays for counting generations.
 awk -v n="$mnone" -v m="$mnth" -v pm="$pnth" -v r="$nth" 'BEGIN {
 	printf "fault rules, 4K randread x1, mmap: no rule %.0f IOPS; %s " \
 	    "%.0f IOPS (%.3f, paired %.3f; target paired >= 0.97)\n",

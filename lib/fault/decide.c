@@ -173,6 +173,30 @@ fire_fill(struct fault_fire *fi, const struct fault_rule *r,
 	return 0;
 }
 
+/*
+ * Does deciding rule r read the request's hash, and so its generation?
+ * A p= trigger does, and so do the seeded details of fire_fill (keep the
+ * two in step); a count trigger (nth, every, after, none) with fixed
+ * details does not.
+ */
+bool
+rb_fault_rule_hashes(const struct fault_rule *r)
+{
+	if (r->fr_trig == FT_P)
+		return true;
+	switch (r->fr_class) {
+	case RUMPBLK_FAULT_ERROR:
+		return r->fr_nerrno > 1;
+	case RUMPBLK_FAULT_CORRUPT:
+	case RUMPBLK_FAULT_TORN:
+		return true;
+	case RUMPBLK_FAULT_MISDIRECT:
+		return !r->fr_has_shift;
+	default:
+		return false;
+	}
+}
+
 /* 2. Selection. */
 
 static bool

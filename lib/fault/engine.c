@@ -281,13 +281,16 @@ rb_fault_summary_locked(struct fault_engine *fe)
 {
 	unsigned n = 0, ops = 0;
 	uint64_t end = 0;
+	bool needgen = fe->fe_logging;
 
 	for (struct fault_rule *r = fe->fe_rules; r != NULL; r = r->fr_next) {
 		n++;
 		ops |= r->fr_ops;
 		if (r->fr_end > end)
 			end = r->fr_end;
+		needgen |= rb_fault_rule_hashes(r);
 	}
+	atomic_store_explicit(&fe->fe_needgen, needgen, memory_order_relaxed);
 	atomic_store_explicit(&fe->fe_nrules, n, memory_order_relaxed);
 	atomic_store_explicit(&fe->fe_selops, ops, memory_order_relaxed);
 	atomic_store_explicit(&fe->fe_selend, end, memory_order_relaxed);
@@ -524,8 +527,13 @@ rumpblk_fault_log(struct rumpblk *rb, FILE *f)
 
 	if ((fe = rb_fault_engine_get(rb)) == NULL)
 		return ENOMEM;
+	rb_mutex_lock(&fe->fe_armlock);
 	rb_mutex_lock(&fe->fe_loglock);
 	fe->fe_log = f;
 	rb_mutex_unlock(&fe->fe_loglock);
+	/* From now on the generations a firing logs are counted. */
+	fe->fe_logging = f != NULL;
+	rb_fault_summary_locked(fe);
+	rb_mutex_unlock(&fe->fe_armlock);
 	return 0;
 }

@@ -190,6 +190,14 @@ struct fault_engine {
 	struct fault_rule *fe_zombies;		/* A: freed with the engine */
 	struct replay_set *fe_zrs;		/* A: freed with the engine */
 	_Atomic bool	fe_countall;		/* a: count every request */
+	/*
+	 * Can a request's generation be seen?  Some armed rule reads the
+	 * request's hash (a p= trigger, seeded details), or firings are
+	 * logged (fe_logging).  If not, a request that could fire is
+	 * decided without counting it (layer.c, "Generations").
+	 */
+	_Atomic bool	fe_needgen;		/* A, a */
+	bool		fe_logging;		/* A: a log is set */
 	pthread_mutex_t	fe_loglock;
 	FILE		*fe_log;		/* L */
 };
@@ -235,6 +243,8 @@ bool	rb_fault_rules_select(struct fault_engine *,
 /* Does the replayed log have a firing of this op at this sector? */
 bool	rb_fault_replay_selects(const struct replay_set *,
 	    const struct rb_io *, uint64_t sector);
+/* Does deciding r read the request's hash (its generation)? */
+bool	rb_fault_rule_hashes(const struct fault_rule *);
 /* Decide a request of generation gen, into d (no lock: the request
  * holds its unit, which keeps the rules it reads). */
 void	rb_fault_decide_rules(struct fault_engine *, struct rb_io *,

@@ -38,6 +38,15 @@
  * later counts from its arming, unless rumpblk_fault_enable() was
  * called: from then on every request is counted (the CLI does this with
  * --control), which keeps the logs of rules armed later replayable.
+ *
+ * And a generation is counted only where it can be seen: in a decision
+ * or a firing's details that read the request's hash (a p= rule, the
+ * bits a corrupt rule flips, ...; rb_fault_rule_hashes), in a logged
+ * firing, in a replay.  Rules that count matches (nth, every, after)
+ * with fixed details, and no log, decide every request as of
+ * generation 0 and touch no map: the same firings, and nothing that
+ * could tell.  A log set after rules were armed sees generations counted
+ * from then on (the CLI sets it first).
  */
 #include <errno.h>
 #include <string.h>
@@ -492,10 +501,14 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 	d.d_delay_ns = 0;
 	/*
 	 * Count (and decide) only requests that some rule could select,
-	 * unless told to count everything (rumpblk_fault_enable): see
-	 * "Generations" above.
+	 * unless told to count everything (rumpblk_fault_enable), and
+	 * count only where a generation can be seen: see "Generations"
+	 * above.
 	 */
-	if (countall || (rs != NULL ? rb_fault_replay_selects(rs, io,
+	if (!countall && rs == NULL && !atomic_load_explicit(&fe->fe_needgen,
+	    memory_order_relaxed))
+		rb_fault_decide_rules(fe, io, opbit, 0, &d);
+	else if (countall || (rs != NULL ? rb_fault_replay_selects(rs, io,
 	    sector) : rb_fault_rules_select(fe, io, opbit, sector))) {
 		gen = gen_next(fl, opbit, sector);
 		if (rs != NULL)
@@ -531,9 +544,11 @@ fault_prefetch(struct rb_stage *st, int op, uint64_t off)
 	struct fault_engine *fe = fl->fl_fe;
 	unsigned opbit = rb_fault_opbit(op);
 
-	if ((atomic_load_explicit(&fe->fe_selops, memory_order_relaxed) &
-	    opbit) != 0 || atomic_load_explicit(&fe->fe_countall,
-	    memory_order_relaxed))
+	if (atomic_load_explicit(&fe->fe_countall, memory_order_relaxed) ||
+	    ((atomic_load_explicit(&fe->fe_selops, memory_order_relaxed) &
+	    opbit) != 0 && (atomic_load_explicit(&fe->fe_needgen,
+	    memory_order_relaxed) || atomic_load_explicit(&fe->fe_rs,
+	    memory_order_relaxed) != NULL)))
 		gen_prefetch(fl, opbit, off >> st->st_unit->u_sectshift);
 	rb_stage_prefetch_below(st, op, off);
 }

@@ -331,6 +331,51 @@ replay_errors(void **state)
 	fl_close(&e);
 }
 
+/*
+ * Count rules (nth, every) with fixed details and no log count no
+ * generations (layer.c): the same requests fail as with a log, and with
+ * a log the generation it records is the request's count.
+ */
+static void
+count_rules_log_or_not(void **state)
+{
+	struct fl_env e[2];
+	char buf[512];
+	int got[2][64];
+	long long gen;
+
+	(void)state;
+	for (int run = 0; run < 2; run++) {
+		fl_open(&e[run], run ? "cnt1.img" : "cnt0.img", IMGSIZE, 9);
+		if (run == 1)	/* no log: generations are never counted */
+			tl_eq(rumpblk_fault_log(e[run].rb, NULL), 0);
+		fl_arm(&e[run], "error,op=read,nth=7,errno=ENOSPC");
+		fl_arm(&e[run], "lost,every=5");
+		/* Four sectors in turn: read 7 is the second of sector 2. */
+		for (int i = 0; i < 64; i++) {
+			memset(buf, i, sizeof(buf));
+			got[run][i] = fl_io(&e[run], i % 2 ? RUMPBLK_B_WRITE :
+			    RUMPBLK_B_READ, (uint64_t)(i / 2 % 4) * 512, buf,
+			    sizeof(buf), NULL);
+		}
+	}
+	for (int i = 0; i < 64; i++)
+		tl_eq(got[0][i], got[1][i]);
+	tl_eq(got[0][12], ENOSPC);	/* the 7th read */
+	/* Logged: the read's generation, then every 5th write's. */
+	tl_eq(fl_log_lines(&e[0]), 1 + 32 / 5);
+	tl_eq(strstr(fl_log(&e[0]), "\"class\":\"error\"") != NULL, true);
+	/* Record 0: the 5th write (sector 0, its 2nd); 1: the 7th read. */
+	tl_eq(fl_log_int(&e[0], 0, "offset"), 0);
+	tl_eq(fl_log_int(&e[0], 0, "generation"), 1);
+	tl_eq(fl_log_int(&e[0], 1, "offset"), 1024);
+	gen = fl_log_int(&e[0], 1, "generation");
+	tl_eq(gen, 1);
+	tl_eq(fl_log_lines(&e[1]), 0);
+	fl_close(&e[0]);
+	fl_close(&e[1]);
+}
+
 int
 main(void)
 {
@@ -338,6 +383,7 @@ main(void)
 		cmocka_unit_test(threads_and_seeds),
 		cmocka_unit_test(replay_all_classes),
 		cmocka_unit_test(replay_errors),
+		cmocka_unit_test(count_rules_log_or_not),
 	};
 
 	return tl_main(tests, NULL, NULL);
