@@ -534,8 +534,9 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 }
 
 /*
- * Our prefetch: the map slot of a request that an armed rule could
- * select (the lock-free summary says which), then the stage below's.
+ * Our prefetch: the map slot of a request whose generation will be
+ * counted (an armed rule could select it and a generation can be seen;
+ * the lock-free summary says), then the stage below's.
  */
 static void
 fault_prefetch(struct rb_stage *st, int op, uint64_t off)
@@ -544,11 +545,12 @@ fault_prefetch(struct rb_stage *st, int op, uint64_t off)
 	struct fault_engine *fe = fl->fl_fe;
 	unsigned opbit = rb_fault_opbit(op);
 
+	/* No replay here: a replay and rules are never armed together, so
+	 * with a replay fe_selops is 0. */
 	if (atomic_load_explicit(&fe->fe_countall, memory_order_relaxed) ||
 	    ((atomic_load_explicit(&fe->fe_selops, memory_order_relaxed) &
-	    opbit) != 0 && (atomic_load_explicit(&fe->fe_needgen,
-	    memory_order_relaxed) || atomic_load_explicit(&fe->fe_rs,
-	    memory_order_relaxed) != NULL)))
+	    opbit) != 0 && atomic_load_explicit(&fe->fe_needgen,
+	    memory_order_relaxed)))
 		gen_prefetch(fl, opbit, off >> st->st_unit->u_sectshift);
 	rb_stage_prefetch_below(st, op, off);
 }
