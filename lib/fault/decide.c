@@ -199,25 +199,6 @@ rb_fault_rule_hashes(const struct fault_rule *r)
 
 /* 2. Selection. */
 
-static bool
-rule_matches(const struct fault_rule *r, const struct rb_io *io,
-    unsigned opbit)
-{
-	if ((r->fr_ops & opbit) == 0)
-		return false;
-	if (r->fr_unit >= 0 && r->fr_unit != io->io_unit->u_index)
-		return false;
-	/* A flush has no range: it covers the whole unit. */
-	if (opbit != FOP_FLUSH && (io->io_off >= r->fr_end ||
-	    io->io_off + io->io_len <= r->fr_start))
-		return false;
-	if (r->fr_class == RUMPBLK_FAULT_STALE &&
-	    ((unsigned)io->io_unit->u_index >= r->fr_nsnap ||
-	    r->fr_snap[io->io_unit->u_index] == NULL))
-		return false;
-	return true;
-}
-
 /*
  * Could a request of this op starting in this sector match rule r, with
  * any length?  A pure function of (unit, op, first sector) and r, so
@@ -294,39 +275,34 @@ void
 rb_fault_decide_rules(struct fault_engine *fe, struct rb_io *io,
     unsigned opbit, uint64_t gen, struct decision *d)
 {
+	rb_fault_decide_from(fe, io, opbit, gen, d, NULL, 0);
+}
+
+void
+rb_fault_decide_from(struct fault_engine *fe, struct rb_io *io,
+    unsigned opbit, uint64_t gen, struct decision *d,
+    struct fault_rule *from, uint64_t mfrom)
+{
 	struct rb_unit *u = io->io_unit;
 	struct fault_fire fi;
 	struct fault_rule *r;
-	uint64_t kh = 0, h, m, k;
+	uint64_t kh = 0, h, m;
 	bool fire, have_kh = false;
 
-	for (r = atomic_load_explicit(&fe->fe_rules, memory_order_acquire);
-	    r != NULL; r = atomic_load_explicit(&r->fr_next,
-	    memory_order_acquire)) {
-		if (!rule_matches(r, io, opbit))
-			continue;
-		m = atomic_fetch_add_explicit(&r->fr_matches, 1,
-		    memory_order_relaxed) + 1;
+	for (r = from != NULL ? from : atomic_load_explicit(&fe->fe_rules,
+	    memory_order_acquire); r != NULL; r = atomic_load_explicit(
+	    &r->fr_next, memory_order_acquire)) {
+		if (r == from) {
+			m = mfrom;	/* counted by the caller */
+		} else {
+			if (!rb_fault_rule_matches(r, io, opbit))
+				continue;
+			m = atomic_fetch_add_explicit(&r->fr_matches, 1,
+			    memory_order_relaxed) + 1;
+		}
 		if (d->d_data >= 0 && r->fr_class != RUMPBLK_FAULT_DELAY)
 			continue;
-		if (m <= r->fr_after)
-			continue;
-		k = m - r->fr_after;
-		switch (r->fr_trig) {
-		case FT_NTH:
-			fire = k == r->fr_n;
-			break;
-		case FT_EVERY:
-			fire = k % r->fr_n == 0;
-			break;
-		case FT_ALL:
-			fire = true;
-			break;
-		default:
-			fire = false;	/* FT_P: decided by the hash below */
-			break;
-		}
-		if (!fire && r->fr_trig != FT_P)
+		if (!rb_fault_trigger(r, m))
 			continue;
 		/*
 		 * The request's part of every key, once, and only where a
@@ -342,8 +318,7 @@ rb_fault_decide_rules(struct fault_engine *fe, struct rb_io *io,
 			have_kh = true;
 		}
 		h = rb_fault_mix(kh ^ rb_fault_mix(r->fr_seed ^ r->fr_idhash));
-		if (r->fr_trig == FT_P)
-			fire = r->fr_always || h < r->fr_thresh;
+		fire = r->fr_trig != FT_P || r->fr_always || h < r->fr_thresh;
 		if (!fire || !take_firing(r))
 			continue;
 		if (fire_fill(&fi, r, io, gen, h) != 0)

@@ -166,8 +166,12 @@ rb_fault_engine_enable(struct rumpblk *rb, bool countall)
 		return ENOMEM;
 	}
 	fe->fe_enabled = true;
-	if (countall)
+	if (countall) {
+		rb_mutex_lock(&fe->fe_armlock);
 		atomic_store(&fe->fe_countall, true);
+		rb_fault_path_update_locked(fe);
+		rb_mutex_unlock(&fe->fe_armlock);
+	}
 	for (unsigned i = 0; i < rb->rb_cfg.max_units && error == 0; i++) {
 		u = &rb->rb_units[i];
 		if ((atomic_load(&u->u_state) & RB_U_LIVE) == 0 ||
@@ -294,6 +298,20 @@ rb_fault_summary_locked(struct fault_engine *fe)
 	atomic_store_explicit(&fe->fe_nrules, n, memory_order_relaxed);
 	atomic_store_explicit(&fe->fe_selops, ops, memory_order_relaxed);
 	atomic_store_explicit(&fe->fe_selend, end, memory_order_relaxed);
+	rb_fault_path_update_locked(fe);
+}
+
+void
+rb_fault_path_update_locked(struct fault_engine *fe)
+{
+	unsigned path = atomic_load_explicit(&fe->fe_selops,
+	    memory_order_relaxed);
+
+	rb_assert_held(&fe->fe_armlock);
+	if (atomic_load(&fe->fe_countall) || atomic_load(&fe->fe_rs) != NULL ||
+	    atomic_load(&fe->fe_needgen))
+		path |= FE_SLOW;
+	atomic_store_explicit(&fe->fe_path, path, memory_order_relaxed);
 }
 
 /* Append r to the armed rules. */
@@ -421,6 +439,7 @@ rumpblk_fault_clear(struct rumpblk *rb)
 	rules = atomic_exchange(&fe->fe_rules, NULL);
 	rb_fault_summary_locked(fe);
 	rs = atomic_exchange(&fe->fe_rs, NULL);
+	rb_fault_path_update_locked(fe);
 	rb_mutex_unlock(&fe->fe_armlock);
 	/* Without fe_armlock: a completion may want it (rumpblk_fault_list). */
 	if (rb_fault_grace(fe)) {

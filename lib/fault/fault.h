@@ -27,6 +27,18 @@
 #define FOP_TRIM	0x08
 #define FOP_ZERO	0x10
 #define FOP_ANY		0x1f
+/* ... which are the RUMPBLK_B_ bits of the same ops (rb_fault_opbit). */
+_Static_assert(FOP_READ == RUMPBLK_B_READ && FOP_WRITE == RUMPBLK_B_WRITE &&
+    FOP_FLUSH == RUMPBLK_B_FLUSH && FOP_TRIM == RUMPBLK_B_TRIM &&
+    FOP_ZERO == RUMPBLK_B_ZERO && (RUMPBLK_B_EXTENTS & FOP_ANY) == 0,
+    "FOP_ bits are RUMPBLK_B_ bits");
+
+/* RUMPBLK_B_* to FOP_*: 0 for an op no rule can select (EXTENTS). */
+static inline unsigned
+rb_fault_opbit(int op)
+{
+	return (unsigned)op & FOP_ANY;
+}
 
 /* Triggers after the after=N skip. */
 enum fault_trig {
@@ -133,7 +145,6 @@ const char *rb_fault_errno_name(int);
 int	rb_fault_errno_parse(const char *);
 const char *rb_fault_op_name(int op);	/* RUMPBLK_B_* */
 int	rb_fault_op_parse(const char *);	/* RUMPBLK_B_* or -1 */
-unsigned rb_fault_opbit(int op);		/* RUMPBLK_B_* to FOP_* */
 uint64_t rb_fault_hash_str(const char *);
 
 /* The keyed mix of a decision: splitmix64's finaliser over fields. */
@@ -198,6 +209,14 @@ struct fault_engine {
 	 */
 	_Atomic bool	fe_needgen;		/* A, a */
 	bool		fe_logging;		/* A: a log is set */
+	/*
+	 * The path of a request through the layer, in one word
+	 * (rb_fault_path_update_locked): the union of the armed rules'
+	 * ops, and FE_SLOW when a request needs more than its rules'
+	 * matches counted: a replay, a count of every request
+	 * (fe_countall), or a generation that can be seen (fe_needgen).
+	 */
+	_Atomic unsigned fe_path;		/* A, a */
 	pthread_mutex_t	fe_loglock;
 	FILE		*fe_log;		/* L */
 };
@@ -208,6 +227,9 @@ struct fault_engine *rb_fault_engine_get(struct rumpblk *);
 int	rb_fault_engine_enable(struct rumpblk *, bool countall);
 /* With A held, after every change of fe_rules. */
 void	rb_fault_summary_locked(struct fault_engine *);
+#define FE_SLOW		0x100		/* fe_path: not only counting */
+/* With A held, after every change of fe_rules, fe_rs or fe_countall. */
+void	rb_fault_path_update_locked(struct fault_engine *);
 void	rb_fault_snap_rele(struct fault_snap *);
 /*
  * Wait until no request that could have seen a rule or replay just taken
@@ -237,6 +259,52 @@ struct decision {
 	uint64_t	d_delay_ns;
 };
 
+/*
+ * Does rule r match this request (op, unit, range, a snapshot for a
+ * stale rule)?  Its match is then counted (fr_matches).
+ */
+static inline bool
+rb_fault_rule_matches(const struct fault_rule *r, const struct rb_io *io,
+    unsigned opbit)
+{
+	if ((r->fr_ops & opbit) == 0)
+		return false;
+	if (r->fr_unit >= 0 && r->fr_unit != io->io_unit->u_index)
+		return false;
+	/* A flush has no range: it covers the whole unit. */
+	if (opbit != FOP_FLUSH && (io->io_off >= r->fr_end ||
+	    io->io_off + io->io_len <= r->fr_start))
+		return false;
+	if (RB_UNLIKELY(r->fr_class == RUMPBLK_FAULT_STALE) &&
+	    ((unsigned)io->io_unit->u_index >= r->fr_nsnap ||
+	    r->fr_snap[io->io_unit->u_index] == NULL))
+		return false;
+	return true;
+}
+
+/*
+ * Can rule r fire on its match number m, as far as its trigger says
+ * (after=, nth=, every=; a p= rule still has its hash to pass, a capped
+ * rule its count)?
+ */
+static inline bool
+rb_fault_trigger(const struct fault_rule *r, uint64_t m)
+{
+	uint64_t k;
+
+	if (m <= r->fr_after)
+		return false;
+	k = m - r->fr_after;
+	switch (r->fr_trig) {
+	case FT_NTH:
+		return k == r->fr_n;
+	case FT_EVERY:
+		return k % r->fr_n == 0;
+	default:
+		return true;	/* FT_ALL; FT_P: decided by the hash */
+	}
+}
+
 /* Could some armed rule select a request of this op at this sector? */
 bool	rb_fault_rules_select(struct fault_engine *,
 	    const struct rb_io *, unsigned opbit, uint64_t sector);
@@ -249,6 +317,14 @@ bool	rb_fault_rule_hashes(const struct fault_rule *);
  * holds its unit, which keeps the rules it reads). */
 void	rb_fault_decide_rules(struct fault_engine *, struct rb_io *,
 	    unsigned opbit, uint64_t gen, struct decision *);
+/*
+ * The same, for a request whose matches were counted up to rule from,
+ * whose match number is m and the first that may fire (the layer's
+ * counting path): decide from there on.
+ */
+void	rb_fault_decide_from(struct fault_engine *, struct rb_io *,
+	    unsigned opbit, uint64_t gen, struct decision *,
+	    struct fault_rule *from, uint64_t m);
 void	rb_fault_decide_replay(const struct replay_set *, struct rb_io *,
 	    uint64_t gen, struct decision *);
 /* Free a replay set and what its firings own. */

@@ -15,7 +15,12 @@
  * before the rules, a request checks a summary of the armed rules
  * (the union of their ops, the end of the furthest range; fe_selops,
  * fe_selend), so a read under write-only rules goes straight down
- * (bench/inproc.sh's "rule that never fires" row).  Our prefetch op
+ * (bench/inproc.sh's "rule that never fires" row).  A request that
+ * rules select, where they only count matches (no generation to count,
+ * no replay: fe_path), counts them inline and is decided only on a
+ * match number that may fire (fault_submit): a rule that selects every
+ * read costs a read one atomic add, not a decision (the mmap nth row of
+ * bench/inproc.sh, issue #10).  Our prefetch op
  * starts the cache miss of a selected request's generation slot, then
  * hands the prefetch on to the stage below (the mmap backend's).
  *
@@ -452,21 +457,71 @@ act(struct fault_layer *fl, struct rb_io *io, struct decision *d)
 
 static const struct rb_ops fault_ops;
 
+/* Count a request's firings and act on them, or pass it down. */
 static void
-fault_submit(struct rb_stage *st, struct rb_io *io)
+fault_act_or_pass(struct fault_layer *fl, struct rb_io *io,
+    struct decision *d)
 {
-	struct fault_layer *fl = (struct fault_layer *)st;
-	struct fault_engine *fe = fl->fl_fe;
 	struct rb_counters *cn = io->io_unit->u_counters;
+	unsigned i;
+
+	/*
+	 * Count the firings now, while the request holds its unit: once
+	 * rumpblk_fault_del or _clear returns (after a grace period) the
+	 * class counters of the rules it removed are final.
+	 */
+	for (i = 0; i < d->d_n; i++) {
+		rb_stat_add(cn, RB_STAT(faults_injected), 1);
+		rb_stat_add(cn, RB_STAT(faults_class[0]) +
+		    (size_t)d->d_fire[i].fi_class, 1);
+	}
+	if (RB_LIKELY(d->d_n == 0)) {
+		rb_stage_pass(&fl->fl_stage, io);
+		return;
+	}
+	act(fl, io, d);
+}
+
+static void
+decision_init(struct decision *d)
+{
+	d->d_n = 0;
+	d->d_data = -1;
+	d->d_delay_ns = 0;
+}
+
+/*
+ * The counting path went as far as rule r, whose match number m may
+ * fire: decide from there (decide.c), out of line so that the path that
+ * only counts stays short.
+ */
+static void __attribute__((noinline))
+fault_decide_from(struct fault_layer *fl, struct rb_io *io, unsigned opbit,
+    struct fault_rule *r, uint64_t m)
+{
 	struct decision d;
-	unsigned opbit, i;
+
+	decision_init(&d);
+	rb_fault_decide_from(fl->fl_fe, io, opbit, 0, &d, r, m);
+	fault_act_or_pass(fl, io, &d);
+}
+
+/*
+ * Every path but the counting one (fe_path has FE_SLOW): a replay,
+ * generations counted, the library's own requests.
+ */
+static void __attribute__((noinline))
+fault_submit_slow(struct fault_layer *fl, struct rb_io *io, unsigned opbit)
+{
+	struct fault_engine *fe = fl->fl_fe;
+	struct rb_stage *st = &fl->fl_stage;
+	struct decision d;
 	uint64_t gen, sector;
 	const struct replay_set *rs;
 	bool countall;
 
-	opbit = rb_fault_opbit(io->io_op);
 	/* Extent queries and the library's own requests: never faulted. */
-	if (opbit == 0 || RB_UNLIKELY((io->io_flags & RB_IO_NOFAULT) != 0)) {
+	if (opbit == 0 || (io->io_flags & RB_IO_NOFAULT) != 0) {
 		rb_stage_pass(st, io);
 		return;
 	}
@@ -482,13 +537,7 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 		rb_stage_pass(st, io);
 		return;
 	}
-	/*
-	 * A request that no armed rule could select (another op, or past
-	 * every rule's range) is neither counted nor decided: skip the
-	 * rules.  The summary is conservative (the rules would say no to it
-	 * too), so decisions and generations are those of the full path; a
-	 * rule armed while this runs is as if armed just after.
-	 */
+	/* As in fault_submit: what no armed rule could select. */
 	if (!countall && rs == NULL && ((atomic_load_explicit(&fe->fe_selops,
 	    memory_order_relaxed) & opbit) == 0 || (opbit != FOP_FLUSH &&
 	    (sector << io->io_unit->u_sectshift) >= atomic_load_explicit(
@@ -496,19 +545,13 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 		rb_stage_pass(st, io);
 		return;
 	}
-	d.d_n = 0;
-	d.d_data = -1;
-	d.d_delay_ns = 0;
+	decision_init(&d);
 	/*
 	 * Count (and decide) only requests that some rule could select,
-	 * unless told to count everything (rumpblk_fault_enable), and
-	 * count only where a generation can be seen: see "Generations"
-	 * above.
+	 * unless told to count everything (rumpblk_fault_enable): see
+	 * "Generations" above.
 	 */
-	if (!countall && rs == NULL && !atomic_load_explicit(&fe->fe_needgen,
-	    memory_order_relaxed))
-		rb_fault_decide_rules(fe, io, opbit, 0, &d);
-	else if (countall || (rs != NULL ? rb_fault_replay_selects(rs, io,
+	if (countall || (rs != NULL ? rb_fault_replay_selects(rs, io,
 	    sector) : rb_fault_rules_select(fe, io, opbit, sector))) {
 		gen = gen_next(fl, opbit, sector);
 		if (rs != NULL)
@@ -516,21 +559,54 @@ fault_submit(struct rb_stage *st, struct rb_io *io)
 		else
 			rb_fault_decide_rules(fe, io, opbit, gen, &d);
 	}
-	/*
-	 * Count the firings now, while the request holds its unit: once
-	 * rumpblk_fault_del or _clear returns (after a grace period) the
-	 * class counters of the rules it removed are final.
-	 */
-	for (i = 0; i < d.d_n; i++) {
-		rb_stat_add(cn, RB_STAT(faults_injected), 1);
-		rb_stat_add(cn, RB_STAT(faults_class[0]) +
-		    (size_t)d.d_fire[i].fi_class, 1);
+	fault_act_or_pass(fl, io, &d);
+}
+
+/*
+ * A request through the layer.  The path most requests take is short:
+ * one load says whether rules only count matches (no replay, no
+ * generation to count: fe_path); then a request that no armed rule
+ * could select (another op, or past every rule's range) goes straight
+ * down, neither counted nor decided (the summary is conservative: the
+ * rules would say no to it too, and a rule armed while this runs is as
+ * if armed just after), and one that some rule selects counts its
+ * matches, and is decided only where a match number may fire
+ * (rb_fault_trigger), from that rule on.  Everything else is
+ * fault_submit_slow's.
+ */
+static void
+fault_submit(struct rb_stage *st, struct rb_io *io)
+{
+	struct fault_layer *fl = (struct fault_layer *)st;
+	struct fault_engine *fe = fl->fl_fe;
+	unsigned opbit = rb_fault_opbit(io->io_op), path;
+	struct fault_rule *r;
+	uint64_t m;
+
+	path = atomic_load_explicit(&fe->fe_path, memory_order_relaxed);
+	if (RB_UNLIKELY((path & FE_SLOW) != 0 ||
+	    (io->io_flags & RB_IO_NOFAULT) != 0)) {
+		fault_submit_slow(fl, io, opbit);
+		return;
 	}
-	if (RB_LIKELY(d.d_n == 0)) {
+	if ((path & opbit) == 0 || (opbit != FOP_FLUSH && io->io_off >=
+	    atomic_load_explicit(&fe->fe_selend, memory_order_relaxed))) {
 		rb_stage_pass(st, io);
 		return;
 	}
-	act(fl, io, &d);
+	for (r = atomic_load_explicit(&fe->fe_rules, memory_order_acquire);
+	    r != NULL; r = atomic_load_explicit(&r->fr_next,
+	    memory_order_acquire)) {
+		if (!rb_fault_rule_matches(r, io, opbit))
+			continue;
+		m = atomic_fetch_add_explicit(&r->fr_matches, 1,
+		    memory_order_relaxed) + 1;
+		if (RB_UNLIKELY(rb_fault_trigger(r, m))) {
+			fault_decide_from(fl, io, opbit, r, m);
+			return;
+		}
+	}
+	rb_stage_pass(st, io);
 }
 
 /*
@@ -545,12 +621,14 @@ fault_prefetch(struct rb_stage *st, int op, uint64_t off)
 	struct fault_engine *fe = fl->fl_fe;
 	unsigned opbit = rb_fault_opbit(op);
 
-	/* No replay here: a replay and rules are never armed together, so
-	 * with a replay fe_selops is 0. */
-	if (atomic_load_explicit(&fe->fe_countall, memory_order_relaxed) ||
-	    ((atomic_load_explicit(&fe->fe_selops, memory_order_relaxed) &
-	    opbit) != 0 && atomic_load_explicit(&fe->fe_needgen,
-	    memory_order_relaxed)))
+	/* Only on the slow path is a generation counted.  No replay here:
+	 * a replay and rules are never armed together, so with a replay
+	 * fe_selops is 0. */
+	if ((atomic_load_explicit(&fe->fe_path, memory_order_relaxed) &
+	    FE_SLOW) != 0 && (atomic_load_explicit(&fe->fe_countall,
+	    memory_order_relaxed) || ((atomic_load_explicit(&fe->fe_selops,
+	    memory_order_relaxed) & opbit) != 0 && atomic_load_explicit(
+	    &fe->fe_needgen, memory_order_relaxed))))
 		gen_prefetch(fl, opbit, off >> st->st_unit->u_sectshift);
 	rb_stage_prefetch_below(st, op, off);
 }

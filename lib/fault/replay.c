@@ -157,6 +157,7 @@ rumpblk_fault_replay(struct rumpblk *rb, FILE *f, char *errbuf,
 	rb_fault_summary_locked(fe);
 	/* Release: a request that sees the set sees its entries. */
 	atomic_store_explicit(&fe->fe_rs, rs, memory_order_release);
+	rb_fault_path_update_locked(fe);
 	rb_mutex_unlock(&fe->fe_armlock);
 	free(line);
 	return 0;

@@ -122,15 +122,6 @@ rb_fault_op_parse(const char *s)
 	return -1;
 }
 
-unsigned
-rb_fault_opbit(int op)
-{
-	for (size_t i = 0; i < NOPS; i++)
-		if (ops[i].op == op)
-			return ops[i].bit;
-	return 0;
-}
-
 /* FNV-1a, then mixed: the rule id's part of every decision key. */
 uint64_t
 rb_fault_hash_str(const char *s)
