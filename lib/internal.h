@@ -271,6 +271,44 @@ void	rb_frame_put(struct rb_frames *, void *);
 void	rb_frames_fini(struct rb_frames *);
 
 /* ------------------------------------------------------------------ */
+/* Generations (genmap.c)                                              */
+/* ------------------------------------------------------------------ */
+
+/* splitmix64's finaliser: the mix of every key and decision. */
+static inline uint64_t
+rb_mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+/*
+ * A unit's map (op bit, first sector) -> requests seen, lock-free for a
+ * key seen before (genmap.c says how).  Embedded in its user.
+ */
+#define RB_GEN_STRIPES	64
+struct gen_tab;
+struct gen_stripe {
+	pthread_mutex_t	gs_lock;	/* inserting and growing */
+	_Atomic(struct gen_tab *) gs_tab; /* gs_lock, a: NULL when empty */
+	size_t		gs_n;		/* gs_lock */
+} __attribute__((aligned(RB_CACHELINE)));
+
+struct rb_genmap {
+	struct gen_stripe gm_stripe[RB_GEN_STRIPES];
+};
+
+void	rb_genmap_init(struct rb_genmap *);
+void	rb_genmap_fini(struct rb_genmap *);
+/* The generation of a request with this key; counts it.  Any thread. */
+uint64_t rb_genmap_next(struct rb_genmap *, unsigned opbit, uint64_t sector);
+/* Start the cache miss of the key's slot (a request about to count). */
+void	rb_genmap_prefetch(struct rb_genmap *, unsigned opbit,
+	    uint64_t sector);
+
+/* ------------------------------------------------------------------ */
 /* Counters (stats.c)                                                  */
 /* ------------------------------------------------------------------ */
 

@@ -148,14 +148,7 @@ int	rb_fault_op_parse(const char *);	/* RUMPBLK_B_* or -1 */
 uint64_t rb_fault_hash_str(const char *);
 
 /* The keyed mix of a decision: splitmix64's finaliser over fields. */
-static inline uint64_t
-rb_fault_mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
+#define rb_fault_mix(x)	rb_mix64(x)
 
 /* engine.c: the engine of an instance. */
 

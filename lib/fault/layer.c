@@ -58,188 +58,14 @@
 
 #include "fault.h"
 
-/* 1. Generations. */
-
-/*
- * Per unit, a map (op, first sector) -> requests seen, in GEN_STRIPES
- * open-addressing tables.  Memory: 16 bytes per distinct (op, first
- * sector) pair seen, at most GEN_MAX pairs per unit (256 MiB); past that,
- * new pairs are not recorded and their requests all have generation 0.
- *
- * A request whose key is in the table (every request after the first
- * with its key) takes no lock: it probes with atomic loads and counts
- * itself with one fetch-add.  Inserting a key takes the stripe's mutex.
- * Growing does too, and freezes every old entry as it copies it: an
- * exchange sets GEN_FROZEN in the count, so an increment either lands
- * before the exchange (and is in the copy) or sees the flag in what it
- * got back and goes again, to the new table, under the lock.  No count
- * is lost or doubled.  A request may still be probing an old table, so
- * old tables are kept (at most the size of the last, in all) and freed
- * with the layer.
- */
-#define GEN_STRIPES	64
-#define GEN_MAX		(1u << 24)
-#define GEN_FROZEN	(1ull << 63)
-
-struct gen_ent {
-	_Atomic uint64_t ge_key;	/* 0: empty; set once */
-	_Atomic uint64_t ge_count;	/* GEN_FROZEN: moved on */
-};
-
-struct gen_tab {
-	struct gen_tab	*gt_old;	/* the table this one replaced */
-	size_t		gt_cap;		/* a power of two */
-	struct gen_ent	gt_ent[];
-};
-
-struct gen_stripe {
-	pthread_mutex_t	gs_lock;	/* inserting and growing */
-	_Atomic(struct gen_tab *) gs_tab; /* gs_lock, a: NULL when empty */
-	size_t		gs_n;		/* gs_lock */
-} __attribute__((aligned(RB_CACHELINE)));
+/* 1. The layer's state; generations are lib/genmap.c's. */
 
 struct fault_layer {
 	struct rb_stage	fl_stage;
 	struct fault_engine *fl_fe;	/* ( */
 	struct rb_frames fl_frames;	/* struct fault_req, one a firing */
-	struct gen_stripe fl_gen[GEN_STRIPES];
+	struct rb_genmap fl_gen;	/* the unit's generations */
 };
-
-/* Put key (count c) in a table being built or grown; no one else does. */
-static void
-gen_put_locked(struct gen_tab *t, uint64_t key, uint64_t c)
-{
-	size_t j;
-
-	for (j = (rb_fault_mix(key) >> 6) & (t->gt_cap - 1);
-	    atomic_load_explicit(&t->gt_ent[j].ge_key, memory_order_relaxed)
-	    != 0; j = (j + 1) & (t->gt_cap - 1))
-		;
-	atomic_store_explicit(&t->gt_ent[j].ge_count, c, memory_order_relaxed);
-	atomic_store_explicit(&t->gt_ent[j].ge_key, key, memory_order_release);
-}
-
-static bool
-gen_grow_locked(struct gen_stripe *gs)
-{
-	struct gen_tab *ot = atomic_load_explicit(&gs->gs_tab,
-	    memory_order_relaxed), *nt;
-	size_t ncap = ot != NULL ? ot->gt_cap * 2 : 64, i;
-	uint64_t k, c;
-
-	if ((nt = calloc(1, sizeof(*nt) + ncap * sizeof(nt->gt_ent[0]))) ==
-	    NULL)
-		return false;
-	nt->gt_cap = ncap;
-	nt->gt_old = ot;
-	for (i = 0; ot != NULL && i < ot->gt_cap; i++) {
-		k = atomic_load_explicit(&ot->gt_ent[i].ge_key,
-		    memory_order_relaxed);
-		if (k == 0)
-			continue;
-		c = atomic_exchange_explicit(&ot->gt_ent[i].ge_count,
-		    GEN_FROZEN, memory_order_acq_rel);
-		gen_put_locked(nt, k, c);
-	}
-	atomic_store_explicit(&gs->gs_tab, nt, memory_order_release);
-	return true;
-}
-
-/* A request's place in the map: its key, and the hash that finds it. */
-static inline struct gen_stripe *
-gen_stripe(struct fault_layer *fl, unsigned opbit, uint64_t sector,
-    uint64_t *keyp, uint64_t *hp)
-{
-	*keyp = sector << 5 | opbit;
-	*hp = rb_fault_mix(*keyp);
-	return &fl->fl_gen[*hp % GEN_STRIPES];
-}
-
-/*
- * Start the cache miss of a request's map slot early (from the layer's
- * prefetch op, while strategy does its book-keeping): on a big working
- * set it is most of what counting a generation costs.  A prefetch never
- * faults, and a table replaced meanwhile only makes it miss.
- */
-static inline void
-gen_prefetch(struct fault_layer *fl, unsigned opbit, uint64_t sector)
-{
-	uint64_t key, h;
-	struct gen_stripe *gs = gen_stripe(fl, opbit, sector, &key, &h);
-	struct gen_tab *t = atomic_load_explicit(&gs->gs_tab,
-	    memory_order_acquire);
-
-	if (t != NULL)
-		__builtin_prefetch(&t->gt_ent[(h >> 6) & (t->gt_cap - 1)], 1);
-}
-
-/*
- * Count key in table t if it is there: true and *gp its generation, or
- * false (not there, or frozen by a grow).
- */
-static inline bool
-gen_count(struct gen_tab *t, uint64_t key, uint64_t h, uint64_t *gp)
-{
-	uint64_t k, g;
-	size_t j;
-
-	for (j = (h >> 6) & (t->gt_cap - 1); (k = atomic_load_explicit(
-	    &t->gt_ent[j].ge_key, memory_order_acquire)) != 0;
-	    j = (j + 1) & (t->gt_cap - 1)) {
-		if (k != key)
-			continue;
-		g = atomic_fetch_add_explicit(&t->gt_ent[j].ge_count, 1,
-		    memory_order_relaxed);
-		if (g & GEN_FROZEN)
-			return false;
-		*gp = g;
-		return true;
-	}
-	return false;
-}
-
-/* The generation of this request; counts it. */
-static uint64_t
-gen_next(struct fault_layer *fl, unsigned opbit, uint64_t sector)
-{
-	uint64_t key, h, g;
-	struct gen_stripe *gs = gen_stripe(fl, opbit, sector, &key, &h);
-	struct gen_tab *t;
-
-	t = atomic_load_explicit(&gs->gs_tab, memory_order_acquire);
-	if (RB_LIKELY(t != NULL) && gen_count(t, key, h, &g))
-		return g;
-	/* A new key, or a table grown under us: the slow way. */
-	rb_mutex_lock(&gs->gs_lock);
-	t = atomic_load_explicit(&gs->gs_tab, memory_order_relaxed);
-	if (t != NULL && gen_count(t, key, h, &g)) {
-		rb_mutex_unlock(&gs->gs_lock);
-		return g;
-	}
-	if (gs->gs_n >= GEN_MAX / GEN_STRIPES || ((t == NULL ||
-	    (gs->gs_n + 1) * 4 > t->gt_cap * 3) && !gen_grow_locked(gs))) {
-		rb_mutex_unlock(&gs->gs_lock);
-		return 0;
-	}
-	gen_put_locked(atomic_load_explicit(&gs->gs_tab, memory_order_relaxed),
-	    key, 1);
-	gs->gs_n++;
-	rb_mutex_unlock(&gs->gs_lock);
-	return 0;
-}
-
-/* Free a stripe's tables, the current one and those it replaced. */
-static void
-gen_free(struct gen_stripe *gs)
-{
-	struct gen_tab *t = atomic_load(&gs->gs_tab), *old;
-
-	for (; t != NULL; t = old) {
-		old = t->gt_old;
-		free(t);
-	}
-	pthread_mutex_destroy(&gs->gs_lock);
-}
 
 /* 2. Acting on a firing. */
 
@@ -533,7 +359,7 @@ fault_submit_slow(struct fault_layer *fl, struct rb_io *io, unsigned opbit)
 	if (atomic_load_explicit(&fe->fe_nrules, memory_order_relaxed) == 0 &&
 	    rs == NULL) {
 		if (countall)
-			gen_next(fl, opbit, sector);
+			rb_genmap_next(&fl->fl_gen, opbit, sector);
 		rb_stage_pass(st, io);
 		return;
 	}
@@ -553,7 +379,7 @@ fault_submit_slow(struct fault_layer *fl, struct rb_io *io, unsigned opbit)
 	 */
 	if (countall || (rs != NULL ? rb_fault_replay_selects(rs, io,
 	    sector) : rb_fault_rules_select(fe, io, opbit, sector))) {
-		gen = gen_next(fl, opbit, sector);
+		gen = rb_genmap_next(&fl->fl_gen, opbit, sector);
 		if (rs != NULL)
 			rb_fault_decide_replay(rs, io, gen, &d);
 		else
@@ -629,7 +455,8 @@ fault_prefetch(struct rb_stage *st, int op, uint64_t off)
 	    memory_order_relaxed) || ((atomic_load_explicit(&fe->fe_selops,
 	    memory_order_relaxed) & opbit) != 0 && atomic_load_explicit(
 	    &fe->fe_needgen, memory_order_relaxed))))
-		gen_prefetch(fl, opbit, off >> st->st_unit->u_sectshift);
+		rb_genmap_prefetch(&fl->fl_gen, opbit,
+		    off >> st->st_unit->u_sectshift);
 	rb_stage_prefetch_below(st, op, off);
 }
 
@@ -638,8 +465,7 @@ fault_destroy(struct rb_stage *st)
 {
 	struct fault_layer *fl = (struct fault_layer *)st;
 
-	for (unsigned i = 0; i < GEN_STRIPES; i++)
-		gen_free(&fl->fl_gen[i]);
+	rb_genmap_fini(&fl->fl_gen);
 	rb_frames_fini(&fl->fl_frames);
 	free(fl);
 }
@@ -665,8 +491,7 @@ rb_fault_layer_push(struct fault_engine *fe, struct rb_unit *u)
 	if ((fl = aligned_alloc(RB_CACHELINE, sizeof(*fl))) == NULL)
 		return ENOMEM;
 	memset(fl, 0, sizeof(*fl));
-	for (unsigned i = 0; i < GEN_STRIPES; i++)
-		pthread_mutex_init(&fl->fl_gen[i].gs_lock, NULL);
+	rb_genmap_init(&fl->fl_gen);
 	rb_frames_init(&fl->fl_frames, sizeof(struct fault_req));
 	rb_stage_init(&fl->fl_stage, &fault_ops, u, RB_RANK_FAULT);
 	fl->fl_fe = fe;
