@@ -123,6 +123,8 @@ void	cli_stats_json_members(FILE *, struct rumpblk *,
 void	cli_stats_json(FILE *, struct rumpblk *);
 /* One fault rule: {"id","rule","class","matches","firings","seed"}. */
 void	cli_fault_rule_json(FILE *, const struct rumpblk_fault_info *);
+/* {"model":..,"seed":..,...,"bytes_lost":..}: what a power cut did. */
+void	cli_powercut_json(FILE *, const struct rumpblk_powercut *);
 
 struct cli_cmd {
 	const char	*name;

@@ -12,6 +12,10 @@
  *   stats            {"ok":true,"stats":{...,"faults":{...}}}
  *   reset            {"ok":true}  (rumpblk_unit_reset of the unit served:
  *                    the NBD server drops every connection to it)
+ *   power-cut [model=M] [seed=S] [atom=N]
+ *                    {"ok":true,"power_cut":{"model":..,"seed":..,
+ *                    "unflushed":..,...}}  (rumpblk_power_cut of the unit
+ *                    served; it needs --write-cache)
  *
  * and {"ok":false,"error":"..."} when a command fails; a bad rule is
  * refused with the library's message and the server keeps serving.  The
@@ -61,6 +65,41 @@ reply_error(FILE *f, const char *msg)
 	fputc('}', f);
 }
 
+/* power-cut [model=M] [seed=S] [atom=N]: the rest of the line in *save. */
+static void
+power_cut(struct rumpblk *rb, int unit, char **save, FILE *f)
+{
+	struct rumpblk_powercut pc;
+	char spec[CTL_LINEMAX], err[600], *tok;
+	int error;
+
+	spec[0] = '\0';
+	while ((tok = strtok_r(NULL, " \t\r", save)) != NULL) {
+		if (strlen(spec) + strlen(tok) + 2 > sizeof(spec))
+			break;
+		if (spec[0] != '\0')
+			strcat(spec, ",");
+		strcat(spec, tok);
+	}
+	rumpblk_powercut_init(rb, &pc);
+	err[0] = '\0';
+	if (rumpblk_powercut_parse(spec, &pc, err, sizeof(err)) != 0) {
+		reply_error(f, err);
+		return;
+	}
+	if ((error = rumpblk_power_cut(rb, unit, &pc)) != 0) {
+		snprintf(err, sizeof(err), "power-cut: unit %d: %s", unit,
+		    error == ENOTSUP ? "no volatile write cache (serve "
+		    "--write-cache SIZE)" : error == EALREADY ? "a power cut "
+		    "is under way" : strerror(error));
+		reply_error(f, err);
+		return;
+	}
+	fprintf(f, "{\"ok\":true,\"power_cut\":");
+	cli_powercut_json(f, &pc);
+	fputc('}', f);
+}
+
 void
 cli_control_command(struct rumpblk *rb, int unit, char *line, FILE *f)
 {
@@ -97,9 +136,13 @@ cli_control_command(struct rumpblk *rb, int unit, char *line, FILE *f)
 		fprintf(f, "{\"ok\":true}");
 		return;
 	}
+	if (strcmp(cmd, "power-cut") == 0) {
+		power_cut(rb, unit, &save, f);
+		return;
+	}
 	if (strcmp(cmd, "fault") != 0) {
 		snprintf(err, sizeof(err), "unknown command '%s' (fault "
-		    "add|del|list|clear, stats, reset)", cmd);
+		    "add|del|list|clear, stats, reset, power-cut)", cmd);
 		reply_error(f, err);
 		return;
 	}
@@ -400,7 +443,12 @@ ctl_usage(FILE *f)
 	    "class\n"
 	    "  reset            reset the unit served: 'rumpblk serve' drops "
 	    "every\n"
-	    "                   connection to it at once\n");
+	    "                   connection to it at once\n"
+	    "  power-cut [model=M] [seed=S] [atom=N]\n"
+	    "                   cut the power of the unit served (it needs\n"
+	    "                   --write-cache): M is lose (default), keep,\n"
+	    "                   subset, reorder, sectors or torn (atom=N:\n"
+	    "                   torn's unit, a multiple of 512)\n");
 }
 
 int

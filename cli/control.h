@@ -16,13 +16,15 @@
 #define CLI_OPT_FAULT_LOG	0x1f02
 #define CLI_OPT_FAULT_REPLAY	0x1f03
 #define CLI_OPT_CONTROL		0x1f04
+#define CLI_OPT_WRITE_CACHE	0x1f05
 
 /* Put these in a command's struct option array. */
 #define CLI_FAULT_LONGOPTS						\
 	{ "fault", required_argument, NULL, CLI_OPT_FAULT },		\
 	{ "fault-log", required_argument, NULL, CLI_OPT_FAULT_LOG },	\
 	{ "fault-replay", required_argument, NULL, CLI_OPT_FAULT_REPLAY }, \
-	{ "control", required_argument, NULL, CLI_OPT_CONTROL }
+	{ "control", required_argument, NULL, CLI_OPT_CONTROL },	\
+	{ "write-cache", required_argument, NULL, CLI_OPT_WRITE_CACHE }
 
 /* And these lines in its --help. */
 #define CLI_FAULT_HELP							\
@@ -32,7 +34,12 @@
 	"  --fault-replay FILE    inject exactly the faults of such a log\n" \
 	"  --control PATH         a Unix socket for 'rumpblk ctl': fault\n" \
 	"                         add RULE, fault del ID, fault list,\n"	\
-	"                         fault clear, stats, reset\n"
+	"                         fault clear, stats, reset, power-cut\n" \
+	"  --write-cache SIZE     a volatile write cache of SIZE bytes:\n" \
+	"                         writes are acknowledged once cached,\n" \
+	"                         FLUSH and FUA make them durable; needed\n" \
+	"                         by power cuts (power-cut rules, ctl\n"	\
+	"                         power-cut)\n"
 
 struct cli_control;
 
@@ -42,6 +49,7 @@ struct cli_fault_opts {
 	const char	*fo_log;	/* --fault-log */
 	const char	*fo_replay;	/* --fault-replay */
 	const char	*fo_control;	/* --control */
+	uint64_t	fo_wcache;	/* --write-cache, bytes; 0: none */
 	FILE		*fo_logf;
 	struct cli_control *fo_ctl;
 };
@@ -53,9 +61,10 @@ struct cli_fault_opts {
  */
 int	cli_fault_option(struct cli_fault_opts *, int opt, const char *arg);
 /*
- * After the units are registered and before any I/O: open the log, load
- * the replay, print the seed, arm the rules, open the control socket
- * (whose reset command resets unit).
+ * After the units are registered and before any I/O: put the write
+ * cache on unit, open the log, load the replay, print the seed, arm the
+ * rules, open the control socket (whose reset and power-cut commands
+ * act on unit).
  * Messages go to msgs (may be NULL).  0, or 1/2 with the error said.
  */
 int	cli_fault_start(struct cli_fault_opts *, struct rumpblk *, int unit,

@@ -49,6 +49,14 @@ cli_fault_option(struct cli_fault_opts *fo, int opt, const char *arg)
 	case CLI_OPT_CONTROL:
 		fo->fo_control = arg;
 		return 0;
+	case CLI_OPT_WRITE_CACHE:
+		if (!cli_opt_size("--write-cache", arg, &fo->fo_wcache))
+			return 2;
+		if (fo->fo_wcache < 64 * 1024) {
+			cli_err("--write-cache: '%s' is less than 64K", arg);
+			return 2;
+		}
+		return 0;
 	}
 	return -1;
 }
@@ -65,6 +73,12 @@ cli_fault_start(struct cli_fault_opts *fo, struct rumpblk *rb, int unit,
 		cli_err("--fault-replay injects only the firings of its log: "
 		    "give it without --fault");
 		return 2;
+	}
+	if (fo->fo_wcache != 0 &&
+	    (error = rumpblk_write_cache(rb, unit, fo->fo_wcache)) != 0) {
+		cli_err("--write-cache: %s", error == EROFS ? "the unit is "
+		    "read-only" : strerror(error));
+		return 1;
 	}
 	if (fo->fo_nrules == 0 && fo->fo_log == NULL &&
 	    fo->fo_replay == NULL && fo->fo_control == NULL)

@@ -96,6 +96,46 @@ faults_json(FILE *f, struct rumpblk *rb, const struct rumpblk_stats *st)
 }
 
 void
+cli_powercut_json(FILE *f, const struct rumpblk_powercut *pc)
+{
+	const char *m = rumpblk_pcmodel_name(pc->pc_model);
+
+	fprintf(f, "{\"model\":\"%s\",\"seed\":%" PRIu64 ",\"atom\":%"
+	    PRIu64 ",\"unflushed\":%" PRIu64 ",\"persisted\":%" PRIu64
+	    ",\"lost\":%" PRIu64 ",\"torn\":%" PRIu64 ",\"bytes_lost\":%"
+	    PRIu64 "}", m != NULL ? m : "?", pc->pc_seed, pc->pc_atom,
+	    pc->pc_unflushed, pc->pc_persisted, pc->pc_lost, pc->pc_torn,
+	    pc->pc_bytes_lost);
+}
+
+/*
+ * The flush audit of the first unit with a write cache (the commands
+ * serve one unit), or null.
+ */
+static void
+write_cache_json(FILE *f, struct rumpblk *rb)
+{
+	struct rumpblk_cache_stats cs;
+	int unit;
+
+	for (unit = 0; unit < 64; unit++)
+		if (rumpblk_cache_stats(rb, unit, &cs) == 0)
+			break;
+	if (unit == 64) {
+		fputs("null", f);
+		return;
+	}
+#define U(n)	fprintf(f, "\"" #n "\":%" PRIu64 ",", cs.cs_##n)
+	fprintf(f, "{\"unit\":%d,", unit);
+	U(size); U(dirty_bytes); U(dirty_max); U(dirty_writes);
+	U(bytes_written); U(bytes_durable); U(flushes); U(fua); U(destaged);
+	U(power_cuts);
+#undef U
+	latency_json(f, "durable_lat", &cs.cs_durable_lat);
+	fputc('}', f);
+}
+
+void
 cli_stats_json_members(FILE *f, struct rumpblk *rb,
     const struct rumpblk_stats *st)
 {
@@ -115,6 +155,8 @@ cli_stats_json_members(FILE *f, struct rumpblk *rb,
 	latency_json(f, "lat_flush", &st->lat_flush);
 	fputs(",\"faults\":", f);
 	faults_json(f, rb, st);
+	fputs(",\"write_cache\":", f);
+	write_cache_json(f, rb);
 }
 
 void

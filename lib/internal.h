@@ -89,6 +89,13 @@ struct rb_io {
  * read for a snapshot); fault rules never select it.
  */
 #define RB_IO_NOFAULT	0x10000
+/*
+ * NOSYNC: a layer's own write that runs in the caller's thread (no
+ * RUMPBLK_B_ASYNC: no hand-off, so it may be waited for from any
+ * thread) but need not be durable at completion (the cache's destaging;
+ * its FLUSH syncs).
+ */
+#define RB_IO_NOSYNC	0x20000
 
 static inline void
 rb_io_complete(struct rb_io *io, int error, size_t moved)
@@ -98,12 +105,15 @@ rb_io_complete(struct rb_io *io, int error, size_t moved)
 	io->io_done(io);
 }
 
-/* Durable at completion?  A write or zero without ASYNC, or with FUA. */
+/*
+ * Durable at completion?  A write or zero with FUA, or without ASYNC
+ * (and not a layer's NOSYNC write).
+ */
 static inline bool
 rb_io_wants_sync(const struct rb_io *io)
 {
-	return (io->io_flags & (RUMPBLK_B_ASYNC | RUMPBLK_B_FUA)) !=
-	    RUMPBLK_B_ASYNC;
+	return (io->io_flags & RUMPBLK_B_FUA) != 0 ||
+	    (io->io_flags & (RUMPBLK_B_ASYNC | RB_IO_NOSYNC)) == 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -634,6 +644,30 @@ int	rb_random_seed(uint32_t *);
 /* ------------------------------------------------------------------ */
 /* fault/engine.c: the rule engine                                     */
 /* ------------------------------------------------------------------ */
+
+/*
+ * Log a power cut in the fault log (if one is set): the firing that
+ * caused it (NULL: rumpblk_power_cut, "rule":"ctl"), the model and what
+ * it did.  fault/log.c.
+ */
+struct fault_fire;
+void	rb_fault_log_cut(struct rumpblk *, int unit, const struct fault_fire *,
+	    const struct rumpblk_powercut *);
+
+/* ------------------------------------------------------------------ */
+/* cache/: the volatile write cache (cache/cache.h)                    */
+/* ------------------------------------------------------------------ */
+
+struct cache;
+/* The write cache layer of a unit, or NULL. */
+struct cache *rb_cache_of(struct rb_unit *);
+/* Cut the power of the cache's unit (cache/cut.c); io: the request that
+ * fired a power-cut rule, or NULL.  EALREADY: a cut was under way (io
+ * is in flight at it). */
+int	rb_cache_cut(struct cache *, struct rb_io *io,
+	    struct rumpblk_powercut *);
+/* A power-cut model by name, or -1. */
+int	rb_pcmodel_parse(const char *);
 
 /* register: put the fault layer on a new unit's stack if enabled. */
 int	rb_fault_unit_attach(struct rb_unit *);

@@ -402,6 +402,7 @@ enum rumpblk_fault_class {
 	RUMPBLK_FAULT_STALE,
 	RUMPBLK_FAULT_TORN,
 	RUMPBLK_FAULT_DELAY,
+	RUMPBLK_FAULT_POWERCUT,		/* "power-cut" (needs a write cache) */
 	RUMPBLK_FAULT_NCLASS
 };
 
@@ -454,7 +455,8 @@ struct rumpblk_stats {
 	uint64_t	bytes_trimmed;
 	uint64_t	bytes_zeroed;
 	uint64_t	faults_class[RUMPBLK_FAULT_NCLASS]; /* firings by class */
-	uint64_t	reserved[8];
+	/* faults_class grew by one (power-cut): reserved shrank by one */
+	uint64_t	reserved[7];
 };
 
 /*
@@ -593,6 +595,90 @@ int rumpblk_event_unsubscribe(struct rumpblk *, int id);
  * has been called.  0, ENXIO (no such unit).  Threads: any.
  */
 int rumpblk_unit_reset(struct rumpblk *, int unit);
+
+/* ------------------------------------------------------------------ */
+/* Volatile write cache and power loss (librumpblk(3), WRITE CACHE)    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Put a volatile write cache of size bytes (at least 64 KiB) on a unit,
+ * as a drive with its write cache on: a write is acknowledged once it is
+ * in the cache, reads see it, FLUSH (and a FUA or synchronous write)
+ * makes every write acknowledged before it durable, and when the cache
+ * holds size bytes the oldest writes go to the medium first.  0, ENXIO
+ * (no such unit), EINVAL (size), EBUSY (the unit has one), EROFS
+ * (read-only unit), ENOMEM.  Threads: any; I/O may run.
+ */
+int rumpblk_write_cache(struct rumpblk *, int unit, uint64_t size);
+
+/* What a power cut keeps of the writes acknowledged but not durable. */
+enum rumpblk_pcmodel {
+	RUMPBLK_PC_LOSE = 0,	/* none persists */
+	RUMPBLK_PC_KEEP,	/* all persist */
+	RUMPBLK_PC_SUBSET,	/* each whole or not at all, in order */
+	RUMPBLK_PC_REORDER,	/* a subset, in a seeded order */
+	RUMPBLK_PC_SECTORS,	/* each sector of each write on its own */
+	RUMPBLK_PC_TORN,	/* a subset, each maybe cut at an atom */
+	RUMPBLK_PC_NMODEL
+};
+
+/* "lose", "keep", "subset", "reorder", "sectors", "torn", or NULL. */
+const char *rumpblk_pcmodel_name(enum rumpblk_pcmodel);
+
+/* A power cut: what to do (in), and what it did (out). */
+struct rumpblk_powercut {
+	enum rumpblk_pcmodel pc_model;	/* in */
+	uint64_t	pc_seed;	/* in: the models' seed */
+	uint64_t	pc_atom;	/* in, torn: bytes; 0: the sector size */
+	uint64_t	pc_unflushed;	/* out: writes acknowledged, not durable */
+	uint64_t	pc_persisted;	/* out: ... that persisted whole */
+	uint64_t	pc_lost;	/* out: ... of which nothing persisted */
+	uint64_t	pc_torn;	/* out: ... that persisted in part */
+	uint64_t	pc_bytes_lost;	/* out: bytes of them not persisted */
+	uint64_t	pc_reserved[8];
+};
+
+/* Model lose, the instance's fault seed (rumpblk_fault_seed), atom 0. */
+void rumpblk_powercut_init(struct rumpblk *, struct rumpblk_powercut *);
+
+/*
+ * Parse "model=M,seed=S,atom=N" (each optional; empty: the defaults)
+ * over *pc.  0, or EINVAL with a message naming the part at fault.
+ */
+int rumpblk_powercut_parse(const char *spec, struct rumpblk_powercut *pc,
+    char *errbuf, size_t errlen);
+
+/*
+ * Cut the power of a unit now.  The unit's cache resolves its writes
+ * acknowledged but not durable by pc's model, writes and syncs what
+ * persists, and empties; requests in flight get EIO; then
+ * RUMPBLK_EVENT_RESET is raised (front ends drop every connection) and
+ * the unit serves the post-crash medium.  Fills pc's out fields.  0,
+ * ENXIO, ENOTSUP (the unit has no write cache), EIO (the medium failed
+ * while writing what persists).  Threads: any but a completion's.
+ */
+int rumpblk_power_cut(struct rumpblk *, int unit, struct rumpblk_powercut *);
+
+/* A write cache's flush audit and state. */
+struct rumpblk_cache_stats {
+	uint64_t	cs_size;	/* bytes the cache holds at most */
+	uint64_t	cs_dirty_bytes;	/* acknowledged, not durable, now */
+	uint64_t	cs_dirty_max;	/* ... at most so far */
+	uint64_t	cs_dirty_writes; /* writes, trims, zeroes, now */
+	uint64_t	cs_bytes_written; /* acknowledged by the cache */
+	uint64_t	cs_bytes_durable; /* made durable: flush, FUA, destage */
+	uint64_t	cs_flushes;	/* FLUSH requests */
+	uint64_t	cs_fua;		/* FUA (or synchronous) writes */
+	uint64_t	cs_destaged;	/* writes made durable for room */
+	uint64_t	cs_power_cuts;
+	/* from acknowledgement to durability, every write (exact) */
+	struct rumpblk_latency cs_durable_lat;
+	uint64_t	cs_reserved[8];
+};
+
+/* 0, ENXIO, ENOTSUP (no write cache). */
+int rumpblk_cache_stats(struct rumpblk *, int unit,
+    struct rumpblk_cache_stats *);
 
 #ifdef __cplusplus
 }

@@ -169,6 +169,11 @@ fire_fill(struct fault_fire *fi, const struct fault_rule *r,
 		fi->fi_ms = r->fr_ms;
 		fi->fi_delay_ns = r->fr_delay_ns;
 		break;
+	case RUMPBLK_FAULT_POWERCUT:
+		fi->fi_model = r->fr_model;
+		fi->fi_pcseed = r->fr_seed;
+		fi->fi_atom = r->fr_atom;
+		break;
 	}
 	return 0;
 }

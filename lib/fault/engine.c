@@ -314,6 +314,44 @@ rb_fault_path_update_locked(struct fault_engine *fe)
 	atomic_store_explicit(&fe->fe_path, path, memory_order_relaxed);
 }
 
+/*
+ * A power-cut rule needs a write cache on every unit it may select, and
+ * at least one such unit.  0, or ENOTSUP with a message.
+ */
+static int
+powercut_check(struct rumpblk *rb, const struct fault_rule *r,
+    const char *text, char *errbuf, size_t errlen)
+{
+	struct rb_unit *u;
+	unsigned ep;
+	int missing = -1, n = 0;
+
+	for (unsigned i = 0; i < rb->rb_cfg.max_units && missing < 0; i++) {
+		if (r->fr_unit >= 0 && (unsigned)r->fr_unit != i)
+			continue;
+		if ((u = rb_unit_hold(rb, (int)i, &ep)) == NULL)
+			continue;
+		n++;
+		if (rb_cache_of(u) == NULL)
+			missing = (int)i;
+		rb_unit_rele(u, ep);
+	}
+	if (missing < 0 && n > 0)
+		return 0;
+	if (errbuf != NULL && errlen > 0) {
+		if (missing >= 0)
+			snprintf(errbuf, errlen, "rule '%s': power-cut needs "
+			    "a volatile write cache, and unit %d has none "
+			    "(serve --write-cache SIZE; rumpblk_write_cache)",
+			    text, missing);
+		else
+			snprintf(errbuf, errlen, "rule '%s': power-cut needs "
+			    "a unit with a volatile write cache (serve "
+			    "--write-cache SIZE; rumpblk_write_cache)", text);
+	}
+	return ENOTSUP;
+}
+
 /* Append r to the armed rules. */
 static void
 rule_publish_locked(struct fault_engine *fe, struct fault_rule *r)
@@ -370,6 +408,9 @@ rumpblk_fault_add(struct rumpblk *rb, const char *text, char *id,
 	if (!r->fr_seed_set)
 		r->fr_seed = fe->fe_seed;
 	r->fr_idhash = rb_fault_hash_str(r->fr_id);
+	if (r->fr_class == RUMPBLK_FAULT_POWERCUT &&
+	    (error = powercut_check(rb, r, text, errbuf, errlen)) != 0)
+		goto unlock;
 	if (r->fr_class == RUMPBLK_FAULT_STALE &&
 	    (error = take_snapshots(rb, r)) != 0) {
 		if (errbuf != NULL && errlen > 0)

@@ -94,6 +94,7 @@ struct fault_rule {
 	bool		fr_has_shift;	/* ( */
 	uint64_t	fr_atom;	/* ( torn, bytes; 0: sector size */
 	uint64_t	fr_delay_ns;	/* ( delay */
+	int		fr_model;	/* ( power-cut: enum rumpblk_pcmodel */
 	double		fr_ms;		/* ( delay, as given */
 	bool		fr_replay;	/* ( stands for a replayed log's rule */
 	struct fault_snap **fr_snap;	/* ( stale: one per unit, or NULL */
@@ -122,6 +123,9 @@ struct fault_fire {
 	uint64_t	fi_torn;	/* torn: bytes stored */
 	double		fi_ms;		/* delay */
 	uint64_t	fi_delay_ns;
+	int		fi_model;	/* power-cut */
+	uint64_t	fi_pcseed;	/* power-cut: the model's seed */
+	uint64_t	fi_atom;	/* power-cut, torn: bytes or 0 */
 	uint64_t	fi_snap_off;	/* stale: the snapshot's range */
 	uint64_t	fi_snap_len;
 	struct fault_snap *fi_snap;	/* stale: a reference */

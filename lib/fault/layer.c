@@ -208,6 +208,38 @@ log_fire(struct fault_engine *fe, const struct fault_fire *fi)
 	rb_mutex_unlock(&fe->fe_loglock);
 }
 
+/*
+ * A power-cut firing: the unit's cache cuts the power, with this
+ * request in flight at the cut (it completes with EIO once the front
+ * ends have dropped its connection), and the cut is logged with what the
+ * model did.  A unit without a cache (registered after the rule was
+ * armed) fails the request.
+ */
+static void
+act_powercut(struct fault_layer *fl, struct rb_io *io, struct decision *d)
+{
+	struct rb_unit *u = io->io_unit;
+	struct fault_fire *fi = &d->d_fire[d->d_data];
+	struct rumpblk_powercut pc;
+	struct cache *c;
+	unsigned i;
+
+	for (i = 0; i < d->d_n; i++)
+		if ((int)i != d->d_data)
+			rb_fault_fire_release(&d->d_fire[i]);
+	if ((c = rb_cache_of(u)) == NULL) {
+		log_fire(fl->fl_fe, fi);
+		rb_io_complete(io, EIO, 0);
+		return;
+	}
+	memset(&pc, 0, sizeof(pc));
+	pc.pc_model = (enum rumpblk_pcmodel)fi->fi_model;
+	pc.pc_seed = fi->fi_pcseed;
+	pc.pc_atom = fi->fi_atom;
+	if (rb_cache_cut(c, io, &pc) != EALREADY)
+		rb_fault_log_cut(u->u_rb, u->u_index, fi, &pc);
+}
+
 static void
 act(struct fault_layer *fl, struct rb_io *io, struct decision *d)
 {
@@ -215,6 +247,11 @@ act(struct fault_layer *fl, struct rb_io *io, struct decision *d)
 	struct fault_fire *fi;
 	unsigned i;
 
+	if (d->d_data >= 0 &&
+	    d->d_fire[d->d_data].fi_class == RUMPBLK_FAULT_POWERCUT) {
+		act_powercut(fl, io, d);
+		return;
+	}
 	for (i = 0; i < d->d_n; i++)
 		log_fire(fl->fl_fe, &d->d_fire[i]);
 	if ((fq = rb_frame_get(&fl->fl_frames)) == NULL) {

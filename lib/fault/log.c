@@ -19,8 +19,9 @@
 
 #include "fault.h"
 
-void
-rb_fault_log_write(FILE *f, const struct fault_fire *fi)
+/* Every field of a firing, without the closing brace. */
+static void
+log_fields(FILE *f, const struct fault_fire *fi)
 {
 	const uint64_t *bits = rb_fire_bits(fi);
 	unsigned i;
@@ -58,8 +59,54 @@ rb_fault_log_write(FILE *f, const struct fault_fire *fi)
 	case RUMPBLK_FAULT_DELAY:
 		fprintf(f, ",\"ms\":%.9g", fi->fi_ms);
 		break;
+	case RUMPBLK_FAULT_POWERCUT:
+		fprintf(f, ",\"model\":\"%s\",\"seed\":%" PRIu64
+		    ",\"atom\":%" PRIu64, rumpblk_pcmodel_name(
+		    (enum rumpblk_pcmodel)fi->fi_model), fi->fi_pcseed,
+		    fi->fi_atom);
+		break;
 	}
+}
+
+void
+rb_fault_log_write(FILE *f, const struct fault_fire *fi)
+{
+	log_fields(f, fi);
 	fputs("}\n", f);
+}
+
+void
+rb_fault_log_cut(struct rumpblk *rb, int unit, const struct fault_fire *fi,
+    const struct rumpblk_powercut *pc)
+{
+	struct fault_engine *fe = rb_fault_engine_get(rb);
+	struct fault_fire ctl;
+
+	if (fe == NULL)
+		return;
+	if (fi == NULL) {
+		/* Not a request's firing: replay skips "rule":"ctl". */
+		memset(&ctl, 0, sizeof(ctl));
+		strcpy(ctl.fi_rule, "ctl");
+		ctl.fi_class = RUMPBLK_FAULT_POWERCUT;
+		ctl.fi_op = RUMPBLK_B_FLUSH;
+		ctl.fi_unit = unit;
+		ctl.fi_model = pc->pc_model;
+		ctl.fi_pcseed = pc->pc_seed;
+		ctl.fi_atom = pc->pc_atom;
+		fi = &ctl;
+	}
+	rb_mutex_lock(&fe->fe_loglock);
+	if (fe->fe_log != NULL) {
+		log_fields(fe->fe_log, fi);
+		fprintf(fe->fe_log, ",\"unflushed\":%" PRIu64 ",\"persisted\":%"
+		    PRIu64 ",\"lost\":%" PRIu64 ",\"torn\":%" PRIu64
+		    ",\"bytes_lost\":%" PRIu64 "}\n", pc->pc_unflushed,
+		    pc->pc_persisted, pc->pc_lost, pc->pc_torn,
+		    pc->pc_bytes_lost);
+		fflush(fe->fe_log);
+	}
+	rb_mutex_unlock(&fe->fe_loglock);
 }
 
 /* A tiny scanner over one line. */
@@ -250,6 +297,19 @@ rb_fault_log_parse(const char *line, struct fault_fire *fi, char *errbuf,
 			if (scan_int(&s, &v, &pos, &u) != 0)
 				goto bad;
 			fi->fi_target = v;
+		} else if (strcmp(key, "model") == 0) {
+			if (scan_string(&s, val, sizeof(val)) != 0)
+				goto bad;
+			if ((fi->fi_model = rb_pcmodel_parse(val)) < 0) {
+				scan_fail(&s, "unknown model '%s'", val);
+				goto bad;
+			}
+		} else if (strcmp(key, "seed") == 0) {
+			if (scan_u64(&s, &fi->fi_pcseed) != 0)
+				goto bad;
+		} else if (strcmp(key, "atom") == 0) {
+			if (scan_u64(&s, &fi->fi_atom) != 0)
+				goto bad;
 		} else if (strcmp(key, "torn_length") == 0) {
 			if (scan_u64(&s, &fi->fi_torn) != 0)
 				goto bad;

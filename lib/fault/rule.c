@@ -31,6 +31,7 @@ static const char *const class_names[RUMPBLK_FAULT_NCLASS] = {
 	[RUMPBLK_FAULT_STALE] = "stale",
 	[RUMPBLK_FAULT_TORN] = "torn",
 	[RUMPBLK_FAULT_DELAY] = "delay",
+	[RUMPBLK_FAULT_POWERCUT] = "power-cut",
 };
 
 const char *
@@ -202,12 +203,12 @@ parse_double(const char *s, double *vp)
 
 enum {
 	K_OP, K_RANGE, K_UNIT, K_AFTER, K_P, K_PPM, K_NTH, K_EVERY, K_COUNT,
-	K_SEED, K_ID, K_ERRNO, K_BITS, K_SHIFT, K_ATOM, K_MS, K_NKEYS
+	K_SEED, K_ID, K_ERRNO, K_BITS, K_SHIFT, K_ATOM, K_MS, K_MODEL, K_NKEYS
 };
 
 static const char *const key_names[K_NKEYS] = {
 	"op", "range", "unit", "after", "p", "ppm", "nth", "every", "count",
-	"seed", "id", "errno", "bits", "shift", "atom", "ms",
+	"seed", "id", "errno", "bits", "shift", "atom", "ms", "model",
 };
 
 /* The class-specific keys each class takes (beyond the common ones). */
@@ -223,7 +224,10 @@ key_applies(int key, int class)
 	case K_SHIFT:
 		return class == RUMPBLK_FAULT_MISDIRECT;
 	case K_ATOM:
-		return class == RUMPBLK_FAULT_TORN;
+		return class == RUMPBLK_FAULT_TORN ||
+		    class == RUMPBLK_FAULT_POWERCUT;
+	case K_MODEL:
+		return class == RUMPBLK_FAULT_POWERCUT;
 	case K_MS:
 		return class == RUMPBLK_FAULT_DELAY;
 	default:
@@ -446,6 +450,12 @@ parse_key(struct perr *pe, struct fault_rule *r, int key, char *val,
 		r->fr_ms = d;
 		r->fr_delay_ns = (uint64_t)(d * 1e6 + 0.5);
 		return 0;
+	case K_MODEL:
+		if ((e = rb_pcmodel_parse(val)) < 0)
+			return fail(pe, "model: unknown model '%s' (lose, keep, "
+			    "subset, reorder, sectors, torn)", val);
+		r->fr_model = e;
+		return 0;
 	}
 	abort();
 }
@@ -488,7 +498,7 @@ rb_fault_parse(const char *text, struct fault_rule *r, char *errbuf,
 	tok = strtok_r(copy, ",", &save);
 	if ((r->fr_class = rb_fault_class_parse(tok)) < 0)
 		return fail(&pe, "unknown class '%s' (error, corrupt, lost, "
-		    "misdirect, stale, torn, delay)", tok);
+		    "misdirect, stale, torn, delay, power-cut)", tok);
 	allowed = class_ops(r->fr_class, &natural);
 	r->fr_ops = natural;
 	while ((tok = strtok_r(NULL, ",", &save)) != NULL) {
@@ -525,6 +535,9 @@ rb_fault_parse(const char *text, struct fault_rule *r, char *errbuf,
 			return fail(&pe, "range of a stale rule is over 1G "
 			    "(%" PRIu64 " bytes)", r->fr_end - r->fr_start);
 	}
+	if (r->fr_class == RUMPBLK_FAULT_POWERCUT && r->fr_atom != 0 &&
+	    r->fr_model != RUMPBLK_PC_TORN)
+		return fail(&pe, "atom= applies to model=torn only");
 	return 0;
 }
 

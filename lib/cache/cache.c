@@ -1,0 +1,659 @@
+/*
+ * The volatile write cache: a layer that holds data (cache.h says what
+ * it holds and when it reaches the medium).
+ *
+ * Contents:
+ *   1. the index: inserting a write, evicting a durable one, overlaying
+ *   2. destaging, in acknowledgement order
+ *   3. requests: reads, writes, FLUSH, extents
+ *   4. the layer and the public calls
+ *
+ * Reads: a read that no cached extent overlaps goes straight down (one
+ * relaxed load when the cache is empty).  One that cached extents cover
+ * is copied from the cache.  Otherwise the read goes below into the
+ * caller's buffer and the cached extents are laid over it at completion.
+ * An extent may have been evicted meanwhile (its write destaged), and the
+ * read below may have run before that write reached the medium: so a
+ * read notes c_evicts before going below, and if it moved, reads again
+ * holding eviction off (c_holds) so that the second read cannot race.
+ *
+ * Memory: c_size bytes of write data at most, plus, per cached write,
+ * sizeof(struct cw) (64 bytes) and one or two extents of 48 bytes
+ * (librumpblk(3) states it).  A single write larger than the whole
+ * cache is taken when the cache is empty, and is destaged by the next.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "cache.h"
+
+/* 1. The index. */
+
+static int
+ext_cmp(const struct ext *a, const struct ext *b)
+{
+	return a->x_off < b->x_off ? -1 : a->x_off > b->x_off;
+}
+
+/* RB_GENERATE_STATIC with an attribute that compilers know. */
+RB_GENERATE_INTERNAL(ext_tree, ext, x_link, ext_cmp,
+    __attribute__((unused)) static)
+
+/* The first extent that ends after off (it may start after off too). */
+static struct ext *
+ext_first(struct cache *c, uint64_t off)
+{
+	struct ext key, *x, *p;
+
+	key.x_off = off;
+	x = RB_NFIND(ext_tree, &c->c_tree, &key);
+	p = x != NULL ? RB_PREV(ext_tree, &c->c_tree, x) :
+	    RB_MAX(ext_tree, &c->c_tree);
+	if (p != NULL && p->x_end > off)
+		return p;
+	return x;
+}
+
+static void
+ext_remove(struct cache *c, struct ext *x)
+{
+	RB_REMOVE(ext_tree, &c->c_tree, x);
+	x->x_cw->cw_nexts--;
+	atomic_store_explicit(&c->c_nexts, atomic_load_explicit(&c->c_nexts,
+	    memory_order_relaxed) - 1, memory_order_relaxed);
+	free(x);
+}
+
+static void
+ext_insert(struct cache *c, struct ext *x, uint64_t off, uint64_t end,
+    struct cw *cw)
+{
+	x->x_off = off;
+	x->x_end = end;
+	x->x_cw = cw;
+	cw->cw_nexts++;
+	RB_INSERT(ext_tree, &c->c_tree, x);
+	atomic_store_explicit(&c->c_nexts, atomic_load_explicit(&c->c_nexts,
+	    memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
+struct cw *
+rb_cache_cw_new(const struct rb_io *io)
+{
+	size_t dlen = io->io_op == RUMPBLK_B_WRITE ? io->io_len : 0;
+	struct cw *cw;
+
+	if ((cw = malloc(sizeof(*cw) + dlen)) == NULL)
+		return NULL;
+	memset(cw, 0, sizeof(*cw));
+	cw->cw_op = io->io_op;
+	cw->cw_off = io->io_off;
+	cw->cw_len = io->io_len;
+	if (dlen != 0)
+		memcpy(cw->cw_data, io->io_data, dlen);
+	return cw;
+}
+
+/*
+ * The new write cw is the newest data of its bytes: trim, split or drop
+ * the extents it overlaps, then index it.  spare[0] (and spare[1] when
+ * cw falls inside one extent) are used and set to NULL.
+ */
+void
+rb_cache_insert_locked(struct cache *c, struct cw *cw, struct ext *spare[2])
+{
+	uint64_t off = cw->cw_off, end = cw->cw_off + cw->cw_len;
+	struct ext *x, *next;
+
+	rb_assert_held(&c->c_lock);
+	for (x = ext_first(c, off); x != NULL && x->x_off < end; x = next) {
+		next = RB_NEXT(ext_tree, &c->c_tree, x);
+		if (x->x_off < off && x->x_end > end) {
+			/* Inside x: x keeps its head, a new extent its tail. */
+			ext_insert(c, spare[1], end, x->x_end, x->x_cw);
+			spare[1] = NULL;
+			x->x_end = off;
+			break;
+		} else if (x->x_off < off) {
+			x->x_end = off;
+		} else if (x->x_end > end) {
+			/* Still before its successors: the order holds. */
+			x->x_off = end;
+		} else {
+			ext_remove(c, x);
+		}
+	}
+	ext_insert(c, spare[0], off, end, cw);
+	spare[0] = NULL;
+	cw->cw_seq = ++c->c_seq;
+	*c->c_tailp = cw;
+	c->c_tailp = &cw->cw_next;
+	if (cw->cw_op == RUMPBLK_B_WRITE)
+		c->c_bytes += cw->cw_len;
+	c->c_dirty += cw->cw_len;
+	c->c_ndirty++;
+	c->c_st.cs_bytes_written += cw->cw_len;
+	if (c->c_dirty > c->c_st.cs_dirty_max)
+		c->c_st.cs_dirty_max = c->c_dirty;
+}
+
+/* Drop the extents of a write that is durable now. */
+static void
+evict_locked(struct cache *c, struct cw *cw)
+{
+	struct ext *x, *next;
+	uint64_t end = cw->cw_off + cw->cw_len;
+
+	if (cw->cw_nexts == 0)
+		return;
+	for (x = ext_first(c, cw->cw_off); x != NULL && x->x_off < end &&
+	    cw->cw_nexts > 0; x = next) {
+		next = RB_NEXT(ext_tree, &c->c_tree, x);
+		if (x->x_cw == cw)
+			ext_remove(c, x);
+	}
+	c->c_evicts++;
+}
+
+/* Lay the cached data over buf, which holds [off, off + len). */
+static void
+overlay_locked(struct cache *c, void *buf, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len, a, b;
+	struct ext *x;
+
+	for (x = ext_first(c, off); x != NULL && x->x_off < end;
+	    x = RB_NEXT(ext_tree, &c->c_tree, x)) {
+		a = x->x_off > off ? x->x_off : off;
+		b = x->x_end < end ? x->x_end : end;
+		if (x->x_cw->cw_op == RUMPBLK_B_WRITE)
+			memcpy((char *)buf + (a - off), x->x_cw->cw_data +
+			    (a - x->x_cw->cw_off), b - a);
+		else
+			memset((char *)buf + (a - off), 0, b - a);
+	}
+}
+
+/* How much of [off, off + len) the extents cover: 0, 1 some, 2 all. */
+static int
+coverage_locked(struct cache *c, uint64_t off, uint64_t len)
+{
+	uint64_t at = off, end = off + len;
+	struct ext *x = ext_first(c, off);
+	bool gap = false;
+
+	if (x == NULL || x->x_off >= end)
+		return 0;
+	for (; x != NULL && x->x_off < end && !gap;
+	    x = RB_NEXT(ext_tree, &c->c_tree, x)) {
+		gap = x->x_off > at;
+		at = x->x_end;
+	}
+	return !gap && at >= end ? 2 : 1;
+}
+
+static void
+cw_free(struct cw *cw)
+{
+	free(cw);
+}
+
+void
+rb_cache_drop_locked(struct cache *c)
+{
+	struct ext *x;
+	struct cw *cw;
+
+	while ((x = RB_MIN(ext_tree, &c->c_tree)) != NULL)
+		ext_remove(c, x);
+	while ((cw = c->c_head) != NULL) {
+		c->c_head = cw->cw_next;
+		cw_free(cw);
+	}
+	c->c_tailp = &c->c_head;
+	c->c_bytes = 0;
+	c->c_dirty = 0;
+	c->c_ndirty = 0;
+}
+
+void
+rb_cache_hold_locked(struct cache *c, struct rb_io *io)
+{
+	io->io_next = c->c_held;
+	c->c_held = io;
+}
+
+/* 2. Destaging. */
+
+static void
+lat_add(struct rumpblk_latency *l, uint64_t ns)
+{
+	unsigned b = ns == 0 ? 0 : 63 - (unsigned)__builtin_clzll(ns);
+
+	l->count++;
+	l->timed++;
+	l->total_ns += ns;
+	if (ns > l->max_ns)
+		l->max_ns = ns;
+	l->hist[b < RUMPBLK_LAT_BUCKETS ? b : RUMPBLK_LAT_BUCKETS - 1]++;
+}
+
+/* A cached write onto the medium (synchronous, not synced). */
+static int
+write_below(struct cache *c, const struct cw *cw)
+{
+	int error = rb_stage_io_below(&c->c_stage, cw->cw_op, RB_IO_NOSYNC,
+	    cw->cw_off, cw->cw_len, cw->cw_op == RUMPBLK_B_WRITE ?
+	    (void *)cw->cw_data : NULL, NULL);
+
+	/* A trim is advice: a medium that cannot trim has lost nothing. */
+	if (error == EOPNOTSUPP && cw->cw_op == RUMPBLK_B_TRIM)
+		error = 0;
+	return error;
+}
+
+/*
+ * Destage the oldest writes, one at a time, while the oldest was
+ * acknowledged at or before upto, or while need more bytes of data would
+ * not fit.  L held (dropped while a write is below).  0, the medium's
+ * error (the write stays cached), or ECANCELED: a power cut began.
+ */
+static int
+destage_locked(struct cache *c, uint64_t upto, uint64_t need, bool forroom)
+{
+	struct cw *cw;
+	int error = 0;
+
+	while (c->c_destaging)
+		pthread_cond_wait(&c->c_cv, &c->c_lock);
+	if (c->c_state == CS_CUTTING)
+		return ECANCELED;
+	c->c_destaging = true;
+	while ((cw = c->c_head) != NULL && (cw->cw_seq <= upto ||
+	    (need != 0 && c->c_bytes + need > c->c_size))) {
+		rb_mutex_unlock(&c->c_lock);
+		error = write_below(c, cw);
+		rb_mutex_lock(&c->c_lock);
+		if (error != 0)
+			break;
+		/* On the medium: durable (the cut waits for this). */
+		if ((c->c_head = cw->cw_next) == NULL)
+			c->c_tailp = &c->c_head;
+		if (cw->cw_op == RUMPBLK_B_WRITE)
+			c->c_bytes -= cw->cw_len;
+		c->c_dirty -= cw->cw_len;
+		c->c_ndirty--;
+		c->c_st.cs_bytes_durable += cw->cw_len;
+		if (forroom)
+			c->c_st.cs_destaged++;
+		lat_add(&c->c_st.cs_durable_lat, rb_now_ns() - cw->cw_ackns);
+		while (c->c_holds > 0)
+			pthread_cond_wait(&c->c_cv, &c->c_lock);
+		evict_locked(c, cw);
+		cw_free(cw);
+		if (c->c_state == CS_CUTTING) {
+			error = ECANCELED;
+			break;
+		}
+	}
+	c->c_destaging = false;
+	pthread_cond_broadcast(&c->c_cv);
+	return error;
+}
+
+/* 3. Requests. */
+
+/* A read below, with the cache laid over it at completion. */
+struct cread {
+	struct rb_io	cr_io;		/* to the stage below */
+	struct rb_io	*cr_orig;
+	struct cache	*cr_c;
+	uint64_t	cr_evicts;	/* c_evicts when it went below */
+	uint64_t	cr_cuts;	/* power cuts then */
+	bool		cr_hold;	/* holds eviction off */
+};
+
+static void read_below(struct cread *);
+
+static void
+read_done(struct rb_io *io)
+{
+	struct cread *cr = (struct cread *)(void *)io;
+	struct cache *c = cr->cr_c;
+	struct rb_io *orig = cr->cr_orig;
+	int error = io->io_error;
+	size_t moved = io->io_moved;
+	uint64_t cuts;
+
+	rb_mutex_lock(&c->c_lock);
+	if (error == 0 && !cr->cr_hold && c->c_evicts != cr->cr_evicts) {
+		/* An extent went meanwhile: again, with eviction held. */
+		cr->cr_hold = true;
+		c->c_holds++;
+		rb_mutex_unlock(&c->c_lock);
+		read_below(cr);
+		return;
+	}
+	if (cr->cr_hold && --c->c_holds == 0)
+		pthread_cond_broadcast(&c->c_cv);
+	cuts = cr->cr_cuts;
+	rb_frame_put(&c->c_frames, cr);
+	if (c->c_state == CS_CUTTING) {
+		rb_cache_hold_locked(c, orig);
+		rb_mutex_unlock(&c->c_lock);
+		return;
+	}
+	/* In flight at a cut that is over: what it read is gone. */
+	if (error == 0 && c->c_st.cs_power_cuts != cuts) {
+		error = EIO;
+		moved = 0;
+	}
+	if (error == 0)
+		overlay_locked(c, orig->io_data, orig->io_off, moved);
+	rb_mutex_unlock(&c->c_lock);
+	rb_io_complete(orig, error, moved);
+}
+
+static void
+read_below(struct cread *cr)
+{
+	struct rb_io *orig = cr->cr_orig;
+
+	cr->cr_io = *orig;
+	cr->cr_io.io_done = read_done;
+	cr->cr_io.io_ctx = NULL;
+	cr->cr_io.io_next = NULL;
+	cr->cr_io.io_error = 0;
+	cr->cr_io.io_moved = 0;
+	rb_stage_pass(&cr->cr_c->c_stage, &cr->cr_io);
+}
+
+static void
+cache_read(struct cache *c, struct rb_io *io)
+{
+	struct cread *cr;
+	int cov;
+
+	if (atomic_load_explicit(&c->c_nexts, memory_order_relaxed) == 0) {
+		/* Nothing cached (or the extents a racing write adds are
+		 * its own: the read is concurrent with it). */
+		rb_stage_pass(&c->c_stage, io);
+		return;
+	}
+	rb_mutex_lock(&c->c_lock);
+	if (c->c_state == CS_CUTTING) {
+		rb_cache_hold_locked(c, io);
+		rb_mutex_unlock(&c->c_lock);
+		return;
+	}
+	if ((cov = coverage_locked(c, io->io_off, io->io_len)) == 0) {
+		rb_mutex_unlock(&c->c_lock);
+		rb_stage_pass(&c->c_stage, io);
+		return;
+	}
+	if (cov == 2) {
+		overlay_locked(c, io->io_data, io->io_off, io->io_len);
+		rb_mutex_unlock(&c->c_lock);
+		rb_io_complete(io, 0, io->io_len);
+		return;
+	}
+	if ((cr = rb_frame_get(&c->c_frames)) == NULL) {
+		rb_mutex_unlock(&c->c_lock);
+		rb_io_complete(io, ENOMEM, 0);
+		return;
+	}
+	cr->cr_orig = io;
+	cr->cr_c = c;
+	cr->cr_evicts = c->c_evicts;
+	cr->cr_cuts = c->c_st.cs_power_cuts;
+	rb_mutex_unlock(&c->c_lock);
+	read_below(cr);
+}
+
+/* A write, trim or write-zeroes: cached, then acknowledged. */
+static void
+cache_write(struct cache *c, struct rb_io *io)
+{
+	struct ext *spare[2];
+	struct cw *cw;
+	uint64_t need;
+	int error = 0;
+	bool fua = rb_io_wants_sync(io);
+
+	cw = rb_cache_cw_new(io);
+	spare[0] = malloc(sizeof(struct ext));
+	spare[1] = malloc(sizeof(struct ext));
+	if (cw == NULL || spare[0] == NULL || spare[1] == NULL) {
+		error = ENOMEM;
+		goto out;
+	}
+	cw->cw_gen = rb_genmap_next(&c->c_gen, (unsigned)io->io_op,
+	    io->io_off >> io->io_unit->u_sectshift);
+	need = io->io_op == RUMPBLK_B_WRITE ? io->io_len : 0;
+	rb_mutex_lock(&c->c_lock);
+	if (c->c_state != CS_CUTTING && need != 0 &&
+	    c->c_bytes + need > c->c_size)
+		error = destage_locked(c, 0, need, true);
+	if (error == ECANCELED || c->c_state == CS_CUTTING) {
+		rb_cache_hold_locked(c, io);
+		rb_mutex_unlock(&c->c_lock);
+		goto out;
+	}
+	if (error != 0) {
+		rb_mutex_unlock(&c->c_lock);
+		goto out;
+	}
+	cw->cw_ackns = rb_now_ns();
+	rb_cache_insert_locked(c, cw, spare);
+	if (!fua) {
+		rb_mutex_unlock(&c->c_lock);
+		rb_io_complete(io, 0, io->io_len);
+		free(spare[0]);
+		free(spare[1]);
+		return;
+	}
+	/* FUA: durable when acknowledged (with all before it: in order). */
+	c->c_st.cs_fua++;
+	error = destage_locked(c, cw->cw_seq, 0, false);
+	if (error == ECANCELED) {
+		rb_cache_hold_locked(c, io);
+		rb_mutex_unlock(&c->c_lock);
+		cw = NULL;
+		goto out;
+	}
+	rb_mutex_unlock(&c->c_lock);
+	if (error == 0)
+		error = rb_stage_io_below(&c->c_stage, RUMPBLK_B_FLUSH, 0, 0,
+		    0, NULL, NULL);
+	rb_io_complete(io, error, error == 0 ? io->io_len : 0);
+	free(spare[0]);
+	free(spare[1]);
+	return;
+out:
+	/* cw is ours unless it went in (then spare[0] is NULL). */
+	if (spare[0] != NULL)
+		cw_free(cw);
+	free(spare[0]);
+	free(spare[1]);
+	if (error != 0 && error != ECANCELED)
+		rb_io_complete(io, error, 0);
+}
+
+/*
+ * FLUSH: every write acknowledged before it onto the medium, then the
+ * FLUSH itself below (it syncs the medium).
+ */
+static void
+cache_flush(struct cache *c, struct rb_io *io)
+{
+	int error;
+
+	rb_mutex_lock(&c->c_lock);
+	if (c->c_state != CS_CUTTING)
+		c->c_st.cs_flushes++;
+	error = c->c_state == CS_CUTTING ? ECANCELED :
+	    destage_locked(c, c->c_seq, 0, false);
+	if (error == ECANCELED) {
+		rb_cache_hold_locked(c, io);
+		rb_mutex_unlock(&c->c_lock);
+		return;
+	}
+	rb_mutex_unlock(&c->c_lock);
+	if (error != 0) {
+		rb_io_complete(io, error, 0);
+		return;
+	}
+	rb_stage_pass(&c->c_stage, io);
+}
+
+/*
+ * Extent queries: the medium below does not know what is cached, and a
+ * client may skip a "hole" it reports.  If anything cached overlaps the
+ * range, destage every write first (as a flush would, without the sync),
+ * so that the answer below is true.
+ */
+static void
+cache_extents(struct cache *c, struct rb_io *io)
+{
+	int error = 0;
+
+	if (atomic_load_explicit(&c->c_nexts, memory_order_relaxed) != 0) {
+		rb_mutex_lock(&c->c_lock);
+		if (c->c_state == CS_CUTTING) {
+			rb_cache_hold_locked(c, io);
+			rb_mutex_unlock(&c->c_lock);
+			return;
+		}
+		if (coverage_locked(c, io->io_off, io->io_len) != 0)
+			error = destage_locked(c, c->c_seq, 0, false);
+		if (error == ECANCELED) {
+			rb_cache_hold_locked(c, io);
+			rb_mutex_unlock(&c->c_lock);
+			return;
+		}
+		rb_mutex_unlock(&c->c_lock);
+	}
+	if (error != 0)
+		rb_io_complete(io, error, 0);
+	else
+		rb_stage_pass(&c->c_stage, io);
+}
+
+/* 4. The layer. */
+
+static void
+cache_submit(struct rb_stage *st, struct rb_io *io)
+{
+	struct cache *c = (struct cache *)st;
+
+	switch (io->io_op) {
+	case RUMPBLK_B_READ:
+		cache_read(c, io);
+		break;
+	case RUMPBLK_B_WRITE:
+	case RUMPBLK_B_TRIM:
+	case RUMPBLK_B_ZERO:
+		cache_write(c, io);
+		break;
+	case RUMPBLK_B_FLUSH:
+		cache_flush(c, io);
+		break;
+	default:
+		cache_extents(c, io);
+		break;
+	}
+}
+
+static void
+cache_destroy(struct rb_stage *st)
+{
+	struct cache *c = (struct cache *)st;
+
+	/* The teardown FLUSH went through: nothing is dirty but what the
+	 * medium refused, which is lost with the unit. */
+	rb_cache_drop_locked(c);
+	rb_genmap_fini(&c->c_gen);
+	rb_frames_fini(&c->c_frames);
+	pthread_cond_destroy(&c->c_cv);
+	pthread_mutex_destroy(&c->c_lock);
+	free(c);
+}
+
+static const struct rb_ops cache_ops = {
+	.name = "cache",
+	.submit = cache_submit,
+	.destroy = cache_destroy,
+};
+
+struct cache *
+rb_cache_of(struct rb_unit *u)
+{
+	return (struct cache *)rb_stack_find(u, &cache_ops);
+}
+
+#define CACHE_MIN	(64 * 1024)
+
+int
+rumpblk_write_cache(struct rumpblk *rb, int unit, uint64_t size)
+{
+	struct rb_unit *u;
+	struct cache *c;
+	unsigned ep;
+	int error = 0;
+
+	if (size < CACHE_MIN)
+		return EINVAL;
+	/* rb_lock: one push per unit at a time, and the unit stays. */
+	rb_mutex_lock(&rb->rb_lock);
+	if ((u = rb_unit_hold(rb, unit, &ep)) == NULL) {
+		rb_mutex_unlock(&rb->rb_lock);
+		return ENXIO;
+	}
+	if ((u->u_mode & RUMPBLK_FWRITE) == 0)
+		error = EROFS;
+	else if (rb_cache_of(u) != NULL)
+		error = EBUSY;
+	else if ((c = aligned_alloc(RB_CACHELINE, sizeof(*c))) == NULL)
+		error = ENOMEM;
+	if (error != 0)
+		goto out;
+	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->c_lock, NULL);
+	pthread_cond_init(&c->c_cv, NULL);
+	c->c_size = size;
+	c->c_st.cs_size = size;
+	rb_frames_init(&c->c_frames, sizeof(struct cread));
+	rb_genmap_init(&c->c_gen);
+	RB_INIT(&c->c_tree);
+	c->c_tailp = &c->c_head;
+	rb_stage_init(&c->c_stage, &cache_ops, u, RB_RANK_CACHE);
+	rb_stack_push(u, &c->c_stage);
+out:
+	rb_unit_rele(u, ep);
+	rb_mutex_unlock(&rb->rb_lock);
+	return error;
+}
+
+int
+rumpblk_cache_stats(struct rumpblk *rb, int unit,
+    struct rumpblk_cache_stats *cs)
+{
+	struct rb_unit *u;
+	struct cache *c;
+	unsigned ep;
+
+	memset(cs, 0, sizeof(*cs));
+	if ((u = rb_unit_hold(rb, unit, &ep)) == NULL)
+		return ENXIO;
+	if ((c = rb_cache_of(u)) == NULL) {
+		rb_unit_rele(u, ep);
+		return ENOTSUP;
+	}
+	rb_mutex_lock(&c->c_lock);
+	*cs = c->c_st;
+	cs->cs_dirty_bytes = c->c_dirty;
+	cs->cs_dirty_writes = c->c_ndirty;
+	rb_mutex_unlock(&c->c_lock);
+	rb_unit_rele(u, ep);
+	return 0;
+}
