@@ -39,19 +39,59 @@ ext_cmp(const struct ext *a, const struct ext *b)
 RB_GENERATE_INTERNAL(ext_tree, ext, x_link, ext_cmp,
     __attribute__((unused)) static)
 
-/* The first extent that ends after off (it may start after off too). */
+/*
+ * The first extent that ends after off (it may start after off too): one
+ * descent for the last extent that starts at or before off, then its
+ * successor if it ends before.
+ */
 static struct ext *
 ext_first(struct cache *c, uint64_t off)
 {
-	struct ext key, *x, *p;
+	struct ext *x = RB_ROOT(&c->c_tree), *floor = NULL, *ceil = NULL;
 
-	key.x_off = off;
-	x = RB_NFIND(ext_tree, &c->c_tree, &key);
-	p = x != NULL ? RB_PREV(ext_tree, &c->c_tree, x) :
-	    RB_MAX(ext_tree, &c->c_tree);
-	if (p != NULL && p->x_end > off)
-		return p;
+	while (x != NULL) {
+		if (x->x_off <= off) {
+			floor = x;
+			x = RB_RIGHT(x, x_link);
+		} else {
+			ceil = x;
+			x = RB_LEFT(x, x_link);
+		}
+	}
+	if (floor != NULL && floor->x_end > off)
+		return floor;
+	return ceil;
+}
+
+#define XCHUNK	1024		/* extents a chunk */
+
+/* A free extent, or NULL (ENOMEM). */
+static struct ext *
+ext_alloc_locked(struct cache *c)
+{
+	struct ext *x, *chunk;
+
+	if (c->c_xfree == NULL) {
+		/* The chunk's first extent links the chunks. */
+		if ((chunk = calloc(XCHUNK, sizeof(*chunk))) == NULL)
+			return NULL;
+		chunk[0].x_cw = c->c_xchunks;
+		c->c_xchunks = chunk;
+		for (unsigned i = 1; i < XCHUNK; i++) {
+			RB_LEFT(&chunk[i], x_link) = c->c_xfree;
+			c->c_xfree = &chunk[i];
+		}
+	}
+	x = c->c_xfree;
+	c->c_xfree = RB_LEFT(x, x_link);
 	return x;
+}
+
+static void
+ext_free_locked(struct cache *c, struct ext *x)
+{
+	RB_LEFT(x, x_link) = c->c_xfree;
+	c->c_xfree = x;
 }
 
 static void
@@ -59,9 +99,11 @@ ext_remove(struct cache *c, struct ext *x)
 {
 	RB_REMOVE(ext_tree, &c->c_tree, x);
 	x->x_cw->cw_nexts--;
+	if (x->x_cw->cw_x == x)
+		x->x_cw->cw_x = NULL;
 	atomic_store_explicit(&c->c_nexts, atomic_load_explicit(&c->c_nexts,
 	    memory_order_relaxed) - 1, memory_order_relaxed);
-	free(x);
+	ext_free_locked(c, x);
 }
 
 static void
@@ -96,22 +138,28 @@ rb_cache_cw_new(const struct rb_io *io)
 
 /*
  * The new write cw is the newest data of its bytes: trim, split or drop
- * the extents it overlaps, then index it.  spare[0] (and spare[1] when
- * cw falls inside one extent) are used and set to NULL.
+ * the extents it overlaps, then index it (in its own cw_ext).
  */
-void
-rb_cache_insert_locked(struct cache *c, struct cw *cw, struct ext *spare[2])
+int
+rb_cache_insert_locked(struct cache *c, struct cw *cw)
 {
 	uint64_t off = cw->cw_off, end = cw->cw_off + cw->cw_len;
-	struct ext *x, *next;
+	struct ext *x, *next, *tail = NULL, *own;
 
 	rb_assert_held(&c->c_lock);
-	for (x = ext_first(c, off); x != NULL && x->x_off < end; x = next) {
+	if ((own = ext_alloc_locked(c)) == NULL)
+		return ENOMEM;
+	x = ext_first(c, off);
+	/* Inside x: x keeps its head, a new extent its tail. */
+	if (x != NULL && x->x_off < off && x->x_end > end &&
+	    (tail = ext_alloc_locked(c)) == NULL) {
+		ext_free_locked(c, own);
+		return ENOMEM;
+	}
+	for (; x != NULL && x->x_off < end; x = next) {
 		next = RB_NEXT(ext_tree, &c->c_tree, x);
 		if (x->x_off < off && x->x_end > end) {
-			/* Inside x: x keeps its head, a new extent its tail. */
-			ext_insert(c, spare[1], end, x->x_end, x->x_cw);
-			spare[1] = NULL;
+			ext_insert(c, tail, end, x->x_end, x->x_cw);
 			x->x_end = off;
 			break;
 		} else if (x->x_off < off) {
@@ -123,8 +171,8 @@ rb_cache_insert_locked(struct cache *c, struct cw *cw, struct ext *spare[2])
 			ext_remove(c, x);
 		}
 	}
-	ext_insert(c, spare[0], off, end, cw);
-	spare[0] = NULL;
+	ext_insert(c, own, off, end, cw);
+	cw->cw_x = own;
 	cw->cw_seq = ++c->c_seq;
 	*c->c_tailp = cw;
 	c->c_tailp = &cw->cw_next;
@@ -135,9 +183,10 @@ rb_cache_insert_locked(struct cache *c, struct cw *cw, struct ext *spare[2])
 	c->c_st.cs_bytes_written += cw->cw_len;
 	if (c->c_dirty > c->c_st.cs_dirty_max)
 		c->c_st.cs_dirty_max = c->c_dirty;
+	return 0;
 }
 
-/* Drop the extents of a write that is durable now. */
+/* Drop the extents of a write that is on the medium now. */
 static void
 evict_locked(struct cache *c, struct cw *cw)
 {
@@ -146,6 +195,12 @@ evict_locked(struct cache *c, struct cw *cw)
 
 	if (cw->cw_nexts == 0)
 		return;
+	/* Its own extent alone (a write nothing overlapped): no search. */
+	if (cw->cw_nexts == 1 && cw->cw_x != NULL) {
+		ext_remove(c, cw->cw_x);
+		c->c_evicts++;
+		return;
+	}
 	for (x = ext_first(c, cw->cw_off); x != NULL && x->x_off < end &&
 	    cw->cw_nexts > 0; x = next) {
 		next = RB_NEXT(ext_tree, &c->c_tree, x);
@@ -211,6 +266,12 @@ rb_cache_drop_locked(struct cache *c)
 		cw_free(cw);
 	}
 	c->c_tailp = &c->c_head;
+	while ((cw = c->c_qhead) != NULL) {
+		c->c_qhead = cw->cw_next;
+		cw_free(cw);
+	}
+	c->c_qtailp = &c->c_qhead;
+	c->c_qbytes = 0;
 	c->c_bytes = 0;
 	c->c_dirty = 0;
 	c->c_ndirty = 0;
@@ -253,52 +314,184 @@ write_below(struct cache *c, const struct cw *cw)
 }
 
 /*
- * Destage the oldest writes, one at a time, while the oldest was
- * acknowledged at or before upto, or while need more bytes of data would
- * not fit.  L held (dropped while a write is below).  0, the medium's
- * error (the write stays cached), or ECANCELED: a power cut began.
+ * Decide durable, in order, the oldest dirty writes while the oldest was
+ * acknowledged at or before upto, or while more than target bytes of
+ * data are dirty: they move to the destage queue (L held).
  */
-static int
-destage_locked(struct cache *c, uint64_t upto, uint64_t need, bool forroom)
+static void
+decide_locked(struct cache *c, uint64_t upto, uint64_t target, bool forroom)
 {
 	struct cw *cw;
-	int error = 0;
+	uint64_t now = 0;
 
-	while (c->c_destaging)
-		pthread_cond_wait(&c->c_cv, &c->c_lock);
-	if (c->c_state == CS_CUTTING)
-		return ECANCELED;
-	c->c_destaging = true;
 	while ((cw = c->c_head) != NULL && (cw->cw_seq <= upto ||
-	    (need != 0 && c->c_bytes + need > c->c_size))) {
-		rb_mutex_unlock(&c->c_lock);
-		error = write_below(c, cw);
-		rb_mutex_lock(&c->c_lock);
-		if (error != 0)
-			break;
-		/* On the medium: durable (the cut waits for this). */
+	    c->c_bytes > target)) {
 		if ((c->c_head = cw->cw_next) == NULL)
 			c->c_tailp = &c->c_head;
-		if (cw->cw_op == RUMPBLK_B_WRITE)
+		cw->cw_next = NULL;
+		*c->c_qtailp = cw;
+		c->c_qtailp = &cw->cw_next;
+		if (cw->cw_op == RUMPBLK_B_WRITE) {
 			c->c_bytes -= cw->cw_len;
+			c->c_qbytes += cw->cw_len;
+		}
 		c->c_dirty -= cw->cw_len;
 		c->c_ndirty--;
+		c->c_qlast = cw->cw_seq;
 		c->c_st.cs_bytes_durable += cw->cw_len;
 		if (forroom)
 			c->c_st.cs_destaged++;
-		lat_add(&c->c_st.cs_durable_lat, rb_now_ns() - cw->cw_ackns);
+		if (now == 0)
+			now = rb_now_ns();
+		lat_add(&c->c_st.cs_durable_lat, now - cw->cw_ackns);
+	}
+	if (now != 0 && c->c_dwaits)
+		pthread_cond_signal(&c->c_qcv);
+}
+
+void
+rb_cache_drain_locked(struct cache *c)
+{
+	while (c->c_qhead != NULL)
+		pthread_cond_wait(&c->c_cv, &c->c_lock);
+}
+
+/*
+ * The destager: writes the queue to the medium in order, drops each
+ * write from the cache once it is there, and hands each FLUSH waiting for
+ * the queue to the stage below once the queue is written up to it.
+ */
+static void *
+destager(void *arg)
+{
+	struct cache *c = arg;
+	struct rb_io *io;
+	struct cw *cw;
+	int error;
+
+	rb_mutex_lock(&c->c_lock);
+	for (;;) {
+		if ((io = c->c_flushes) != NULL &&
+		    (uint64_t)(uintptr_t)io->io_ctx <= c->c_written) {
+			if ((c->c_flushes = io->io_next) == NULL)
+				c->c_flushtailp = &c->c_flushes;
+			error = c->c_werror;
+			c->c_werror = 0;
+			rb_mutex_unlock(&c->c_lock);
+			if (error != 0)
+				rb_io_complete(io, error, 0);
+			else
+				rb_stage_pass(&c->c_stage, io);
+			rb_mutex_lock(&c->c_lock);
+			continue;
+		}
+		if ((cw = c->c_qhead) == NULL) {
+			if (c->c_stop)
+				break;
+			c->c_dwaits = true;
+			pthread_cond_wait(&c->c_qcv, &c->c_lock);
+			c->c_dwaits = false;
+			continue;
+		}
+		rb_mutex_unlock(&c->c_lock);
+		error = write_below(c, cw);
+		rb_mutex_lock(&c->c_lock);
+		/* Decided durable and lost: the next FLUSH says so. */
+		if (error != 0 && c->c_werror == 0)
+			c->c_werror = error;
+		if ((c->c_qhead = cw->cw_next) == NULL)
+			c->c_qtailp = &c->c_qhead;
+		if (cw->cw_op == RUMPBLK_B_WRITE)
+			c->c_qbytes -= cw->cw_len;
+		c->c_written = cw->cw_seq;
 		while (c->c_holds > 0)
 			pthread_cond_wait(&c->c_cv, &c->c_lock);
 		evict_locked(c, cw);
 		cw_free(cw);
-		if (c->c_state == CS_CUTTING) {
-			error = ECANCELED;
-			break;
-		}
+		/*
+		 * Wake the writes waiting for room once there is a good deal
+		 * of it (not at every write: one wake-up for many), and
+		 * whoever waits for the queue to empty.
+		 */
+		if (c->c_qhead == NULL || (c->c_roomwaits > 0 &&
+		    c->c_bytes + c->c_qbytes <= c->c_size - c->c_size / 8))
+			pthread_cond_broadcast(&c->c_cv);
 	}
-	c->c_destaging = false;
-	pthread_cond_broadcast(&c->c_cv);
-	return error;
+	rb_mutex_unlock(&c->c_lock);
+	return NULL;
+}
+
+/*
+ * Room for need more bytes of dirty data: a write that would take the
+ * dirty data past the cache's size first decides the oldest durable,
+ * down to 3/4 of it; then, if the dirty and queued data would not fit,
+ * it waits for the destager.  An empty cache takes a write of any size.
+ * 0, or ECANCELED: a cut began.
+ */
+static int
+room_locked(struct cache *c, uint64_t need)
+{
+	if (c->c_state == CS_CUTTING)
+		return ECANCELED;
+	if (c->c_bytes + need > c->c_size)
+		decide_locked(c, 0, c->c_low > need ? c->c_low - need : 0,
+		    true);
+	while (c->c_bytes + c->c_qbytes + need > c->c_size &&
+	    c->c_qhead != NULL && c->c_state != CS_CUTTING) {
+		c->c_roomwaits++;
+		pthread_cond_wait(&c->c_cv, &c->c_lock);
+		c->c_roomwaits--;
+	}
+	return c->c_state == CS_CUTTING ? ECANCELED : 0;
+}
+
+/*
+ * io (a FLUSH, or a FUA write) completes once the medium has every
+ * write up to seq: a FLUSH goes below then (the destager hands it on),
+ * a FUA write is followed by a FLUSH of our own below.  Now, if the
+ * destager is there already.
+ */
+struct fua_wait {
+	struct rb_io	fw_flush;	/* the FLUSH below */
+	struct rb_io	*fw_orig;	/* the FUA write */
+};
+
+static void
+fua_done(struct rb_io *io)
+{
+	struct fua_wait *fw = (struct fua_wait *)(void *)io;
+	struct rb_io *orig = fw->fw_orig;
+	int error = io->io_error;
+
+	free(fw);
+	rb_io_complete(orig, error, error == 0 ? orig->io_len : 0);
+}
+
+static void
+flush_wait_locked(struct cache *c, struct rb_io *io, uint64_t seq)
+{
+	struct fua_wait *fw;
+
+	if (io->io_op != RUMPBLK_B_FLUSH) {
+		/* A FUA write: a FLUSH of ours, done when it is. */
+		if ((fw = calloc(1, sizeof(*fw))) == NULL) {
+			rb_mutex_unlock(&c->c_lock);
+			rb_io_complete(io, ENOMEM, 0);
+			rb_mutex_lock(&c->c_lock);
+			return;
+		}
+		fw->fw_orig = io;
+		fw->fw_flush.io_op = RUMPBLK_B_FLUSH;
+		fw->fw_flush.io_flags = io->io_flags & RUMPBLK_B_ASYNC;
+		fw->fw_flush.io_unit = io->io_unit;
+		fw->fw_flush.io_done = fua_done;
+		io = &fw->fw_flush;
+	}
+	io->io_ctx = (void *)(uintptr_t)seq;
+	io->io_next = NULL;
+	*c->c_flushtailp = io;
+	c->c_flushtailp = &io->io_next;
+	pthread_cond_signal(&c->c_qcv);
 }
 
 /* 3. Requests. */
@@ -414,109 +607,72 @@ cache_read(struct cache *c, struct rb_io *io)
 static void
 cache_write(struct cache *c, struct rb_io *io)
 {
-	struct ext *spare[2];
 	struct cw *cw;
-	uint64_t need;
-	int error = 0;
-	bool fua = rb_io_wants_sync(io);
+	uint64_t need = io->io_op == RUMPBLK_B_WRITE ? io->io_len : 0;
+	int error;
 
-	cw = rb_cache_cw_new(io);
-	spare[0] = malloc(sizeof(struct ext));
-	spare[1] = malloc(sizeof(struct ext));
-	if (cw == NULL || spare[0] == NULL || spare[1] == NULL) {
-		error = ENOMEM;
-		goto out;
+	if ((cw = rb_cache_cw_new(io)) == NULL) {
+		rb_io_complete(io, ENOMEM, 0);
+		return;
 	}
 	cw->cw_gen = rb_genmap_next(&c->c_gen, (unsigned)io->io_op,
 	    io->io_off >> io->io_unit->u_sectshift);
-	need = io->io_op == RUMPBLK_B_WRITE ? io->io_len : 0;
 	rb_mutex_lock(&c->c_lock);
-	if (c->c_state != CS_CUTTING && need != 0 &&
-	    c->c_bytes + need > c->c_size)
-		error = destage_locked(c, 0, need, true);
-	if (error == ECANCELED || c->c_state == CS_CUTTING) {
-		rb_cache_hold_locked(c, io);
-		rb_mutex_unlock(&c->c_lock);
-		goto out;
+	if ((error = room_locked(c, need)) == 0) {
+		cw->cw_ackns = rb_now_ns();
+		error = rb_cache_insert_locked(c, cw);
 	}
 	if (error != 0) {
+		/* ECANCELED: a cut began; the request is in flight at it. */
+		if (error == ECANCELED)
+			rb_cache_hold_locked(c, io);
 		rb_mutex_unlock(&c->c_lock);
-		goto out;
+		cw_free(cw);
+		if (error != ECANCELED)
+			rb_io_complete(io, error, 0);
+		return;
 	}
-	cw->cw_ackns = rb_now_ns();
-	rb_cache_insert_locked(c, cw, spare);
-	if (!fua) {
+	if (!rb_io_wants_sync(io)) {
 		rb_mutex_unlock(&c->c_lock);
 		rb_io_complete(io, 0, io->io_len);
-		free(spare[0]);
-		free(spare[1]);
 		return;
 	}
 	/* FUA: durable when acknowledged (with all before it: in order). */
 	c->c_st.cs_fua++;
-	error = destage_locked(c, cw->cw_seq, 0, false);
-	if (error == ECANCELED) {
-		rb_cache_hold_locked(c, io);
-		rb_mutex_unlock(&c->c_lock);
-		cw = NULL;
-		goto out;
-	}
+	decide_locked(c, cw->cw_seq, UINT64_MAX, false);
+	flush_wait_locked(c, io, cw->cw_seq);
 	rb_mutex_unlock(&c->c_lock);
-	if (error == 0)
-		error = rb_stage_io_below(&c->c_stage, RUMPBLK_B_FLUSH, 0, 0,
-		    0, NULL, NULL);
-	rb_io_complete(io, error, error == 0 ? io->io_len : 0);
-	free(spare[0]);
-	free(spare[1]);
-	return;
-out:
-	/* cw is ours unless it went in (then spare[0] is NULL). */
-	if (spare[0] != NULL)
-		cw_free(cw);
-	free(spare[0]);
-	free(spare[1]);
-	if (error != 0 && error != ECANCELED)
-		rb_io_complete(io, error, 0);
 }
 
 /*
- * FLUSH: every write acknowledged before it onto the medium, then the
- * FLUSH itself below (it syncs the medium).
+ * FLUSH: every write acknowledged before it is decided durable, and the
+ * FLUSH goes below (it syncs the medium) once the destager has written
+ * them (at once if it has).
  */
 static void
 cache_flush(struct cache *c, struct rb_io *io)
 {
-	int error;
-
 	rb_mutex_lock(&c->c_lock);
-	if (c->c_state != CS_CUTTING)
-		c->c_st.cs_flushes++;
-	error = c->c_state == CS_CUTTING ? ECANCELED :
-	    destage_locked(c, c->c_seq, 0, false);
-	if (error == ECANCELED) {
+	if (c->c_state == CS_CUTTING) {
 		rb_cache_hold_locked(c, io);
 		rb_mutex_unlock(&c->c_lock);
 		return;
 	}
+	c->c_st.cs_flushes++;
+	decide_locked(c, c->c_seq, UINT64_MAX, false);
+	flush_wait_locked(c, io, c->c_qlast);
 	rb_mutex_unlock(&c->c_lock);
-	if (error != 0) {
-		rb_io_complete(io, error, 0);
-		return;
-	}
-	rb_stage_pass(&c->c_stage, io);
 }
 
 /*
  * Extent queries: the medium below does not know what is cached, and a
  * client may skip a "hole" it reports.  If anything cached overlaps the
- * range, destage every write first (as a flush would, without the sync),
- * so that the answer below is true.
+ * range, the query waits (as a FLUSH would, deciding every write
+ * durable) until the medium has it all, so that the answer below is true.
  */
 static void
 cache_extents(struct cache *c, struct rb_io *io)
 {
-	int error = 0;
-
 	if (atomic_load_explicit(&c->c_nexts, memory_order_relaxed) != 0) {
 		rb_mutex_lock(&c->c_lock);
 		if (c->c_state == CS_CUTTING) {
@@ -524,19 +680,13 @@ cache_extents(struct cache *c, struct rb_io *io)
 			rb_mutex_unlock(&c->c_lock);
 			return;
 		}
-		if (coverage_locked(c, io->io_off, io->io_len) != 0)
-			error = destage_locked(c, c->c_seq, 0, false);
-		if (error == ECANCELED) {
-			rb_cache_hold_locked(c, io);
-			rb_mutex_unlock(&c->c_lock);
-			return;
+		if (coverage_locked(c, io->io_off, io->io_len) != 0) {
+			decide_locked(c, c->c_seq, UINT64_MAX, false);
+			rb_cache_drain_locked(c);
 		}
 		rb_mutex_unlock(&c->c_lock);
 	}
-	if (error != 0)
-		rb_io_complete(io, error, 0);
-	else
-		rb_stage_pass(&c->c_stage, io);
+	rb_stage_pass(&c->c_stage, io);
 }
 
 /* 4. The layer. */
@@ -569,9 +719,20 @@ cache_destroy(struct rb_stage *st)
 {
 	struct cache *c = (struct cache *)st;
 
-	/* The teardown FLUSH went through: nothing is dirty but what the
-	 * medium refused, which is lost with the unit. */
+	/* The teardown FLUSH went through: the queue is written, nothing
+	 * is dirty.  The destager ends. */
+	rb_mutex_lock(&c->c_lock);
+	rb_cache_drain_locked(c);
+	c->c_stop = true;
+	pthread_cond_signal(&c->c_qcv);
+	rb_mutex_unlock(&c->c_lock);
+	pthread_join(c->c_thread, NULL);
 	rb_cache_drop_locked(c);
+	pthread_cond_destroy(&c->c_qcv);
+	for (struct ext *ch = c->c_xchunks, *n; ch != NULL; ch = n) {
+		n = (struct ext *)(void *)ch[0].x_cw;
+		free(ch);
+	}
 	rb_genmap_fini(&c->c_gen);
 	rb_frames_fini(&c->c_frames);
 	pthread_cond_destroy(&c->c_cv);
@@ -579,10 +740,22 @@ cache_destroy(struct rb_stage *st)
 	free(c);
 }
 
+/*
+ * Prefetch: a write stays in the cache, so only a read's place below is
+ * worth bringing in.
+ */
+static void
+cache_prefetch(struct rb_stage *st, int op, uint64_t off)
+{
+	if (op == RUMPBLK_B_READ)
+		rb_stage_prefetch_below(st, op, off);
+}
+
 static const struct rb_ops cache_ops = {
 	.name = "cache",
 	.submit = cache_submit,
 	.destroy = cache_destroy,
+	.prefetch = cache_prefetch,
 };
 
 struct cache *
@@ -620,13 +793,26 @@ rumpblk_write_cache(struct rumpblk *rb, int unit, uint64_t size)
 	memset(c, 0, sizeof(*c));
 	pthread_mutex_init(&c->c_lock, NULL);
 	pthread_cond_init(&c->c_cv, NULL);
+	pthread_cond_init(&c->c_qcv, NULL);
 	c->c_size = size;
+	c->c_low = size - size / 4;
 	c->c_st.cs_size = size;
 	rb_frames_init(&c->c_frames, sizeof(struct cread));
 	rb_genmap_init(&c->c_gen);
 	RB_INIT(&c->c_tree);
 	c->c_tailp = &c->c_head;
+	c->c_qtailp = &c->c_qhead;
+	c->c_flushtailp = &c->c_flushes;
 	rb_stage_init(&c->c_stage, &cache_ops, u, RB_RANK_CACHE);
+	if ((error = pthread_create(&c->c_thread, NULL, destager, c)) != 0) {
+		rb_genmap_fini(&c->c_gen);
+		rb_frames_fini(&c->c_frames);
+		pthread_cond_destroy(&c->c_qcv);
+		pthread_cond_destroy(&c->c_cv);
+		pthread_mutex_destroy(&c->c_lock);
+		free(c);
+		goto out;
+	}
 	rb_stack_push(u, &c->c_stage);
 out:
 	rb_unit_rele(u, ep);

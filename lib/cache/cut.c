@@ -158,7 +158,10 @@ ord_cmp(const void *a, const void *b)
 	return x->o_cw->cw_seq < y->o_cw->cw_seq ? -1 : 1;
 }
 
-/* Resolve the dirty list (stable: the cache is cut) onto the medium. */
+/*
+ * Resolve the dirty list onto the medium.  It is stable: every request
+ * is held, and the destager is idle with its queue empty.
+ */
 static int
 apply_model(struct cache *c, struct rumpblk_powercut *pc)
 {
@@ -198,7 +201,6 @@ int
 rb_cache_cut(struct cache *c, struct rb_io *io, struct rumpblk_powercut *pc)
 {
 	struct rb_unit *u = c->c_stage.st_unit;
-	struct ext *spare[2] = { NULL, NULL };
 	struct rb_io *held, *next;
 	struct cw *cw = NULL;
 	int error;
@@ -208,10 +210,7 @@ rb_cache_cut(struct cache *c, struct rb_io *io, struct rumpblk_powercut *pc)
 	/* The request that fired is resolved like an unflushed write. */
 	if (io != NULL && (io->io_op == RUMPBLK_B_WRITE ||
 	    io->io_op == RUMPBLK_B_TRIM || io->io_op == RUMPBLK_B_ZERO)) {
-		cw = rb_cache_cw_new(io);
-		spare[0] = malloc(sizeof(struct ext));
-		spare[1] = malloc(sizeof(struct ext));
-		if (cw != NULL)
+		if ((cw = rb_cache_cw_new(io)) != NULL)
 			cw->cw_gen = rb_genmap_next(&c->c_gen,
 			    (unsigned)io->io_op, io->io_off >> u->u_sectshift);
 	}
@@ -222,27 +221,29 @@ rb_cache_cut(struct cache *c, struct rb_io *io, struct rumpblk_powercut *pc)
 			rb_cache_hold_locked(c, io);
 		rb_mutex_unlock(&c->c_lock);
 		free(cw);
-		free(spare[0]);
-		free(spare[1]);
 		return EALREADY;
 	}
 	c->c_state = CS_CUTTING;
-	if (cw != NULL && spare[0] != NULL && spare[1] != NULL) {
+	if (cw != NULL) {
 		cw->cw_ackns = rb_now_ns();
-		rb_cache_insert_locked(c, cw, spare);
-		cw = NULL;
+		if (rb_cache_insert_locked(c, cw) == 0)
+			cw = NULL;
 	}
 	if (io != NULL)
 		rb_cache_hold_locked(c, io);
-	/* The destaging under way ends (its write is durable); no other
-	 * starts while we cut. */
-	while (c->c_destaging)
-		pthread_cond_wait(&c->c_cv, &c->c_lock);
-	c->c_destaging = true;
+	/* FLUSHes waiting for the destager are in flight: no answer. */
+	while ((held = c->c_flushes) != NULL) {
+		c->c_flushes = held->io_next;
+		rb_cache_hold_locked(c, held);
+	}
+	c->c_flushtailp = &c->c_flushes;
+	/* Writes waiting for room hold themselves. */
+	pthread_cond_broadcast(&c->c_cv);
+	/* What was decided durable goes to the medium first; nothing is
+	 * decided while we cut, so the destager is idle after. */
+	rb_cache_drain_locked(c);
 	rb_mutex_unlock(&c->c_lock);
 	free(cw);
-	free(spare[0]);
-	free(spare[1]);
 
 	error = apply_model(c, pc);
 	if (error == 0)
@@ -252,8 +253,6 @@ rb_cache_cut(struct cache *c, struct rb_io *io, struct rumpblk_powercut *pc)
 	rb_mutex_lock(&c->c_lock);
 	rb_cache_drop_locked(c);
 	c->c_st.cs_power_cuts++;
-	c->c_destaging = false;
-	pthread_cond_broadcast(&c->c_cv);
 	rb_mutex_unlock(&c->c_lock);
 
 	rb_event_raise(u->u_rb, u->u_index, RUMPBLK_EVENT_RESET);
