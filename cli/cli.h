@@ -119,8 +119,17 @@ void	cli_default_windows(struct rumpblk_config *, const char *image,
  */
 void	cli_stats_json_members(FILE *, struct rumpblk *,
 	    const struct rumpblk_stats *);
-/* {...}: those members for a snapshot of every unit of rb. */
+/* {...}: those members for a snapshot of every unit of rb, and "nbd"
+ * from the command's hook if it set one. */
 void	cli_stats_json(FILE *, struct rumpblk *);
+/*
+ * The hook: fn(f, arg) writes the value of an "nbd" member (serve: the
+ * flush audit of its connections).  Setting it waits for a writer that
+ * is using the old one; NULL removes it.
+ */
+extern void (*cli_stats_extra)(FILE *, void *);
+extern void *cli_stats_extra_arg;
+void	cli_stats_set_extra(void (*fn)(FILE *, void *), void *arg);
 /* One fault rule: {"id","rule","class","matches","firings","seed"}. */
 void	cli_fault_rule_json(FILE *, const struct rumpblk_fault_info *);
 /* {"model":..,"seed":..,...,"bytes_lost":..}: what a power cut did. */

@@ -68,7 +68,20 @@ struct serve {
 	int		sv_port;	/* of the first --listen, or -1 */
 	bool		sv_pidfile;	/* --pidfile written */
 	pid_t		sv_child;	/* --run, or -1 */
+	char		*sv_audit;	/* the flush audit when the server went */
 };
+
+/* The stats hook: the live server's flush audit, or its last one. */
+static void
+serve_audit(FILE *f, void *arg)
+{
+	struct serve *sv = arg;
+
+	if (sv->sv_srv != NULL)
+		nbd_server_audit_json(sv->sv_srv, f);
+	else
+		fputs(sv->sv_audit != NULL ? sv->sv_audit : "null", f);
+}
 
 /* Percent-encode for an NBD URI (RFC 3986 unreserved and '/' kept). */
 static void
@@ -456,6 +469,7 @@ start_listening(const struct serve_opts *o, struct serve *sv)
 		cli_err("serve: out of memory");
 		goto destroy;
 	}
+	cli_stats_set_extra(serve_audit, sv);
 	return 0;
 destroy:
 	nbd_server_destroy(sv->sv_srv);
@@ -470,8 +484,25 @@ destroy:
 static void
 stop_listening(struct serve *sv)
 {
-	nbd_server_destroy(sv->sv_srv);
+	struct nbd_server *srv;
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	/* Keep the last audit for --stats (and ctl stats meanwhile). */
+	if ((f = open_memstream(&buf, &len)) != NULL) {
+		nbd_server_audit_json(sv->sv_srv, f);
+		if (fclose(f) != 0) {
+			free(buf);
+			buf = NULL;
+		}
+	}
+	srv = sv->sv_srv;
+	cli_stats_set_extra(NULL, NULL);	/* waits for a reader */
+	sv->sv_audit = buf;
 	sv->sv_srv = NULL;
+	cli_stats_set_extra(serve_audit, sv);
+	nbd_server_destroy(srv);
 	free(sv->sv_uri);
 	sv->sv_uri = NULL;
 }
@@ -560,6 +591,8 @@ remove_image:
 		unlink(o.so_pidfile);	/* last: see the head comment */
 close_sigfd:
 	close(sv.sv_sigfd);
+	cli_stats_set_extra(NULL, NULL);
+	free(sv.sv_audit);
 free_opts:
 	serve_opts_free(&o);
 	return rc;

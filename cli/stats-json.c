@@ -17,9 +17,35 @@
  * agree with each other.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 
 #include "cli.h"
+
+void	(*cli_stats_extra)(FILE *, void *);
+void	*cli_stats_extra_arg;
+static pthread_mutex_t extra_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void
+rb_mutex_lock_extra(void)
+{
+	pthread_mutex_lock(&extra_lock);
+}
+
+static void
+rb_mutex_unlock_extra(void)
+{
+	pthread_mutex_unlock(&extra_lock);
+}
+
+void
+cli_stats_set_extra(void (*fn)(FILE *, void *), void *arg)
+{
+	pthread_mutex_lock(&extra_lock);
+	cli_stats_extra = fn;
+	cli_stats_extra_arg = arg;
+	pthread_mutex_unlock(&extra_lock);
+}
 
 /* The library's name of a class, "?" for one it does not know. */
 static const char *
@@ -167,5 +193,11 @@ cli_stats_json(FILE *f, struct rumpblk *rb)
 	rumpblk_stats(rb, -1, &st);
 	fputc('{', f);
 	cli_stats_json_members(f, rb, &st);
+	rb_mutex_lock_extra();
+	if (cli_stats_extra != NULL) {
+		fputs(",\"nbd\":", f);
+		cli_stats_extra(f, cli_stats_extra_arg);
+	}
+	rb_mutex_unlock_extra();
 	fputc('}', f);
 }

@@ -65,6 +65,7 @@ nbd_conn_new(struct nbd_server *s, int fd, bool tcp)
 		return NULL;
 	}
 	c->c_srv = s;
+	snprintf(c->c_peer, sizeof(c->c_peer), "%s", tcp ? "tcp" : "unix");
 	c->c_fd = fd;
 	c->c_is_tcp = tcp;
 	c->c_outtail = &c->c_outq;

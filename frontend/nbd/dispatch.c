@@ -156,6 +156,8 @@ req_done(struct rumpblk_buf *bp)
 		nbd_rl_unlock(&s->s_rl, &r->r_range);
 		r->r_locked = false;
 	}
+	nbd_audit_done(r, error == EOPNOTSUPP && r->r_type == NBD_CMD_TRIM ?
+	    0 : error);
 	switch (r->r_type) {
 	case NBD_CMD_READ:
 		if (error == 0 && bp->b_bcount - bp->b_resid < r->r_skip +
@@ -222,6 +224,7 @@ sync_io(struct nbd_conn *c, int flags, uint64_t off, size_t len, void *data)
 static void
 finish_now(struct nbd_req *r, int error)
 {
+	nbd_audit_done(r, error);
 	if (error == 0)
 		nbd_reply_simple(r, 0, false);
 	else
@@ -473,6 +476,7 @@ nbd_dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 		if ((r = req_start(c, 0, rq, type, flags, off, 0)) == NULL)
 			return ENOMEM;
 flush:
+		nbd_audit_flush_start(r);
 		req_submit(r, RUMPBLK_B_FLUSH | RUMPBLK_B_ASYNC, 0, 0, NULL);
 		return 0;
 

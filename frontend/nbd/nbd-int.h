@@ -81,6 +81,19 @@ struct nbd_rangelock {
 	unsigned	rl_waiters;	/* l: threads in nbd_rl_lock's wait */
 };
 
+/* A connection's flush audit (audit.c); the server's sum of ended ones. */
+struct nbd_audit {
+	uint64_t	a_written;	/* bytes acknowledged: write, trim, zero */
+	uint64_t	a_durable;	/* ... made durable by FLUSH or FUA */
+	uint64_t	a_flushes;	/* FLUSHes that succeeded */
+	uint64_t	a_fua;		/* FUA writes */
+	uint64_t	a_unflushed;	/* acknowledged since the last FLUSH */
+	uint64_t	a_unflushed_max;
+	uint64_t	a_oldest_ns;	/* when the oldest of those was, or 0 */
+	/* per FLUSH: the age of its oldest write, [2^i, 2^(i+1)) ns */
+	uint64_t	a_hist[RUMPBLK_LAT_BUCKETS];
+};
+
 /*
  * Locks: s = s_lock, a = atomic, ( = set at create / before run.
  * Lock order: s_lock before any connection's c_lock (the reset event
@@ -111,6 +124,10 @@ struct nbd_server {
 	struct nbd_conn	*s_conns;	/* s: live and ended connections,
 					   and those of nbd_serve_fd */
 	unsigned	s_nconns;	/* s: live ones */
+	unsigned	s_nextid;	/* s: ids of connections */
+	unsigned	s_nended;	/* s: connections that ended */
+	unsigned	s_left_unflushed; /* s: ... with writes never flushed */
+	struct nbd_audit s_audit_gone;	/* s: their audits, summed */
 };
 
 /* One request and its reply. */
@@ -128,6 +145,8 @@ struct nbd_req {
 	size_t		r_charge;	/* bytes charged to c_inflight */
 	struct nbd_range r_range;
 	bool		r_locked;	/* r_range is held */
+	uint64_t	r_flbytes;	/* FLUSH: the bytes it covers */
+	uint64_t	r_floldest;	/* FLUSH: their oldest's time */
 	/* The reply: r_iov[0..r_iovcnt) from r_sent on. */
 	union {
 		struct nbd_simple_reply s;
@@ -194,6 +213,9 @@ struct nbd_conn {
 	struct nbd_req	*c_free;	/* c: cached requests */
 	unsigned	c_nfree;	/* c */
 	size_t		c_free_bytes;	/* c: buffer bytes of c_free */
+	struct nbd_audit c_audit;	/* c */
+	unsigned	c_id;		/* ( the server's count of clients */
+	char		c_peer[64];	/* ( "unix" or ADDR:PORT */
 	/* Server list. */
 	bool		c_ended;	/* s */
 	struct nbd_conn	*c_next;	/* s */
@@ -298,6 +320,14 @@ void	*nbd_writer_main(void *);
  * ECONNRESET for DISC or a vanished client, another errno to hang up.
  * Reader thread only. */
 int	nbd_dispatch(struct nbd_conn *, const struct nbd_request *);
+
+/* audit.c */
+/* A FLUSH starts: it covers what the connection left unflushed. */
+void	nbd_audit_flush_start(struct nbd_req *);
+/* A request completed in the library with error. */
+void	nbd_audit_done(struct nbd_req *, int error);
+/* A connection ended: log it if it left writes unflushed, sum it. */
+void	nbd_audit_conn_end(struct nbd_conn *);
 
 /* rangelock.c */
 void	nbd_rl_init(struct nbd_rangelock *);

@@ -81,6 +81,14 @@ int	nbd_server_listen_tcp(struct nbd_server *, const char *addrport,
  */
 int	nbd_server_run(struct nbd_server *, int extra_fd);
 
+/*
+ * The flush audit as one JSON object: {"connections":[{"id","peer",
+ * "bytes_written","bytes_durable","flushes","fua","unflushed",
+ * "unflushed_max","flush_age_hist"},...],"ended":{"connections",
+ * "left_unflushed", and the same counters summed}}.  Any thread.
+ */
+void	nbd_server_audit_json(struct nbd_server *, FILE *);
+
 /* Make nbd_server_run() return.  Async-signal-safe. */
 void	nbd_server_stop(struct nbd_server *);
 

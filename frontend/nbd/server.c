@@ -26,6 +26,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -262,9 +263,11 @@ conn_main(void *arg)
 	ssize_t n;
 
 	nbd_conn_serve(c);
+	nbd_audit_conn_end(c);
 	pthread_mutex_lock(&s->s_lock);
 	c->c_ended = true;
 	s->s_nconns--;
+	s->s_nended++;
 	pthread_cond_broadcast(&s->s_cv);
 	pthread_mutex_unlock(&s->s_lock);
 	n = write(s->s_wakefd, &one, sizeof(one));
@@ -292,6 +295,30 @@ reap(struct nbd_server *s)
 		dead = c->c_next;
 		pthread_join(c->c_reader, NULL);
 		nbd_conn_free(c);
+	}
+}
+
+/* "unix", or ADDR:PORT ([ADDR]:PORT for IPv6) of a peer. */
+static void
+peer_name(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const void *)ss;
+
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		port = ntohs(sin->sin_port);
+		snprintf(buf, len, "%s:%d", host, port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const void *)ss;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		port = ntohs(sin6->sin6_port);
+		snprintf(buf, len, "[%s]:%d", host, port);
+	} else {
+		snprintf(buf, len, "unix");
 	}
 }
 
@@ -331,7 +358,9 @@ accept_one(struct nbd_server *s, int lfd)
 		return;
 	}
 	c->c_has_reader = true;
+	peer_name(&ss, c->c_peer, sizeof(c->c_peer));
 	pthread_mutex_lock(&s->s_lock);
+	c->c_id = ++s->s_nextid;
 	if (pthread_create(&c->c_reader, NULL, conn_main, c) != 0) {
 		pthread_mutex_unlock(&s->s_lock);
 		nbd_log(s, "cannot start a thread for a client");

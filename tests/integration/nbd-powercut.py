@@ -11,6 +11,9 @@
 # 2. A cut on cue (a power-cut rule, model subset, seed 7) under one
 #    client writing in order: twice, the same image hash; served again
 #    with --fault-replay of the first run's log: the same hash again.
+# 3. The flush audit: per connection in "ctl stats" (bytes written, made
+#    durable, flushes, FUA, unflushed now and at most), and one log line
+#    for a client that leaves with writes it never flushed.
 # Every server is started with --pidfile and ended by its PID; every wait
 # is bounded.  It runs under the system python3, which has libnbd.
 
@@ -208,8 +211,54 @@ def on_cue(rumpblk, tmp):
               "the image did not change")
 
 
+def audit(rumpblk, tmp):
+    img = os.path.join(tmp, "audit.img")
+    with open(img, "wb") as f:
+        f.truncate(SIZE)
+    s = Server(rumpblk, tmp, "audit", img)
+    try:
+        h = s.client()
+        h.pwrite(b"a" * 8192, 0)
+        h.pwrite(b"b" * 4096, 8192, nbd.CMD_FLAG_FUA)
+        h.flush()
+        h.pwrite(b"c" * 4096, 16384)
+        h.zero(4096, 65536)
+        rc, out, err = s.ctl_cmd("stats")
+        st = json.loads(out)["stats"]
+        conns = st["nbd"]["connections"]
+        check(len(conns) == 1, "audit: connections %s" % conns)
+        a = conns[0]
+        check(a["bytes_written"] == 8192 + 4096 + 4096 + 4096 and
+              a["bytes_durable"] == 8192 + 4096 and a["flushes"] == 1 and
+              a["fua"] == 1 and a["unflushed"] == 8192 and
+              a["unflushed_max"] == 8192 and
+              sum(a["flush_age_hist"]) == 1,
+              "audit: the connection's counters %s" % a)
+        wc = st["write_cache"]
+        check(wc["bytes_written"] == a["bytes_written"] and
+              wc["dirty_bytes"] == 8192 and wc["flushes"] == 1 and
+              wc["fua"] == 1, "audit: the unit's counters %s" % wc)
+        h.shutdown()
+        line = "client 1 (unix) left with 8192 bytes of acknowledged " \
+            "writes it never flushed"
+        for _ in range(100):
+            if line in s.errors():
+                break
+            time.sleep(0.1)
+        check(line in s.errors(), "audit: no log line for the client "
+              "that left unflushed: %s" % s.errors())
+        rc, out, err = s.ctl_cmd("stats")
+        ended = json.loads(out)["stats"]["nbd"]["ended"]
+        check(ended["connections"] == 1 and ended["left_unflushed"] == 1,
+              "audit: ended %s" % ended)
+    finally:
+        rc = s.stop()
+    check(rc == 0, "audit: server exited %s: %s" % (rc, s.errors()))
+
+
 def main():
     rumpblk, tmp = sys.argv[1], sys.argv[2]
+    audit(rumpblk, tmp)
     models(rumpblk, tmp)
     on_cue(rumpblk, tmp)
     print("ok")
