@@ -90,15 +90,9 @@ run() {		# run TOOL PATTERN BS THREADS
 	echo "$j" | jq '.iops'
 }
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {
-	if (NR == 0) print 0; else print a[int((NR + 1) / 2)] }'; }
-
-# pairmed "A1 A2 ..." "B1 B2 ...": the median of Bi / Ai over the rounds.
-pairmed() {
-	awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " ");
-	    split(b, y, " "); for (i = 1; i <= n; i++) if (x[i] > 0)
-	    print y[i] / x[i] }' | median
-}
+# median, pairmed "A1 A2 ..." "B1 B2 ..." (the median of Bi / Ai over
+# the rounds): bench/lib.sh.
+. "$here/lib.sh"
 
 # Display order, and run order: each rumpblk column right after the raw
 # loop it is compared with.

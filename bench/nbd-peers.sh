@@ -70,8 +70,8 @@ img=$work/bench.img
 sock=$work/s
 bytes=$(numfmt --from=iec "$size") || die "bad BENCH_SIZE $size"
 # Real data (no holes), written now so that it is in the page cache.
-head -c "$bytes" /dev/urandom >"$img" || die "cannot write $img"
-cat "$img" >/dev/null
+. "$src/bench/lib.sh"
+random_image "$img" "$bytes" || die "cannot write $img"
 
 # start SERVER: start it on $sock in the background, set srvpid.
 start() {

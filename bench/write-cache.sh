@@ -29,6 +29,7 @@ rounds=${BENCH_ROUNDS:-3}
 size=${BENCH_SIZE:-512M}
 cache=${BENCH_CACHE:-64M}
 RUMPBLK=${RUMPBLK:-$(cd "$build" && pwd)/cli/rumpblk}
+. "$src/bench/lib.sh"
 
 die() {
 	echo "write-cache: $*" >&2
@@ -52,8 +53,7 @@ trap 'exit 130' INT TERM
 img=$work/bench.img
 sock=$work/s
 bytes=$(numfmt --from=iec "$size") || die "bad BENCH_SIZE $size"
-head -c "$bytes" /dev/urandom >"$img" || die "cannot write $img"
-cat "$img" >/dev/null
+random_image "$img" "$bytes" || die "cannot write $img"
 
 # start IMAGE [serve options...]: the server on $sock, srvpid set.
 start() {
@@ -92,13 +92,6 @@ j = json.load(open(sys.argv[1]))["jobs"][0]
 print(j["read"]["iops"] + j["write"]["iops"])' "$work/fio.json"
 }
 
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {
-	if (NR == 0) print 0; else print a[int((NR + 1) / 2)] }'; }
-pairmed() {
-	awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x, " ");
-	    split(b, y, " "); for (i = 1; i <= n; i++) if (x[i] > 0)
-	    print y[i] / x[i] }' | median
-}
 
 echo "write-cache: $size image, cache $cache, $rounds rounds of ${secs}s," \
     "$(fio --version), $(nproc) CPUs"

@@ -40,6 +40,20 @@ requires() {
 tmp=$(mktemp -d "${TMPDIR:-/var/tmp}/rumpblk-it.XXXXXX")
 cleanup_fn "rm -rf '$tmp'"
 
+# requires_kernel_fs: skip (77) without /dev/fuse and loop devices, or
+# without root (losetup, mount): what a kernel file system on the export
+# needs from outside the repository.
+requires_kernel_fs() {
+	if [ ! -c /dev/fuse ] || [ ! -e /dev/loop-control ]; then
+		echo "$0: test skipped: needs /dev/fuse and loop devices"
+		exit 77
+	fi
+	if [ "$(id -u)" != 0 ]; then
+		echo "$0: test skipped: needs root for losetup and mount"
+		exit 77
+	fi
+}
+
 # fail MESSAGE: print with the backend named, exit 1.
 fail() {
 	echo "FAIL [backend $TEST_BACKEND] $0: $*" >&2

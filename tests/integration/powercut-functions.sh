@@ -49,14 +49,7 @@ pc_requires() {
 	requires fusermount3 --version
 	requires /usr/bin/python3 -c 'import sqlite3'
 	requires jq --version
-	if [ ! -c /dev/fuse ] || [ ! -e /dev/loop-control ]; then
-		echo "$0: test skipped: needs /dev/fuse and loop devices"
-		exit 77
-	fi
-	if [ "$(id -u)" != 0 ]; then
-		echo "$0: test skipped: needs root for losetup and mount"
-		exit 77
-	fi
+	requires_kernel_fs
 }
 
 PC_SIZE=$((128 << 20))

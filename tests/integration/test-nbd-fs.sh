@@ -15,14 +15,7 @@ requires mkfs.ext4 -V
 requires e2fsck -V
 requires losetup --version
 requires fusermount3 --version
-if [ ! -c /dev/fuse ] || [ ! -e /dev/loop-control ]; then
-	echo "$0: test skipped: needs /dev/fuse and loop devices"
-	exit 77
-fi
-if [ "$(id -u)" != 0 ]; then
-	echo "$0: test skipped: needs root for losetup and mount"
-	exit 77
-fi
+requires_kernel_fs
 
 img=$tmp/disk.img
 sock=$tmp/s
