@@ -82,4 +82,41 @@ expect 1 "missing-dir/x.img: No such file or directory" \
 "$RUMPBLK" create "$tmp/odd.img" 1000 || fail "create of an odd size"
 "$RUMPBLK" info "$tmp/odd.img" | grep -q "1 (and a partial one)" ||
     fail "info of an odd-sized image"
+# The write cache and power cuts (issue 11): each refusal names the flag
+# or rule at fault, and a running server keeps serving after a bad
+# command.
+expect 2 "--write-cache: '0' is less than 64K" serve --write-cache 0 "$img"
+expect 2 "--write-cache" serve --write-cache 12Q "$img"
+expect 2 "model: unknown model 'melt'" serve --fault power-cut,model=melt "$img"
+expect 2 "atom: '1000' is not a multiple of 512" \
+    serve --fault power-cut,model=torn,atom=1000 "$img"
+expect 2 "atom= applies to model=torn only" \
+    serve --fault power-cut,model=subset,atom=4096 "$img"
+expect 1 "power-cut needs a volatile write cache.*--write-cache" \
+    serve --socket "$tmp/pcs" --fault power-cut,op=write,nth=3 "$img"
+[ -e "$tmp/pcs" ] && fail "serve listened after refusing a power-cut rule"
+start_server -P "$tmp/pc.pid" "$RUMPBLK" serve --socket "$tmp/pc.sock" \
+    --pidfile "$tmp/pc.pid" --control "$tmp/pc.ctl" "$img" 2>"$tmp/pc.err"
+out=$("$RUMPBLK" ctl "$tmp/pc.ctl" power-cut 2>&1) &&
+    fail "ctl power-cut without a cache was taken: $out"
+case $out in
+*'"ok":false'*'no volatile write cache (serve --write-cache SIZE)'*) ;;
+*) fail "ctl power-cut without a cache answered: $out" ;;
+esac
+out=$("$RUMPBLK" ctl "$tmp/pc.ctl" fault add power-cut,nth=2 2>&1) &&
+    fail "a power-cut rule without a cache was armed: $out"
+case $out in
+*'"ok":false'*'--write-cache'*) ;;
+*) fail "fault add power-cut without a cache answered: $out" ;;
+esac
+out=$("$RUMPBLK" ctl "$tmp/pc.ctl" power-cut model=melt 2>&1) &&
+    fail "ctl power-cut model=melt was taken: $out"
+case $out in
+*"unknown model 'melt'"*) ;;
+*) fail "ctl power-cut model=melt answered: $out" ;;
+esac
+# Still serving.
+"$RUMPBLK" ctl "$tmp/pc.ctl" stats >/dev/null ||
+    fail "the server stopped answering after bad power-cut commands"
+kill "$(cat "$tmp/pc.pid")"
 exit 0

@@ -681,6 +681,43 @@ event(void **state)
 	env_close(&e);
 }
 
+/* A cut of one unit leaves another unit of the instance alone. */
+static void
+other_unit(void **state)
+{
+	struct rumpblk_cache_stats cs;
+	struct rumpblk_powercut pc;
+	struct env e;
+	unsigned char buf[4096], got[4096];
+	char *img2 = tl_image("cache-other.img", MB, 6);
+	int u2;
+
+	(void)state;
+	env_open(&e, "cache-other0.img", MB);
+	u2 = tl_register(e.fl.rb, img2, 0, RUMPBLK_SIZENOTSET);
+	tl_eq(rumpblk_write_cache(e.fl.rb, u2, MB), 0);
+	env_write(&e, RUMPBLK_B_WRITE, 0, 4096, 1);
+	memset(buf, 0x5c, sizeof(buf));
+	tl_eq(tl_io(e.fl.rb, u2, WA, 8, buf, sizeof(buf), NULL), 0);
+	rumpblk_powercut_init(e.fl.rb, &pc);
+	tl_eq(rumpblk_power_cut(e.fl.rb, e.fl.unit, &pc), 0);
+	tl_eq(pc.pc_unflushed, 1);
+	ref_cut(&e.ref, e.fl.unit, &pc);
+	env_check_medium(&e, "the unit cut");
+	/* The other unit still has its write, cached, and keeps it. */
+	tl_eq(rumpblk_cache_stats(e.fl.rb, u2, &cs), 0);
+	tl_eq(cs.cs_dirty_writes, 1);
+	tl_eq(cs.cs_power_cuts, 0);
+	tl_eq(tl_io(e.fl.rb, u2, RUMPBLK_B_READ, 8, got, sizeof(got), NULL), 0);
+	tl_eq(memcmp(got, buf, sizeof(buf)), 0);
+	tl_eq(tl_io(e.fl.rb, u2, RUMPBLK_B_FLUSH, 0, NULL, 0, NULL), 0);
+	tl_host_read(img2, got, sizeof(got), 4096);
+	tl_eq(memcmp(got, buf, sizeof(buf)), 0);
+	env_close(&e);
+	unlink(img2);
+	free(img2);
+}
+
 int
 main(void)
 {
@@ -694,6 +731,7 @@ main(void)
 		cmocka_unit_test(flush_race),
 		cmocka_unit_test(refusals),
 		cmocka_unit_test(event),
+		cmocka_unit_test(other_unit),
 	};
 
 	return tl_main(tests, NULL, NULL);
