@@ -169,6 +169,32 @@ nbd_conn_reset(struct nbd_conn *c)
 	unlock(&c->c_lock);
 }
 
+bool
+nbd_submit_enter(struct nbd_conn *c)
+{
+	atomic_fetch_add(&c->c_submitting, 1);
+	if (!atomic_load(&c->c_reset))
+		return true;
+	atomic_fetch_sub(&c->c_submitting, 1);
+	return false;
+}
+
+void
+nbd_submit_leave(struct nbd_conn *c)
+{
+	atomic_fetch_sub(&c->c_submitting, 1);
+}
+
+void
+nbd_conn_reset_fence(struct nbd_conn *c)
+{
+	/* 10 s at most: strategy does not block while a unit is cut. */
+	for (int i = 0; i < 100000 && atomic_load(&c->c_submitting) != 0 &&
+	    !(c->c_has_reader && pthread_equal(c->c_reader,
+	    pthread_self())); i++)
+		usleep(100);
+}
+
 void
 nbd_conn_free(struct nbd_conn *c)
 {

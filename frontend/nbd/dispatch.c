@@ -201,7 +201,14 @@ req_submit(struct nbd_req *r, int flags, uint64_t off, size_t len, void *data)
 	bp->b_data = data;
 	bp->b_private = r;
 	bp->b_iodone = req_done;
+	if (!nbd_submit_enter(r->r_conn)) {
+		/* Dropped by a unit reset: its reply is discarded. */
+		bp->b_error = ECONNRESET;
+		req_done(bp);
+		return;
+	}
 	rumpblk_strategy(s->s_cfg.rb, bp);
+	nbd_submit_leave(r->r_conn);
 }
 
 /* One synchronous strategy call on an aligned range (unaligned paths). */
@@ -217,7 +224,10 @@ sync_io(struct nbd_conn *c, int flags, uint64_t off, size_t len, void *data)
 	b.b_blkno = (int64_t)(off >> RUMPBLK_DEV_BSHIFT);
 	b.b_bcount = len;
 	b.b_data = data;
+	if (!nbd_submit_enter(c))
+		return ECONNRESET;
 	rumpblk_strategy(s->s_cfg.rb, &b);
+	nbd_submit_leave(c);
 	return rumpblk_biowait(&b);
 }
 

@@ -34,7 +34,16 @@
  *   - A unit reset drops connections from whichever thread raised the
  *     event (server.c's callback, nbd_conn_reset): it sets c_reset and
  *     shuts the socket down, and each connection's own threads then end
- *     it as they would for a client that left.
+ *     it as they would for a client that left.  No request of a dropped
+ *     connection reaches the library after the event: the reader counts
+ *     itself in c_submitting, then checks c_reset, then calls strategy;
+ *     the callback sets c_reset, then waits until c_submitting is 0 (both
+ *     sequentially consistent, so one of the two sees the other).  A
+ *     power cut raises the event while its unit holds every request, so
+ *     strategy returns at once and the wait is short; a request caught
+ *     that way is failed by the cut, and one that saw c_reset is failed
+ *     here.  Without this a write parsed before the reset could land on
+ *     the post-crash medium.
  */
 #ifndef RUMPBLK_NBD_INT_H
 #define RUMPBLK_NBD_INT_H
@@ -205,6 +214,7 @@ struct nbd_conn {
 	bool		c_writer_wanted; /* c: ownership passed to writer */
 	bool		c_writer_stop;	/* c */
 	bool		c_dead;		/* c: replies cannot be sent */
+	_Atomic unsigned c_submitting;	/* a: the reader is in strategy */
 	_Atomic bool	c_reset;	/* a: the unit was reset: parse no
 					   more requests */
 	size_t		c_inflight;	/* c: bytes charged */
@@ -261,6 +271,16 @@ void	nbd_conn_free(struct nbd_conn *);
  * keeps the connection from being freed.
  */
 void	nbd_conn_reset(struct nbd_conn *);
+/*
+ * After nbd_conn_reset of every connection: wait (bounded) until no
+ * reader of a reset connection is inside rumpblk_strategy, but for the
+ * calling thread's own.  s_lock held.
+ */
+void	nbd_conn_reset_fence(struct nbd_conn *);
+/* Around each strategy call of the reader (dispatch.c): false, and no
+ * call, if the connection was reset. */
+bool	nbd_submit_enter(struct nbd_conn *);
+void	nbd_submit_leave(struct nbd_conn *);
 
 /* wire.c */
 /* Read exactly n bytes (through the receive buffer); 0 or errno

@@ -54,6 +54,9 @@ server_event(void *arg, int unit, int event)
 		nbd_conn_reset(c);
 		n++;
 	}
+	for (c = s->s_conns; c != NULL; c = c->c_next)
+		if (!c->c_ended)
+			nbd_conn_reset_fence(c);
 	pthread_mutex_unlock(&s->s_lock);
 	nbd_log(s, "unit %d was reset: dropped %u connection%s", unit, n,
 	    n == 1 ? "" : "s");
