@@ -190,7 +190,8 @@ req_done(struct rumpblk_buf *bp)
 static void
 req_submit(struct nbd_req *r, int flags, uint64_t off, size_t len, void *data)
 {
-	struct nbd_server *s = r->r_conn->c_srv;
+	struct nbd_conn *c = r->r_conn;
+	struct nbd_server *s = c->c_srv;
 	struct rumpblk_buf *bp = &r->r_buf;
 
 	memset(bp, 0, sizeof(*bp));
@@ -201,14 +202,15 @@ req_submit(struct nbd_req *r, int flags, uint64_t off, size_t len, void *data)
 	bp->b_data = data;
 	bp->b_private = r;
 	bp->b_iodone = req_done;
-	if (!nbd_submit_enter(r->r_conn)) {
+	if (!nbd_submit_enter(c)) {
 		/* Dropped by a unit reset: its reply is discarded. */
 		bp->b_error = ECONNRESET;
 		req_done(bp);
 		return;
 	}
+	/* r may be done, and reused, once strategy returns: not r_conn. */
 	rumpblk_strategy(s->s_cfg.rb, bp);
-	nbd_submit_leave(r->r_conn);
+	nbd_submit_leave(c);
 }
 
 /* One synchronous strategy call on an aligned range (unaligned paths). */
