@@ -63,8 +63,10 @@ rumpblk_fault_replay(struct rumpblk *rb, FILE *f, char *errbuf,
 		/* A cut by command (rumpblk_power_cut), not by a request:
 		 * nothing to replay. */
 		if (fi.fi_class == RUMPBLK_FAULT_POWERCUT &&
-		    strcmp(fi.fi_rule, "ctl") == 0)
+		    strcmp(fi.fi_rule, "ctl") == 0) {
+			free(fi.fi_bitpos);
 			continue;
+		}
 		if (nents == cap) {
 			cap = cap ? cap * 2 : 64;
 			if ((ne = realloc(ents, cap * sizeof(*ents))) == NULL) {
