@@ -383,6 +383,15 @@ rb_stat_add(struct rb_counters *cn, size_t word, uint64_t n)
 }
 void	rb_stat_latency(struct rb_counters *, int op, uint64_t ns);
 
+/* The bucket of a latency: [2^b, 2^(b+1)) ns, 0 ns in bucket 0. */
+static inline unsigned
+rb_lat_bucket(uint64_t ns)
+{
+	unsigned b = ns == 0 ? 0 : 63 - (unsigned)__builtin_clzll(ns);
+
+	return b < RUMPBLK_LAT_BUCKETS ? b : RUMPBLK_LAT_BUCKETS - 1;
+}
+
 /* Word f of a struct rumpblk_latency, from its first word. */
 #define RB_LAT_W(f)	(offsetof(struct rumpblk_latency, f) / sizeof(uint64_t))
 

@@ -122,9 +122,7 @@ rb_stat_latency(struct rb_counters *cn, int op, uint64_t ns)
 	    &w[RB_LAT_W(max_ns)], &cur, ns, memory_order_relaxed,
 	    memory_order_relaxed))
 		;
-	b = ns == 0 ? 0 : 63 - (unsigned)__builtin_clzll(ns);
-	if (b >= RUMPBLK_LAT_BUCKETS)
-		b = RUMPBLK_LAT_BUCKETS - 1;
+	b = rb_lat_bucket(ns);
 	rb_stat_add_word(&w[RB_LAT_W(hist) + b], s, 1);
 }
 

@@ -120,7 +120,7 @@ ext_insert(struct cache *c, struct ext *x, uint64_t off, uint64_t end,
 }
 
 struct cw *
-rb_cache_cw_new(const struct rb_io *io)
+rb_cache_cw_new(struct cache *c, const struct rb_io *io)
 {
 	size_t dlen = io->io_op == RUMPBLK_B_WRITE ? io->io_len : 0;
 	struct cw *cw;
@@ -131,6 +131,8 @@ rb_cache_cw_new(const struct rb_io *io)
 	cw->cw_op = io->io_op;
 	cw->cw_off = io->io_off;
 	cw->cw_len = io->io_len;
+	cw->cw_gen = rb_genmap_next(&c->c_gen, (unsigned)io->io_op,
+	    io->io_off >> io->io_unit->u_sectshift);
 	if (dlen != 0)
 		memcpy(cw->cw_data, io->io_data, dlen);
 	return cw;
@@ -247,12 +249,6 @@ coverage_locked(struct cache *c, uint64_t off, uint64_t len)
 	return !gap && at >= end ? 2 : 1;
 }
 
-static void
-cw_free(struct cw *cw)
-{
-	free(cw);
-}
-
 void
 rb_cache_drop_locked(struct cache *c)
 {
@@ -263,12 +259,12 @@ rb_cache_drop_locked(struct cache *c)
 		ext_remove(c, x);
 	while ((cw = c->c_head) != NULL) {
 		c->c_head = cw->cw_next;
-		cw_free(cw);
+		free(cw);
 	}
 	c->c_tailp = &c->c_head;
 	while ((cw = c->c_qhead) != NULL) {
 		c->c_qhead = cw->cw_next;
-		cw_free(cw);
+		free(cw);
 	}
 	c->c_qtailp = &c->c_qhead;
 	c->c_qbytes = 0;
@@ -284,33 +280,43 @@ rb_cache_hold_locked(struct cache *c, struct rb_io *io)
 	c->c_held = io;
 }
 
+/*
+ * Take L for a request; if a cut is under way, hold the request (it is
+ * in flight at the cut), drop L and say so.
+ */
+static bool
+lock_unless_cut(struct cache *c, struct rb_io *io)
+{
+	rb_mutex_lock(&c->c_lock);
+	if (c->c_state != CS_CUTTING)
+		return true;
+	rb_cache_hold_locked(c, io);
+	rb_mutex_unlock(&c->c_lock);
+	return false;
+}
+
 /* 2. Destaging. */
 
 static void
 lat_add(struct rumpblk_latency *l, uint64_t ns)
 {
-	unsigned b = ns == 0 ? 0 : 63 - (unsigned)__builtin_clzll(ns);
-
 	l->count++;
 	l->timed++;
 	l->total_ns += ns;
 	if (ns > l->max_ns)
 		l->max_ns = ns;
-	l->hist[b < RUMPBLK_LAT_BUCKETS ? b : RUMPBLK_LAT_BUCKETS - 1]++;
+	l->hist[rb_lat_bucket(ns)]++;
 }
 
-/* A cached write onto the medium (synchronous, not synced). */
-static int
-write_below(struct cache *c, const struct cw *cw)
+int
+rb_cache_put(struct cache *c, const struct cw *cw, uint64_t off, uint64_t len)
 {
 	int error = rb_stage_io_below(&c->c_stage, cw->cw_op, RB_IO_NOSYNC,
-	    cw->cw_off, cw->cw_len, cw->cw_op == RUMPBLK_B_WRITE ?
-	    (void *)cw->cw_data : NULL, NULL);
+	    off, len, cw->cw_op == RUMPBLK_B_WRITE ?
+	    (void *)(cw->cw_data + (off - cw->cw_off)) : NULL, NULL);
 
 	/* A trim is advice: a medium that cannot trim has lost nothing. */
-	if (error == EOPNOTSUPP && cw->cw_op == RUMPBLK_B_TRIM)
-		error = 0;
-	return error;
+	return error == EOPNOTSUPP && cw->cw_op == RUMPBLK_B_TRIM ? 0 : error;
 }
 
 /*
@@ -394,7 +400,7 @@ destager(void *arg)
 			continue;
 		}
 		rb_mutex_unlock(&c->c_lock);
-		error = write_below(c, cw);
+		error = rb_cache_put(c, cw, cw->cw_off, cw->cw_len);
 		rb_mutex_lock(&c->c_lock);
 		/* Decided durable and lost: the next FLUSH says so. */
 		if (error != 0 && c->c_werror == 0)
@@ -407,7 +413,7 @@ destager(void *arg)
 		while (c->c_holds > 0)
 			pthread_cond_wait(&c->c_cv, &c->c_lock);
 		evict_locked(c, cw);
-		cw_free(cw);
+		free(cw);
 		/*
 		 * Wake the writes waiting for room once there is a good deal
 		 * of it (not at every write: one wake-up for many), and
@@ -573,12 +579,8 @@ cache_read(struct cache *c, struct rb_io *io)
 		rb_stage_pass(&c->c_stage, io);
 		return;
 	}
-	rb_mutex_lock(&c->c_lock);
-	if (c->c_state == CS_CUTTING) {
-		rb_cache_hold_locked(c, io);
-		rb_mutex_unlock(&c->c_lock);
+	if (!lock_unless_cut(c, io))
 		return;
-	}
 	if ((cov = coverage_locked(c, io->io_off, io->io_len)) == 0) {
 		rb_mutex_unlock(&c->c_lock);
 		rb_stage_pass(&c->c_stage, io);
@@ -611,12 +613,10 @@ cache_write(struct cache *c, struct rb_io *io)
 	uint64_t need = io->io_op == RUMPBLK_B_WRITE ? io->io_len : 0;
 	int error;
 
-	if ((cw = rb_cache_cw_new(io)) == NULL) {
+	if ((cw = rb_cache_cw_new(c, io)) == NULL) {
 		rb_io_complete(io, ENOMEM, 0);
 		return;
 	}
-	cw->cw_gen = rb_genmap_next(&c->c_gen, (unsigned)io->io_op,
-	    io->io_off >> io->io_unit->u_sectshift);
 	rb_mutex_lock(&c->c_lock);
 	if ((error = room_locked(c, need)) == 0) {
 		cw->cw_ackns = rb_now_ns();
@@ -627,7 +627,7 @@ cache_write(struct cache *c, struct rb_io *io)
 		if (error == ECANCELED)
 			rb_cache_hold_locked(c, io);
 		rb_mutex_unlock(&c->c_lock);
-		cw_free(cw);
+		free(cw);
 		if (error != ECANCELED)
 			rb_io_complete(io, error, 0);
 		return;
@@ -652,12 +652,8 @@ cache_write(struct cache *c, struct rb_io *io)
 static void
 cache_flush(struct cache *c, struct rb_io *io)
 {
-	rb_mutex_lock(&c->c_lock);
-	if (c->c_state == CS_CUTTING) {
-		rb_cache_hold_locked(c, io);
-		rb_mutex_unlock(&c->c_lock);
+	if (!lock_unless_cut(c, io))
 		return;
-	}
 	c->c_st.cs_flushes++;
 	decide_locked(c, c->c_seq, UINT64_MAX, false);
 	flush_wait_locked(c, io, c->c_qlast);
@@ -674,12 +670,8 @@ static void
 cache_extents(struct cache *c, struct rb_io *io)
 {
 	if (atomic_load_explicit(&c->c_nexts, memory_order_relaxed) != 0) {
-		rb_mutex_lock(&c->c_lock);
-		if (c->c_state == CS_CUTTING) {
-			rb_cache_hold_locked(c, io);
-			rb_mutex_unlock(&c->c_lock);
+		if (!lock_unless_cut(c, io))
 			return;
-		}
 		if (coverage_locked(c, io->io_off, io->io_len) != 0) {
 			decide_locked(c, c->c_seq, UINT64_MAX, false);
 			rb_cache_drain_locked(c);

@@ -123,8 +123,13 @@ struct cache {
  * (nothing changed): it falls inside one extent, which must split.
  */
 int	rb_cache_insert_locked(struct cache *, struct cw *);
-/* A new cached write of io (not on any list), or NULL (ENOMEM). */
-struct cw *rb_cache_cw_new(const struct rb_io *);
+/* A new cached write of io (not on any list), its generation counted;
+ * or NULL (ENOMEM). */
+struct cw *rb_cache_cw_new(struct cache *, const struct rb_io *);
+/* Part [off, off + len) of a cached write onto the medium (synchronous,
+ * not synced).  0 or the medium's error. */
+int	rb_cache_put(struct cache *, const struct cw *, uint64_t off,
+	    uint64_t len);
 /* Free every write and extent; the cache is empty after (L held). */
 void	rb_cache_drop_locked(struct cache *);
 /* Hold io until the cut ends (L held). */

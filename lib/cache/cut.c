@@ -71,25 +71,13 @@ rb_cache_cw_key(const struct cache *c, const struct cw *cw, uint64_t seed)
 	    rb_mix64(cw->cw_len ^ rb_mix64(cw->cw_gen))))));
 }
 
-/* Put part of a cached write on the medium (not synced). */
-static int
-put(struct cache *c, const struct cw *cw, uint64_t off, uint64_t len)
-{
-	int error = rb_stage_io_below(&c->c_stage, cw->cw_op, RB_IO_NOSYNC,
-	    off, len, cw->cw_op == RUMPBLK_B_WRITE ?
-	    (void *)(cw->cw_data + (off - cw->cw_off)) : NULL, NULL);
-
-	return error == EOPNOTSUPP && cw->cw_op == RUMPBLK_B_TRIM ? 0 : error;
-}
-
 /*
  * What of cw persists under pc's model: [cw_off, cw_off + *keep) (torn,
  * subset, keep, lose), or, for sectors, each sector on its own (put
  * here).  Counts into pc.  0 or the medium's error.
  */
 static int
-resolve(struct cache *c, const struct cw *cw, struct rumpblk_powercut *pc,
-    bool apply)
+resolve(struct cache *c, const struct cw *cw, struct rumpblk_powercut *pc)
 {
 	uint64_t key = rb_cache_cw_key(c, cw, pc->pc_seed), kept = 0, n, i,
 	    ss = 1ull << c->c_stage.st_unit->u_sectshift, atom, off;
@@ -122,8 +110,8 @@ resolve(struct cache *c, const struct cw *cw, struct rumpblk_powercut *pc,
 			if ((draw(key, D_SECTOR + i) & 1) == 0)
 				continue;
 			kept += n;
-			if (apply && error == 0)
-				error = put(c, cw, off, n);
+			if (error == 0)
+				error = rb_cache_put(c, cw, off, n);
 		}
 		break;
 	default:
@@ -136,9 +124,8 @@ resolve(struct cache *c, const struct cw *cw, struct rumpblk_powercut *pc,
 	else
 		pc->pc_torn++;
 	pc->pc_bytes_lost += cw->cw_len - kept;
-	if (apply && error == 0 && kept != 0 &&
-	    pc->pc_model != RUMPBLK_PC_SECTORS)
-		error = put(c, cw, cw->cw_off, kept);
+	if (error == 0 && kept != 0 && pc->pc_model != RUMPBLK_PC_SECTORS)
+		error = rb_cache_put(c, cw, cw->cw_off, kept);
 	return error;
 }
 
@@ -181,13 +168,13 @@ apply_model(struct cache *c, struct rumpblk_powercut *pc)
 			ord[n++].o_cw = cw;
 			continue;
 		}
-		if ((e = resolve(c, cw, pc, true)) != 0 && error == 0)
+		if ((e = resolve(c, cw, pc)) != 0 && error == 0)
 			error = e;
 	}
 	if (ord != NULL) {
 		qsort(ord, n, sizeof(*ord), ord_cmp);
 		for (i = 0; i < n; i++)
-			if ((e = resolve(c, ord[i].o_cw, pc, true)) != 0 &&
+			if ((e = resolve(c, ord[i].o_cw, pc)) != 0 &&
 			    error == 0)
 				error = e;
 		free(ord);
@@ -210,9 +197,7 @@ rb_cache_cut(struct cache *c, struct rb_io *io, struct rumpblk_powercut *pc)
 	/* The request that fired is resolved like an unflushed write. */
 	if (io != NULL && (io->io_op == RUMPBLK_B_WRITE ||
 	    io->io_op == RUMPBLK_B_TRIM || io->io_op == RUMPBLK_B_ZERO)) {
-		if ((cw = rb_cache_cw_new(io)) != NULL)
-			cw->cw_gen = rb_genmap_next(&c->c_gen,
-			    (unsigned)io->io_op, io->io_off >> u->u_sectshift);
+		cw = rb_cache_cw_new(c, io);
 	}
 	rb_mutex_lock(&c->c_lock);
 	if (c->c_state == CS_CUTTING) {
