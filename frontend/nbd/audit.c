@@ -6,8 +6,9 @@
  * line naming it and the bytes: the NBD clients (and the servers under
  * them) that never flush are found this way.
  *
- * Counted when a request completes in the library (nbd_audit_done), and
- * for a FLUSH also when it starts: it covers the writes acknowledged
+ * Counted when a request's reply is queued, under the lock the queue
+ * takes anyway (nbd_audit_reply_locked, from nbd_out_push), and for a
+ * FLUSH also when it starts: it covers the writes acknowledged
  * before it arrived (nbd_audit_flush_start), and gives them back if it
  * fails.  Whether the unit's cache made them durable by itself in the
  * meantime (destaging) is the unit's audit (rumpblk_cache_stats); this
@@ -42,49 +43,43 @@ nbd_audit_flush_start(struct nbd_req *r)
 }
 
 void
-nbd_audit_done(struct nbd_req *r, int error)
+nbd_audit_reply_locked(struct nbd_req *r)
 {
-	struct nbd_conn *c = r->r_conn;
-	struct nbd_audit *a = &c->c_audit;
+	struct nbd_audit *a = &r->r_conn->c_audit;
 	uint64_t now;
 
 	switch (r->r_type) {
 	case NBD_CMD_WRITE:
 	case NBD_CMD_TRIM:
 	case NBD_CMD_WRITE_ZEROES:
-		if (error != 0)
+		if (r->r_failed)
 			return;
-		now = nbd_now_ns();
-		lock(&c->c_lock);
 		a->a_written += r->r_len;
 		if (r->r_flags & NBD_CMD_FLAG_FUA) {
 			a->a_fua++;
 			a->a_durable += r->r_len;
-		} else {
-			if (a->a_unflushed == 0)
-				a->a_oldest_ns = now;
-			a->a_unflushed += r->r_len;
-			if (a->a_unflushed > a->a_unflushed_max)
-				a->a_unflushed_max = a->a_unflushed;
+			return;
 		}
-		unlock(&c->c_lock);
+		if (a->a_unflushed == 0)
+			a->a_oldest_ns = nbd_now_ns();
+		a->a_unflushed += r->r_len;
+		if (a->a_unflushed > a->a_unflushed_max)
+			a->a_unflushed_max = a->a_unflushed;
 		return;
 	case NBD_CMD_FLUSH:
-		now = nbd_now_ns();
-		lock(&c->c_lock);
-		if (error == 0) {
+		if (!r->r_failed) {
+			now = nbd_now_ns();
 			a->a_flushes++;
 			a->a_durable += r->r_flbytes;
 			if (r->r_flbytes != 0)
 				a->a_hist[bucket(now - r->r_floldest)]++;
-		} else {
-			/* Not durable after all: unflushed again. */
-			if (r->r_flbytes != 0 && (a->a_unflushed == 0 ||
-			    r->r_floldest < a->a_oldest_ns))
-				a->a_oldest_ns = r->r_floldest;
-			a->a_unflushed += r->r_flbytes;
+			return;
 		}
-		unlock(&c->c_lock);
+		/* Not durable after all: unflushed again. */
+		if (r->r_flbytes != 0 && (a->a_unflushed == 0 ||
+		    r->r_floldest < a->a_oldest_ns))
+			a->a_oldest_ns = r->r_floldest;
+		a->a_unflushed += r->r_flbytes;
 		return;
 	}
 }

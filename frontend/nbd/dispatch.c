@@ -156,8 +156,6 @@ req_done(struct rumpblk_buf *bp)
 		nbd_rl_unlock(&s->s_rl, &r->r_range);
 		r->r_locked = false;
 	}
-	nbd_audit_done(r, error == EOPNOTSUPP && r->r_type == NBD_CMD_TRIM ?
-	    0 : error);
 	switch (r->r_type) {
 	case NBD_CMD_READ:
 		if (error == 0 && bp->b_bcount - bp->b_resid < r->r_skip +
@@ -236,7 +234,6 @@ sync_io(struct nbd_conn *c, int flags, uint64_t off, size_t len, void *data)
 static void
 finish_now(struct nbd_req *r, int error)
 {
-	nbd_audit_done(r, error);
 	if (error == 0)
 		nbd_reply_simple(r, 0, false);
 	else

@@ -154,6 +154,7 @@ struct nbd_req {
 	size_t		r_charge;	/* bytes charged to c_inflight */
 	struct nbd_range r_range;
 	bool		r_locked;	/* r_range is held */
+	bool		r_failed;	/* its reply is an error */
 	uint64_t	r_flbytes;	/* FLUSH: the bytes it covers */
 	uint64_t	r_floldest;	/* FLUSH: their oldest's time */
 	/* The reply: r_iov[0..r_iovcnt) from r_sent on. */
@@ -344,8 +345,8 @@ int	nbd_dispatch(struct nbd_conn *, const struct nbd_request *);
 /* audit.c */
 /* A FLUSH starts: it covers what the connection left unflushed. */
 void	nbd_audit_flush_start(struct nbd_req *);
-/* A request completed in the library with error. */
-void	nbd_audit_done(struct nbd_req *, int error);
+/* A request's reply is built (r_failed says how); c_lock held. */
+void	nbd_audit_reply_locked(struct nbd_req *);
 /* A connection ended: log it if it left writes unflushed, sum it. */
 void	nbd_audit_conn_end(struct nbd_conn *);
 

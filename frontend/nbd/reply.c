@@ -135,6 +135,7 @@ nbd_req_put_locked(struct nbd_conn *c, struct nbd_req *list)
 void
 nbd_reply_simple(struct nbd_req *r, uint32_t error, bool data)
 {
+	r->r_failed = error != 0;
 	r->r_hdr.s.magic = htobe32(NBD_SIMPLE_REPLY_MAGIC);
 	r->r_hdr.s.error = htobe32(error);
 	r->r_hdr.s.handle = r->r_handle;	/* kept in wire order */
@@ -166,6 +167,7 @@ nbd_reply_error(struct nbd_req *r, int errnum)
 {
 	uint32_t e = nbd_errno_to_nbd(errnum);
 
+	r->r_failed = true;
 	if (e == 0)
 		e = NBD_EIO;
 	if (r->r_conn->c_structured && (r->r_type == NBD_CMD_READ ||
@@ -370,6 +372,7 @@ nbd_out_push(struct nbd_req *r)
 	struct nbd_conn *c = r->r_conn;
 
 	lock(&c->c_lock);
+	nbd_audit_reply_locked(r);
 	if (c->c_dead) {
 		r->r_next = NULL;
 		nbd_req_put_locked(c, r);
