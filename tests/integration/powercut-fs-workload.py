@@ -29,6 +29,8 @@ import random
 import sys
 import time
 
+from powercut_util import durable_dir, fsync_path
+
 FSYNCED = 40         # files 0..FSYNCED-1: every other one fsynced
 READY_AFTER = 48     # files written when READY is created
 MAX_FILES = 400
@@ -41,22 +43,12 @@ def content(seed, i):
     return rng.randbytes(size)
 
 
-def fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsynced(i):
     return i < FSYNCED and i % 2 == 0
 
 
 def write(d, seed, manifest, ready, stop):
-    os.makedirs(d)
-    fsync_path(d)
-    fsync_path(os.path.dirname(os.path.abspath(d)))
+    durable_dir(d)
     deadline = time.monotonic() + TIME_LIMIT
     written = 0
     with open(manifest, "a") as man:

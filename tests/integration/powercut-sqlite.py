@@ -63,6 +63,8 @@ import sys
 import threading
 import time
 
+from powercut_util import durable_dir, fsync_path
+
 TIME_LIMIT = 60.0
 AFTER_CUT = 20
 MAX_COMMITS = 100000
@@ -73,23 +75,13 @@ def payload(seed, n):
     return rng.randbytes(rng.randrange(200, 6001))
 
 
-def fsync_path(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def run(db, manifest, sync, seed, cut_after, cutcmd):
     if sync not in ("FULL", "OFF"):
         print(f"powercut-sqlite: SYNC is FULL or OFF, not {sync}",
               file=sys.stderr)
         return 2
     d = os.path.dirname(os.path.abspath(db))
-    os.makedirs(d, exist_ok=True)
-    fsync_path(d)
-    fsync_path(os.path.dirname(d))
+    durable_dir(d)
     con = sqlite3.connect(db, isolation_level=None, timeout=30)
     mode = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode != "wal":
