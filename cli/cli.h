@@ -127,8 +127,6 @@ void	cli_stats_json(FILE *, struct rumpblk *);
  * flush audit of its connections).  Setting it waits for a writer that
  * is using the old one; NULL removes it.
  */
-extern void (*cli_stats_extra)(FILE *, void *);
-extern void *cli_stats_extra_arg;
 void	cli_stats_set_extra(void (*fn)(FILE *, void *), void *arg);
 /* One fault rule: {"id","rule","class","matches","firings","seed"}. */
 void	cli_fault_rule_json(FILE *, const struct rumpblk_fault_info *);

@@ -22,28 +22,17 @@
 
 #include "cli.h"
 
-void	(*cli_stats_extra)(FILE *, void *);
-void	*cli_stats_extra_arg;
+/* The command's hook (cli_stats_set_extra), under extra_lock. */
 static pthread_mutex_t extra_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void
-rb_mutex_lock_extra(void)
-{
-	pthread_mutex_lock(&extra_lock);
-}
-
-static void
-rb_mutex_unlock_extra(void)
-{
-	pthread_mutex_unlock(&extra_lock);
-}
+static void (*extra_fn)(FILE *, void *);
+static void *extra_arg;
 
 void
 cli_stats_set_extra(void (*fn)(FILE *, void *), void *arg)
 {
 	pthread_mutex_lock(&extra_lock);
-	cli_stats_extra = fn;
-	cli_stats_extra_arg = arg;
+	extra_fn = fn;
+	extra_arg = arg;
 	pthread_mutex_unlock(&extra_lock);
 }
 
@@ -193,11 +182,11 @@ cli_stats_json(FILE *f, struct rumpblk *rb)
 	rumpblk_stats(rb, -1, &st);
 	fputc('{', f);
 	cli_stats_json_members(f, rb, &st);
-	rb_mutex_lock_extra();
-	if (cli_stats_extra != NULL) {
+	pthread_mutex_lock(&extra_lock);
+	if (extra_fn != NULL) {
 		fputs(",\"nbd\":", f);
-		cli_stats_extra(f, cli_stats_extra_arg);
+		extra_fn(f, extra_arg);
 	}
-	rb_mutex_unlock_extra();
+	pthread_mutex_unlock(&extra_lock);
 	fputc('}', f);
 }
