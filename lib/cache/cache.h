@@ -44,11 +44,19 @@
 #include "../internal.h"
 
 /*
- * A part of the unit whose newest cached data is in one write.  Extents
- * come from a pool of the cache's own, in chunks, so that the tree is
- * dense in memory (a descent through nodes spread over the cached data
- * took a cache miss a level).
+ * Objects of one size, handed out and taken back under L: extents and
+ * cached writes.  Chunks of them are allocated as needed and kept until
+ * the cache goes, so that a request allocates nothing in the steady
+ * state and the index is dense in memory (a descent through nodes
+ * spread over the cached data took a cache miss a level).
  */
+struct cpool {
+	void		*cp_free;	/* L: the first word of each links them */
+	void		*cp_chunks;	/* L: likewise, each chunk's first object */
+	size_t		cp_size;	/* ( bytes an object */
+};
+
+/* A part of the unit whose newest cached data is in one write. */
 struct ext {
 	RB_ENTRY(ext)	x_link;		/* L; the free list's link when free */
 	uint64_t	x_off;		/* L: bytes into the unit */
@@ -68,7 +76,8 @@ struct cw {
 	unsigned	cw_nexts;	/* L: extents that point here */
 	struct ext	*cw_x;		/* L: the extent it was indexed with,
 					 * while in the tree: evicted at once */
-	unsigned char	cw_data[];	/* ( WRITE: cw_len bytes */
+	unsigned char	*cw_data;	/* ( WRITE: cw_len bytes, in the ring
+					 * or (too large for it) on the heap */
 };
 
 RB_HEAD(ext_tree, ext);
@@ -76,6 +85,14 @@ RB_HEAD(ext_tree, ext);
 enum cache_state {
 	CS_RUNNING = 0,
 	CS_CUTTING,		/* a power cut: requests are held */
+};
+
+#define DBATCH	64		/* writes the destager takes at a time */
+
+/* One of the destager's writes below (io_ctx is the stages' own). */
+struct dio {
+	struct rb_io	d_io;		/* first */
+	struct cache	*d_c;
 };
 
 struct cache {
@@ -87,8 +104,14 @@ struct cache {
 	struct rb_frames c_frames;	/* struct cread: reads below */
 	struct rb_genmap c_gen;		/* generations of cached writes */
 	struct ext_tree	c_tree;		/* L */
-	struct ext	*c_xfree;	/* L: free extents */
-	void		*c_xchunks;	/* L: every chunk of them */
+	struct cpool	c_xpool;	/* L: struct ext */
+	struct cpool	c_cwpool;	/* L: struct cw */
+	unsigned char	*c_ring;	/* ( the data ring (cache.c, 1.) */
+	uint64_t	c_rsize;	/* ( its bytes */
+	uint64_t	c_rmax;		/* ( the largest write it takes */
+	uint64_t	c_rhead;	/* L: where the next write's data goes */
+	uint64_t	c_rtail;	/* L: where the oldest write's data ends */
+	uint64_t	c_rlive;	/* L: writes with data in the ring */
 	_Atomic uint64_t c_nexts;	/* L, a: extents in c_tree */
 	struct cw	*c_head;	/* L: oldest dirty write */
 	struct cw	**c_tailp;	/* L */
@@ -103,6 +126,11 @@ struct cache {
 	struct rb_io	**c_flushtailp;	/* L */
 	pthread_cond_t	c_qcv;		/* the destager's: work, or stop */
 	pthread_t	c_thread;	/* ( the destager */
+	struct dio	c_dio[DBATCH];	/* the destager's: a batch below */
+	_Atomic unsigned c_dleft;	/* a: of them, not done */
+	pthread_mutex_t	c_dlock;	/* the batch's end */
+	pthread_cond_t	c_dcv;
+	bool		c_ddone;	/* c_dlock */
 	bool		c_stop;		/* L */
 	bool		c_dwaits;	/* L: the destager waits for work */
 	unsigned	c_roomwaits;	/* L: writes waiting for room */
@@ -118,19 +146,20 @@ struct cache {
 };
 
 /* cache.c */
+/* The generation of io's write (counts it: call once, without L). */
+uint64_t rb_cache_gen(struct cache *, const struct rb_io *);
 /*
- * Put a write on the dirty list and in the index (L held).  0, or ENOMEM
- * (nothing changed): it falls inside one extent, which must split.
+ * Cache io (a write, trim or write-zeroes) of generation gen: its data
+ * copied, on the dirty list, in the index, acknowledged now (L held).
+ * 0, or ENOMEM (nothing changed).
  */
-int	rb_cache_insert_locked(struct cache *, struct cw *);
-/* A new cached write of io (not on any list), its generation counted;
- * or NULL (ENOMEM). */
-struct cw *rb_cache_cw_new(struct cache *, const struct rb_io *);
+int	rb_cache_add_locked(struct cache *, const struct rb_io *,
+	    uint64_t gen);
 /* Part [off, off + len) of a cached write onto the medium (synchronous,
  * not synced).  0 or the medium's error. */
 int	rb_cache_put(struct cache *, const struct cw *, uint64_t off,
 	    uint64_t len);
-/* Free every write and extent; the cache is empty after (L held). */
+/* Drop every write and extent; the cache is empty after (L held). */
 void	rb_cache_drop_locked(struct cache *);
 /* Hold io until the cut ends (L held). */
 void	rb_cache_hold_locked(struct cache *, struct rb_io *);

@@ -189,31 +189,26 @@ rb_cache_cut(struct cache *c, struct rb_io *io, struct rumpblk_powercut *pc)
 {
 	struct rb_unit *u = c->c_stage.st_unit;
 	struct rb_io *held, *next;
-	struct cw *cw = NULL;
+	bool wr = io != NULL && (io->io_op == RUMPBLK_B_WRITE ||
+	    io->io_op == RUMPBLK_B_TRIM || io->io_op == RUMPBLK_B_ZERO);
+	uint64_t gen = wr ? rb_cache_gen(c, io) : 0;
 	int error;
 
 	pc->pc_unflushed = pc->pc_persisted = pc->pc_lost = pc->pc_torn = 0;
 	pc->pc_bytes_lost = 0;
-	/* The request that fired is resolved like an unflushed write. */
-	if (io != NULL && (io->io_op == RUMPBLK_B_WRITE ||
-	    io->io_op == RUMPBLK_B_TRIM || io->io_op == RUMPBLK_B_ZERO)) {
-		cw = rb_cache_cw_new(c, io);
-	}
 	rb_mutex_lock(&c->c_lock);
 	if (c->c_state == CS_CUTTING) {
 		/* A cut is under way: this request is in flight at it. */
 		if (io != NULL)
 			rb_cache_hold_locked(c, io);
 		rb_mutex_unlock(&c->c_lock);
-		free(cw);
 		return EALREADY;
 	}
 	c->c_state = CS_CUTTING;
-	if (cw != NULL) {
-		cw->cw_ackns = rb_now_ns();
-		if (rb_cache_insert_locked(c, cw) == 0)
-			cw = NULL;
-	}
+	/* The request that fired is resolved like an unflushed write (on
+	 * ENOMEM it is lost, as one might be). */
+	if (wr)
+		(void)rb_cache_add_locked(c, io, gen);
 	if (io != NULL)
 		rb_cache_hold_locked(c, io);
 	/* FLUSHes waiting for the destager are in flight: no answer. */
@@ -228,7 +223,6 @@ rb_cache_cut(struct cache *c, struct rb_io *io, struct rumpblk_powercut *pc)
 	 * decided while we cut, so the destager is idle after. */
 	rb_cache_drain_locked(c);
 	rb_mutex_unlock(&c->c_lock);
-	free(cw);
 
 	error = apply_model(c, pc);
 	if (error == 0)
