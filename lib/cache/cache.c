@@ -585,8 +585,7 @@ destager(void *arg)
 		 * of it (not at every write: one wake-up for many), and
 		 * whoever waits for the queue to empty.
 		 */
-		if (c->c_qhead == NULL || (c->c_roomwaits > 0 &&
-		    c->c_bytes + c->c_qbytes <= c->c_size - c->c_size / 8))
+		if (c->c_qhead == NULL || c->c_roomwaits > 0)
 			pthread_cond_broadcast(&c->c_cv);
 	}
 	rb_mutex_unlock(&c->c_lock);
