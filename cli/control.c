@@ -263,6 +263,7 @@ control_main(void *arg)
 	ssize_t r;
 	int fd, j;
 
+	(void)pthread_setname_np(pthread_self(), "rb-control");
 	for (;;) {
 		pfd[0] = (struct pollfd){ cc->cc_pipe[0], POLLIN, 0 };
 		pfd[1] = (struct pollfd){ cc->cc_lfd, POLLIN, 0 };

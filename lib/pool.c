@@ -53,6 +53,7 @@ worker(void *arg)
 	struct rb_pool *pl = arg;
 	struct rb_io *io;
 
+	(void)pthread_setname_np(pthread_self(), "rb-worker");
 	rb_mutex_lock(&pl->pl_lock);
 	for (;;) {
 		while (pl->pl_head == NULL && !pl->pl_stop) {

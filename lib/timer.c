@@ -53,6 +53,7 @@ timer_main(void *arg)
 	struct rb_timer *e;
 	struct timespec ts;
 
+	(void)pthread_setname_np(pthread_self(), "rb-timer");
 	rb_mutex_lock(&t->tms_lock);
 	for (;;) {
 		if ((e = t->tms_head) == NULL) {

@@ -333,6 +333,7 @@ out_drain(struct nbd_conn *c)
 	bool blocked;
 	int error;
 
+	(void)pthread_setname_np(pthread_self(), "nbd-writer");
 	lock(&c->c_lock);
 	for (;;) {
 		if (c->c_dead) {

@@ -265,6 +265,7 @@ conn_main(void *arg)
 	uint64_t one = 1;
 	ssize_t n;
 
+	(void)pthread_setname_np(pthread_self(), "nbd-reader");
 	nbd_conn_serve(c);
 	nbd_audit_conn_end(c);
 	pthread_mutex_lock(&s->s_lock);

@@ -472,6 +472,7 @@ reaper(void *arg)
 	uint64_t ev;
 	int error;
 
+	(void)pthread_setname_np(pthread_self(), "rb-reaper");
 	while (!stop) {
 		if (RB_UNLIKELY(pending)) {
 			/* An enter failed for want of resources: retry it
