@@ -17,8 +17,8 @@
  * read notes c_evicts before going below, and if it moved, reads again
  * holding eviction off (c_holds) so that the second read cannot race.
  *
- * Memory: c_size bytes of write data at most (in the ring, c_rmax bytes
- * larger), plus, per cached write, sizeof(struct cw) (72 bytes) and one
+ * Memory: c_size bytes of dirty write data at most, and c_rmax bytes more
+ * being destaged (in the ring, 2 c_rmax bytes larger than c_size), plus, per cached write, sizeof(struct cw) (72 bytes) and one
  * or two extents of 56 bytes (librumpblk(3) states it: the assertions
  * below keep it true).  A single write
  * larger than the whole cache is taken when the cache is empty, and is
@@ -126,11 +126,11 @@ cpool_fini(struct cpool *p)
  * time).  A write that does not fit before the end starts again at 0;
  * the end it skips is free once the write before it leaves.
  *
- * The ring is c_rmax bytes larger than the cache: while the data of the
- * dirty and queued writes stays within the cache's size (room_locked
- * sees to it), the bytes skipped at the end, fewer than c_rmax, still
- * leave room; a write larger than c_rmax, or one a cut takes without
- * room, has its data on the heap.
+ * The ring is 2 c_rmax bytes larger than the cache: while the data of
+ * the dirty and queued writes stays within the cache's size and c_rmax
+ * (room_locked sees to it), the bytes skipped at the end, fewer than
+ * c_rmax, still leave room; a write larger than c_rmax, or one a cut
+ * takes without room, has its data on the heap.
  */
 static unsigned char *
 ring_get_locked(struct cache *c, uint64_t len)
@@ -536,6 +536,7 @@ destager(void *arg)
 	unsigned i, n;
 	int error;
 
+	(void)pthread_setname_np(pthread_self(), "rb-destage");
 	rb_mutex_lock(&c->c_lock);
 	for (;;) {
 		if ((io = c->c_flushes) != NULL &&
@@ -595,8 +596,13 @@ destager(void *arg)
 /*
  * Room for need more bytes of dirty data: a write that would take the
  * dirty data past the cache's size first decides the oldest durable,
- * down to 3/4 of it; then, if the dirty and queued data would not fit,
- * it waits for the destager.  An empty cache takes a write of any size.
+ * until it fits and c_step bytes more (a batch for the destager, not a
+ * decision at every write); then, if the dirty and queued data would
+ * exceed the size by more than c_rmax, it waits for the destager.  So
+ * the cache stays full of dirty data while the destager writes a stream
+ * of up to c_rmax bytes beside it, and writers and destager run at once
+ * (deciding a quarter of the cache and then waiting for all of it made
+ * them take turns).  An empty cache takes a write of any size.
  * 0, or ECANCELED: a cut began.
  */
 static int
@@ -605,9 +611,9 @@ room_locked(struct cache *c, uint64_t need)
 	if (c->c_state == CS_CUTTING)
 		return ECANCELED;
 	if (c->c_bytes + need > c->c_size)
-		decide_locked(c, 0, c->c_low > need ? c->c_low - need : 0,
-		    true);
-	while (c->c_bytes + c->c_qbytes + need > c->c_size &&
+		decide_locked(c, 0, c->c_size > need + c->c_step ?
+		    c->c_size - need - c->c_step : 0, true);
+	while (c->c_bytes + c->c_qbytes + need > c->c_size + c->c_rmax &&
 	    c->c_qhead != NULL && c->c_state != CS_CUTTING) {
 		c->c_roomwaits++;
 		pthread_cond_wait(&c->c_cv, &c->c_lock);
@@ -944,7 +950,7 @@ rumpblk_write_cache(struct rumpblk *rb, int unit, uint64_t size)
 		goto out;
 	memset(c, 0, sizeof(*c));
 	c->c_rmax = size / 8 < RING_MAX ? size / 8 : RING_MAX;
-	c->c_rsize = size + c->c_rmax;
+	c->c_rsize = size + 2 * c->c_rmax;
 	c->c_ring = mmap(NULL, c->c_rsize, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (c->c_ring == MAP_FAILED) {
@@ -958,7 +964,7 @@ rumpblk_write_cache(struct rumpblk *rb, int unit, uint64_t size)
 	pthread_cond_init(&c->c_cv, NULL);
 	pthread_cond_init(&c->c_qcv, NULL);
 	c->c_size = size;
-	c->c_low = size - size / 4;
+	c->c_step = c->c_rmax / 4;
 	c->c_st.cs_size = size;
 	c->c_xpool.cp_size = sizeof(struct ext);
 	c->c_cwpool.cp_size = sizeof(struct cw);

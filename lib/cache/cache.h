@@ -100,7 +100,7 @@ struct cache {
 	pthread_mutex_t	c_lock;
 	pthread_cond_t	c_cv;		/* destaging done, holds gone */
 	uint64_t	c_size;		/* ( bytes of data held at most */
-	uint64_t	c_low;		/* ( deciding for room stops here */
+	uint64_t	c_step;		/* ( deciding for room: so much more */
 	struct rb_frames c_frames;	/* struct cread: reads below */
 	struct rb_genmap c_gen;		/* generations of cached writes */
 	struct ext_tree	c_tree;		/* L */
