@@ -540,6 +540,7 @@ cmd_bench(int argc, char **argv)
 		goto destroy;
 	}
 	/* Fault rules, log, replay and control socket, before any I/O. */
+	o.bo_fault.fo_image = image;
 	if ((error = cli_fault_start(&o.bo_fault, b.b_rb, b.b_unit,
 	    stderr)) != 0) {
 		rc = error;

@@ -16,6 +16,8 @@
  *                    {"ok":true,"power_cut":{"model":..,"seed":..,
  *                    "unflushed":..,...}}  (rumpblk_power_cut of the unit
  *                    served; it needs --write-cache)
+ *   mark NAME        {"ok":true,"mark":NAME}  (rumpblk_log_mark: a mark
+ *                    entry in the write log; it needs --write-log)
  *
  * and {"ok":false,"error":"..."} when a command fails; a bad rule is
  * refused with the library's message and the server keeps serving.  The
@@ -100,6 +102,31 @@ power_cut(struct rumpblk *rb, int unit, char **save, FILE *f)
 	fputc('}', f);
 }
 
+/* mark NAME: a mark entry in the write log. */
+static void
+mark(struct rumpblk *rb, int unit, char **save, FILE *f)
+{
+	char err[600], *name;
+	int error;
+
+	name = strtok_r(NULL, " \t\r", save);
+	if (name == NULL || strtok_r(NULL, " \t\r", save) != NULL) {
+		reply_error(f, "mark: want 'mark NAME' (one word)");
+		return;
+	}
+	if ((error = rumpblk_log_mark(rb, unit, name)) != 0) {
+		snprintf(err, sizeof(err), "mark %s: unit %d: %s", name, unit,
+		    error == ENOTSUP ? "no write log (serve --write-log "
+		    "FILE)" : error == ENAMETOOLONG ? "the name is longer "
+		    "than a log entry's sector holds" : strerror(error));
+		reply_error(f, err);
+		return;
+	}
+	fprintf(f, "{\"ok\":true,\"mark\":");
+	cli_json_string(f, name);
+	fputc('}', f);
+}
+
 void
 cli_control_command(struct rumpblk *rb, int unit, char *line, FILE *f)
 {
@@ -140,9 +167,13 @@ cli_control_command(struct rumpblk *rb, int unit, char *line, FILE *f)
 		power_cut(rb, unit, &save, f);
 		return;
 	}
+	if (strcmp(cmd, "mark") == 0) {
+		mark(rb, unit, &save, f);
+		return;
+	}
 	if (strcmp(cmd, "fault") != 0) {
 		snprintf(err, sizeof(err), "unknown command '%s' (fault "
-		    "add|del|list|clear, stats, reset, power-cut)", cmd);
+		    "add|del|list|clear, stats, reset, power-cut, mark)", cmd);
 		reply_error(f, err);
 		return;
 	}
@@ -449,7 +480,10 @@ ctl_usage(FILE *f)
 	    "                   cut the power of the unit served (it needs\n"
 	    "                   --write-cache): M is lose (default), keep,\n"
 	    "                   subset, reorder, sectors or torn (atom=N:\n"
-	    "                   torn's unit, a multiple of 512)\n");
+	    "                   torn's unit, a multiple of 512)\n"
+	    "  mark NAME        a mark entry in the write log (it needs\n"
+	    "                   --write-log), after every write logged so\n"
+	    "                   far: 'rumpblk log replay --to mark=NAME'\n");
 }
 
 int

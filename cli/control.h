@@ -17,6 +17,7 @@
 #define CLI_OPT_FAULT_REPLAY	0x1f03
 #define CLI_OPT_CONTROL		0x1f04
 #define CLI_OPT_WRITE_CACHE	0x1f05
+#define CLI_OPT_WRITE_LOG	0x1f06
 
 /* Put these in a command's struct option array. */
 #define CLI_FAULT_LONGOPTS						\
@@ -24,7 +25,8 @@
 	{ "fault-log", required_argument, NULL, CLI_OPT_FAULT_LOG },	\
 	{ "fault-replay", required_argument, NULL, CLI_OPT_FAULT_REPLAY }, \
 	{ "control", required_argument, NULL, CLI_OPT_CONTROL },	\
-	{ "write-cache", required_argument, NULL, CLI_OPT_WRITE_CACHE }
+	{ "write-cache", required_argument, NULL, CLI_OPT_WRITE_CACHE },	\
+	{ "write-log", required_argument, NULL, CLI_OPT_WRITE_LOG }
 
 /* And these lines in its --help. */
 #define CLI_FAULT_HELP							\
@@ -34,12 +36,17 @@
 	"  --fault-replay FILE    inject exactly the faults of such a log\n" \
 	"  --control PATH         a Unix socket for 'rumpblk ctl': fault\n" \
 	"                         add RULE, fault del ID, fault list,\n"	\
-	"                         fault clear, stats, reset, power-cut\n" \
+	"                         fault clear, stats, reset, power-cut,\n" \
+	"                         mark NAME\n" \
 	"  --write-cache SIZE     a volatile write cache of SIZE bytes:\n" \
 	"                         writes are acknowledged once cached,\n" \
 	"                         FLUSH and FUA make them durable; needed\n" \
 	"                         by power cuts (power-cut rules, ctl\n"	\
-	"                         power-cut)\n"
+	"                         power-cut)\n"				\
+	"  --write-log FILE       record every write, trim, write-zeroes,\n" \
+	"                         FLUSH and FUA in FILE (a new file), in\n" \
+	"                         the format of Linux dm-log-writes; see\n" \
+	"                         'rumpblk log --help'\n"
 
 struct cli_control;
 
@@ -50,6 +57,8 @@ struct cli_fault_opts {
 	const char	*fo_replay;	/* --fault-replay */
 	const char	*fo_control;	/* --control */
 	uint64_t	fo_wcache;	/* --write-cache, bytes; 0: none */
+	const char	*fo_wlog;	/* --write-log */
+	const char	*fo_image;	/* the command's image: the log's base */
 	FILE		*fo_logf;
 	struct cli_control *fo_ctl;
 };

@@ -556,6 +556,7 @@ cmd_serve(int argc, char **argv)
 	if (open_unit(&o, &sv) != 0)
 		goto close_instance;
 	/* Rules, log, replay and control socket, before any I/O. */
+	o.so_fault.fo_image = o.so_image;
 	if ((rc = cli_fault_start(&o.so_fault, sv.sv_rb, sv.sv_unit,
 	    stderr)) != 0)
 		goto stop_faults;

@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -150,6 +151,33 @@ write_cache_json(FILE *f, struct rumpblk *rb)
 	fputc('}', f);
 }
 
+/* The write log of the first unit with one, or null. */
+static void
+write_log_json(FILE *f, struct rumpblk *rb)
+{
+	struct rumpblk_log_stats ls;
+	int unit;
+
+	for (unit = 0; unit < 64; unit++)
+		if (rumpblk_log_stats(rb, unit, &ls) == 0)
+			break;
+	if (unit == 64) {
+		fputs("null", f);
+		return;
+	}
+#define U(n)	fprintf(f, "\"" #n "\":%" PRIu64 ",", ls.ls_##n)
+	fprintf(f, "{\"unit\":%d,", unit);
+	U(entries); U(writes); U(bytes); U(trims); U(zeroes); U(flushes);
+	U(fua); U(marks); U(file_bytes);
+#undef U
+	fputs("\"error\":", f);
+	if (ls.ls_error != 0)
+		cli_json_string(f, strerror(ls.ls_error));
+	else
+		fputs("null", f);
+	fputc('}', f);
+}
+
 void
 cli_stats_json_members(FILE *f, struct rumpblk *rb,
     const struct rumpblk_stats *st)
@@ -172,6 +200,8 @@ cli_stats_json_members(FILE *f, struct rumpblk *rb,
 	faults_json(f, rb, st);
 	fputs(",\"write_cache\":", f);
 	write_cache_json(f, rb);
+	fputs(",\"write_log\":", f);
+	write_log_json(f, rb);
 }
 
 void

@@ -680,6 +680,58 @@ struct rumpblk_cache_stats {
 int rumpblk_cache_stats(struct rumpblk *, int unit,
     struct rumpblk_cache_stats *);
 
+/* ------------------------------------------------------------------ */
+/* The write log (librumpblk(3), WRITE LOG)                            */
+/* ------------------------------------------------------------------ */
+
+/* rumpblk_write_log flags. */
+#define RUMPBLK_LOG_NOHASH	0x0001	/* record the base's size, no hash */
+
+/*
+ * Record every write (with its data), trim and write-zeroes reaching a
+ * unit, and every FLUSH and FUA, to the file path, in the on-disk format
+ * of Linux dm-log-writes (xfstests' replay-log reads it), as a layer below
+ * the fault rules and above the write cache.  path must not exist, or be
+ * an empty file or a block device: a log is never written over.  The
+ * unit's content now is the log's base: its size, the hash of its bytes
+ * (read through the stack now, unless RUMPBLK_LOG_NOHASH) and base (a
+ * name for it, may be NULL) are recorded in the log's first sector.
+ * Start the log before I/O: a write running meanwhile may be in the base
+ * or in the log.  The log is written out and its entry count updated at
+ * every FLUSH, FUA write and mark, and synced when the unit goes.  0,
+ * ENXIO, EINVAL, EBUSY (the unit has a log), EROFS (read-only unit),
+ * EEXIST (path is a file that is not empty), an error of open(2), or of
+ * reading the base.  Threads: any.
+ */
+int rumpblk_write_log(struct rumpblk *, int unit, const char *path,
+    const char *base, int flags);
+
+/*
+ * Add a mark entry named name (at most the sector size less 33 bytes)
+ * after every write logged so far; written out at once.  0, ENXIO,
+ * EINVAL, ENOTSUP (no log), ENAMETOOLONG, or the error that stopped the
+ * log.
+ */
+int rumpblk_log_mark(struct rumpblk *, int unit, const char *name);
+
+struct rumpblk_log_stats {
+	uint64_t	ls_entries;	/* every entry, in the file or buffered */
+	uint64_t	ls_writes;
+	uint64_t	ls_bytes;	/* of the writes */
+	uint64_t	ls_trims;
+	uint64_t	ls_zeroes;	/* write-zeroes */
+	uint64_t	ls_flushes;
+	uint64_t	ls_fua;		/* FUA (or synchronous) writes */
+	uint64_t	ls_marks;
+	uint64_t	ls_file_bytes;	/* the log's size, with the buffer */
+	int		ls_error;	/* 0, or the error that stopped it */
+	uint64_t	ls_reserved[8];
+};
+
+/* 0, ENXIO, ENOTSUP (no log). */
+int rumpblk_log_stats(struct rumpblk *, int unit,
+    struct rumpblk_log_stats *);
+
 #ifdef __cplusplus
 }
 #endif

@@ -39,14 +39,27 @@ fl_open(struct fl_env *e, const char *name, uint64_t size, unsigned pseed)
 	tl_eq(rumpblk_fault_log(e->rb, e->log), 0);
 }
 
+/* Destroy the instance; the image stays for fl_unlink. */
 static inline void
-fl_close(struct fl_env *e)
+fl_close_keep(struct fl_env *e)
 {
 	tl_eq(rumpblk_destroy(e->rb), 0);
 	fclose(e->log);
 	free(e->logbuf);
+}
+
+static inline void
+fl_unlink(struct fl_env *e)
+{
 	unlink(e->img);
 	free(e->img);
+}
+
+static inline void
+fl_close(struct fl_env *e)
+{
+	fl_close_keep(e);
+	fl_unlink(e);
 }
 
 /* Arm a rule that must be good. */
