@@ -502,6 +502,8 @@ struct rb_backing {
 /* lib/host/file.c: the host-file kind, and the key of a name. */
 extern const struct rb_backing_ops rb_hostfile_ops;
 void	rb_bkey_make(const char *spec, struct rb_bkey *);
+/* lib/host/overlay.c: "overlay:PATH", a copy-on-write view of a host file. */
+extern const struct rb_backing_ops rb_overlay_ops;
 
 /*
  * A host file as the host backends (lib/backend) see it: the backing, its

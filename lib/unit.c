@@ -255,11 +255,12 @@ rumpblk_unit_opts_init(struct rumpblk_unit_opts *o)
 	o->uo_size = RUMPBLK_SIZENOTSET;
 }
 
-/* The kind of backing a spec names.  Only host files today. */
+/* The kind of backing a spec names: an overlay, or a host file. */
 static const struct rb_backing_ops *
 backing_kind(const char *spec)
 {
-	(void)spec;
+	if (strncmp(spec, "overlay:", 8) == 0)
+		return &rb_overlay_ops;
 	return &rb_hostfile_ops;
 }
 

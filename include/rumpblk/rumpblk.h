@@ -179,7 +179,17 @@ void rumpblk_unit_opts_init(struct rumpblk_unit_opts *);
 
 /*
  * Attach a backing as a unit.  spec names it: a host file by its path,
- * or "file:PATH" (a path that could be read as another kind of spec).
+ * or "file:PATH" (a path that could be read as another kind of spec), or
+ * "overlay:PATH", a disposable copy-on-write view of the host file PATH
+ * (qemu's -snapshot): reads see PATH until written; writes, trims and
+ * write-zeroes go to a private sparse delta (an unnamed file in $TMPDIR,
+ * default /var/tmp) and PATH, opened read-only, is never written.  Each
+ * overlay registration is a new, independent view; FLUSH and FUA make
+ * nothing durable; the delta and its map go with the unit.  Memory: 8
+ * bytes per 32768 sectors plus 4 KiB per 32768-sector region written
+ * (librumpblk(3)).  An overlay has its own I/O path, reported as
+ * RUMPBLK_BACKEND_PIO; another backend than auto or pio gives EINVAL;
+ * rumpblk_deregister matches no overlay (use rumpblk_deregister_unit).
  * The backend is chosen per unit (opts->uo_backend), and applies to host
  * files.  opts may be NULL (defaults).  Registering the same backing with
  * the same window again returns the same unit (whatever the backend).
