@@ -156,6 +156,14 @@ append_locked(struct wlog *l, uint64_t flags, uint64_t off, uint64_t len,
 {
 	struct lw_entry e;
 	size_t mlen = mark != NULL ? strlen(mark) : 0;
+	/*
+	 * The last sector of a unit whose size is not a multiple of the
+	 * sector size is partial, and strategy cuts a write there short:
+	 * the entry counts whole sectors, so the data is padded with
+	 * zeroes (a reader replays up to the base's size).
+	 */
+	uint64_t nr = (len + l->l_secsize - 1) / l->l_secsize;
+	uint64_t pad = nr * l->l_secsize - len;
 	unsigned char *p;
 	int error;
 
@@ -164,7 +172,7 @@ append_locked(struct wlog *l, uint64_t flags, uint64_t off, uint64_t len,
 	p = l->l_buf + l->l_blen;
 	memset(p, 0, l->l_secsize);
 	e.le_sector = htole64(off / l->l_secsize);
-	e.le_nr_sectors = htole64(len / l->l_secsize);
+	e.le_nr_sectors = htole64(nr);
 	e.le_flags = htole64(flags);
 	e.le_data_len = htole64(mlen);
 	memcpy(p, &e, sizeof(e));
@@ -176,10 +184,11 @@ append_locked(struct wlog *l, uint64_t flags, uint64_t off, uint64_t len,
 	if (data == NULL) {
 		/* Zeroes: a hole, past what is buffered. */
 		writeout_locked(l, false);
-		l->l_off += len;
-	} else if (room_locked(l, len)) {
+		l->l_off += len + pad;
+	} else if (room_locked(l, len + pad)) {
 		memcpy(l->l_buf + l->l_blen, data, len);
-		l->l_blen += len;
+		memset(l->l_buf + l->l_blen + len, 0, pad);
+		l->l_blen += len + pad;
 	} else if (l->l_stopped) {
 		return;
 	} else if ((error = write_all(l->l_fd, data, len, l->l_off)) != 0) {
@@ -188,6 +197,8 @@ append_locked(struct wlog *l, uint64_t flags, uint64_t off, uint64_t len,
 		l->l_off += len;
 		if (l->l_off > l->l_fsize)
 			l->l_fsize = l->l_off;
+		l->l_off += pad;	/* a hole, made part of the file
+					 * at the next write-out */
 	}
 }
 

@@ -367,6 +367,44 @@ refusals(void **state)
 	free(log2);
 }
 
+/*
+ * A unit whose last sector is partial: strategy cuts a write there
+ * short, and the entry, which counts whole sectors, is padded, so that
+ * the entries after it are where the format puts them.
+ */
+static void
+partial_sector(void **state)
+{
+	struct fl_env e;
+	struct lg g;
+	unsigned char a[512], b[1024];
+	char *log = tl_path("wl-part.log");
+	uint64_t size = 4096 + 1000;
+
+	(void)state;
+	unlink(log);
+	fl_open(&e, "wl-part.img", size, 7);
+	tl_eq(rumpblk_write_log(e.rb, e.unit, log, NULL, 0), 0);
+	memset(a, 0x5a, sizeof(a));
+	memset(b, 0x6b, sizeof(b));
+	/* Sector 9 holds 488 bytes of the unit. */
+	tl_eq(fl_io(&e, WA, 4608, a, sizeof(a), NULL), 0);
+	tl_eq(fl_io(&e, WA, 0, b, sizeof(b), NULL), 0);
+	fl_close_keep(&e);
+	lg_read(&g, log);
+	tl_eq(g.n, 2);
+	expect(&g, 0, 4608, 512, 0);
+	expect(&g, 1, 0, 1024, 0);
+	tl_eq(memcmp(g.buf + g.e[0].data_at, a, 488), 0);
+	for (unsigned k = 488; k < 512; k++)
+		tl_eq(g.buf[g.e[0].data_at + k], 0);
+	tl_eq(memcmp(g.buf + g.e[1].data_at, b, sizeof(b)), 0);
+	lg_free(&g);
+	fl_unlink(&e);
+	unlink(log);
+	free(log);
+}
+
 int
 main(void)
 {
@@ -375,6 +413,7 @@ main(void)
 		cmocka_unit_test(over_cache),
 		cmocka_unit_test(concurrent),
 		cmocka_unit_test(refusals),
+		cmocka_unit_test(partial_sector),
 	};
 
 	return tl_main(tests, NULL, NULL);
