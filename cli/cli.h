@@ -145,5 +145,7 @@ int	cmd_faults(int, char **);
 int	cmd_ctl(int, char **);
 int	cmd_serve(int, char **);
 int	cmd_bench(int, char **);
+int	cmd_log(int, char **);
+int	cmd_crash_check(int, char **);
 
 #endif

@@ -13,6 +13,9 @@ static const struct cli_cmd cmds[] = {
 	{ "ctl", cmd_ctl, "send a command to a --control socket" },
 	{ "serve", cmd_serve, "export an image over NBD" },
 	{ "bench", cmd_bench, "measure in-process I/O throughput" },
+	{ "log", cmd_log, "inspect and replay a write log (--write-log)" },
+	{ "crash-check", cmd_crash_check,
+	    "run a checker on every crash state of a write log" },
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 
@@ -25,7 +28,7 @@ usage(FILE *f)
 	    "rumpblk presents a host file or device as a block device, in\n"
 	    "the style of NetBSD's rumpblk driver.\n\nCommands:\n");
 	for (i = 0; i < NCMDS; i++)
-		fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
+		fprintf(f, "  %-12s %s\n", cmds[i].name, cmds[i].summary);
 	fprintf(f, "\n'rumpblk COMMAND --help' describes a command; "
 	    "rumpblk(1) has the details.\n");
 }
