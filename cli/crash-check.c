@@ -69,6 +69,7 @@ struct slot {
 	struct checker	*s_ck;
 	unsigned	s_no;
 	char		s_dir[320];
+	FILE		*s_log;		/* its NBD server's messages */
 	pthread_t	s_thread;
 };
 
@@ -242,7 +243,8 @@ serve_state(struct slot *sl, int u, struct served *sv)
 	cfg.rb = sl->s_ck->k_rb;
 	cfg.unit = u;
 	cfg.name = "";
-	cfg.log = stderr;
+	cfg.log = sl->s_log;
+	cfg.byte_granular = true;
 	unlink(sock);
 	unlink(pidf);
 	if ((error = nbd_server_create(&cfg, &sv->sv_srv)) != 0 ||
@@ -955,10 +957,12 @@ static void
 clean_work(struct checker *k, struct slot *sl, uint64_t n)
 {
 	static const char *files[] = { "nbd.sock", "fuse.pid", "nbdfuse.log",
-	    "check.out" };
+	    "check.out", "nbd.log" };
 	char p[PATH_MAX + 32];
 
 	for (uint64_t i = 0; i < n; i++) {
+		if (sl[i].s_log != NULL)
+			fclose(sl[i].s_log);
 		for (size_t j = 0; j < sizeof(files) / sizeof(files[0]); j++) {
 			snprintf(p, sizeof(p), "%s/%s", sl[i].s_dir, files[j]);
 			unlink(p);
@@ -1072,10 +1076,12 @@ cmd_crash_check(int argc, char **argv)
 		sl[n].s_no = (unsigned)n;
 		snprintf(sl[n].s_dir, sizeof(sl[n].s_dir), "%s/%u", k.k_work,
 		    (unsigned)n);
-		char fuse[PATH_MAX + 8];
+		char fuse[PATH_MAX + 8], log[PATH_MAX + 8];
 
 		snprintf(fuse, sizeof(fuse), "%s/fuse", sl[n].s_dir);
+		snprintf(log, sizeof(log), "%s/nbd.log", sl[n].s_dir);
 		if (mkdir(sl[n].s_dir, 0700) != 0 || mkdir(fuse, 0700) != 0 ||
+		    (sl[n].s_log = fopen(log, "w")) == NULL ||
 		    pthread_create(&sl[n].s_thread, NULL, slot_main,
 		    &sl[n]) != 0) {
 			cli_err("crash-check: %s: %s", sl[n].s_dir,
@@ -1106,8 +1112,8 @@ cmd_crash_check(int argc, char **argv)
 out:
 	if (k.k_rb != NULL)
 		rumpblk_destroy(k.k_rb);
-	if (sl != NULL)
-		clean_work(&k, sl, n);
+	if (sl != NULL)		/* and a slot that failed half made */
+		clean_work(&k, sl, n < o.o_jobs ? n + 1 : n);
 	else
 		rmdir(k.k_work);
 	free(sl);

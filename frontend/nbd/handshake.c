@@ -131,7 +131,7 @@ opt_info(struct nbd_conn *c, uint32_t opt, const unsigned char *d,
 	if ((error = send_info(c, opt, NBD_INFO_EXPORT, ex, sizeof(ex))) != 0)
 		return error;
 	/* Sent whether asked or not: clients that did not ask ignore it. */
-	v = htobe32(s->s_secsize);
+	v = htobe32(s->s_bytegran ? 1 : s->s_secsize);
 	memcpy(bs, &v, 4);
 	v = htobe32(s->s_secsize > 4096 ? s->s_secsize : 4096);
 	memcpy(bs + 4, &v, 4);
@@ -149,7 +149,7 @@ opt_info(struct nbd_conn *c, uint32_t opt, const unsigned char *d,
 	if ((error = send_reply(c, opt, NBD_REP_ACK, NULL, 0)) != 0)
 		return error;
 	if (opt == NBD_OPT_GO) {
-		c->c_obey_bs = want_bs;
+		c->c_obey_bs = want_bs && !s->s_bytegran;
 		c->c_tflags = nbd_server_tflags(s, c->c_structured);
 		return 1;
 	}

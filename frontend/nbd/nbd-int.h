@@ -117,6 +117,7 @@ struct nbd_server {
 	struct rumpblk_unitinfo s_ui;	/* ( */
 	uint64_t	s_size;		/* ( bytes */
 	unsigned	s_secsize;	/* ( bytes */
+	bool		s_bytegran;	/* ( cfg->byte_granular */
 	bool		s_ro;		/* ( read-only export */
 	bool		s_can_trim;	/* ( */
 	bool		s_async_reads;	/* ( every read through the pool */

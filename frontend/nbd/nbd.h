@@ -39,6 +39,15 @@ struct nbd_server_config {
 					   0: one maximum request */
 	unsigned	shutdown_timeout_ms; /* give up on slow readers */
 	FILE		*log;		/* messages; NULL: stderr */
+	/*
+	 * Advertise a minimum block size of 1 and serve every client byte-
+	 * granular (read-modify-write of unaligned edges), also one that
+	 * asked for block sizes.  Not for "rumpblk serve" (DESIGN.md §6:
+	 * the minimum is the sector size); for crash-check's exports, which
+	 * nbdfuse turns into a file that tools write two bytes of (e2fsck
+	 * does), and libnbd would refuse those against a sector minimum.
+	 */
+	bool		byte_granular;
 };
 
 struct nbd_server;

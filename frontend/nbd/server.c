@@ -83,6 +83,7 @@ nbd_server_create(const struct nbd_server_config *cfg,
 		goto fail;
 	s->s_size = s->s_ui.ui_size;
 	s->s_secsize = s->s_ui.ui_secsize;
+	s->s_bytegran = cfg->byte_granular;
 	s->s_ro = cfg->read_only || (s->s_ui.ui_mode & RUMPBLK_FWRITE) == 0;
 	s->s_can_trim = s->s_ui.ui_ftype == RUMPBLK_FT_REG ||
 	    s->s_ui.ui_ftype == RUMPBLK_FT_BLK;
