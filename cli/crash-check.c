@@ -25,7 +25,9 @@
 #include <string.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -271,8 +273,11 @@ serve_state(struct slot *sl, int u, struct served *sv)
 		    strerror(error));
 		return error;
 	}
-	/* Ready when it has written its pid file: at most 30 s. */
-	for (i = 0; i < 3000; i++) {
+	/*
+	 * Ready when it has written its pid file: at most 30 s, looked at
+	 * every millisecond (a state's whole cost is tens of them).
+	 */
+	for (i = 0; i < 30000; i++) {
 		if (stat(pidf, &sb) == 0 && sb.st_size > 0)
 			return 0;
 		if (waitpid(sv->sv_fuse, NULL, WNOHANG) == sv->sv_fuse) {
@@ -281,7 +286,7 @@ serve_state(struct slot *sl, int u, struct served *sv)
 			    "%s)", log);
 			return EIO;
 		}
-		usleep(10000);
+		usleep(1000);
 	}
 	cli_err("crash-check: nbdfuse not ready within 30 s (see %s)", log);
 	return ETIMEDOUT;
@@ -294,14 +299,24 @@ unserve_state(struct slot *sl, struct served *sv)
 	char fuse[PATH_MAX + 16];
 	char *um[] = { "fusermount3", "-u", fuse, NULL };
 	char *uz[] = { "fusermount3", "-uz", fuse, NULL };
-	int st, i;
+	int st, i, pfd;
 
 	snprintf(fuse, sizeof(fuse), "%s/fuse", sl->s_dir);
 	if (sv->sv_fuse > 0) {
 		st = run_wait(um, NULL);
 		if (st != 0)
 			(void)run_wait(uz, NULL);
-		for (i = 0; i < 3000; i++) {
+		/* nbdfuse exits once unmounted: wait for it on a pidfd,
+		 * 30 s at most (no polling). */
+		i = 0;
+		if ((pfd = (int)syscall(SYS_pidfd_open, sv->sv_fuse, 0)) >= 0) {
+			struct pollfd p = { .fd = pfd, .events = POLLIN };
+
+			if (poll(&p, 1, 30000) == 0)
+				i = 3000;
+			close(pfd);
+		}
+		for (; i < 3000; i++) {
 			if (waitpid(sv->sv_fuse, &st, WNOHANG) == sv->sv_fuse)
 				break;
 			usleep(10000);
