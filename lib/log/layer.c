@@ -176,7 +176,8 @@ append_locked(struct wlog *l, uint64_t flags, uint64_t off, uint64_t len,
 	e.le_flags = htole64(flags);
 	e.le_data_len = htole64(mlen);
 	memcpy(p, &e, sizeof(e));
-	memcpy(p + sizeof(e), mark, mlen);
+	if (mlen > 0)
+		memcpy(p + sizeof(e), mark, mlen);
 	l->l_blen += l->l_secsize;
 	l->l_st.ls_entries++;
 	if ((flags & (LW_DISCARD | LW_FLUSH | LW_MARK)) != 0 || len == 0)
