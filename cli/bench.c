@@ -248,7 +248,9 @@ bench_usage(FILE *f)
 {
 	fprintf(f,
 "usage: rumpblk bench [options] IMAGE\n\n"
-"Drive the library in-process (no NBD) and print throughput.\n\n"
+"Drive the library in-process (no NBD) and print throughput.  IMAGE is\n"
+"a file or device, or a remote disk (an NBD URI, rbd:POOL/IMAGE[@SNAP])\n"
+"or overlay:PATH.\n\n"
 "  --backend B            auto, mmap, pio, direct or uring (default auto)\n"
 "  --pattern P            randread, randwrite, seqread or seqwrite\n"
 "                         (default randread)\n"
@@ -265,6 +267,8 @@ bench_usage(FILE *f)
 "  --offset N             the unit starts N bytes into IMAGE\n"
 "  --size N               the unit is N bytes (default: the rest)\n"
 "  --json                 one JSON object on standard output\n"
+"  --ceph-conf FILE       the Ceph configuration for rbd:\n"
+"  --ceph-id NAME         the Ceph client id for rbd:\n"
 CLI_FAULT_HELP
 "\nSizes take K, M, G and T suffixes (powers of 1024).  Flags\n"
 "override RUMP_BLK* variables.  Write patterns write over the\n"
@@ -288,6 +292,7 @@ struct bench_opts {
 	uint64_t	bo_size;	/* RUMPBLK_SIZENOTSET: the rest */
 	bool		bo_json;
 	struct cli_fault_opts bo_fault;	/* --fault, ..., --control */
+	struct cli_spec_opts bo_spec;	/* --ceph-conf, --ceph-id */
 };
 
 static int
@@ -355,6 +360,12 @@ bench_option(void *ctx, int c, const char *arg)
 		return cli_opt_size("--size", arg, &o->bo_size) ? 0 : 2;
 	case 'j':
 		o->bo_json = true;
+		return 0;
+	case 'C':
+		o->bo_spec.cs_ceph_conf = arg;
+		return 0;
+	case 'I':
+		o->bo_spec.cs_ceph_id = arg;
 		return 0;
 	}
 	return -1;
@@ -458,6 +469,8 @@ cmd_bench(int argc, char **argv)
 		{ "offset", required_argument, NULL, 'o' },
 		{ "size", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "ceph-conf", required_argument, NULL, 'C' },
+		{ "ceph-id", required_argument, NULL, 'I' },
 		{ "help", no_argument, NULL, 'h' },
 		CLI_FAULT_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
@@ -499,7 +512,7 @@ cmd_bench(int argc, char **argv)
 	b.b_sync = o.bo_sync;
 	wr = o.bo_pattern == P_RANDWRITE || o.bo_pattern == P_SEQWRITE;
 
-	if (stat(image, &sb) == -1) {
+	if (!cli_is_spec(image) && stat(image, &sb) == -1) {
 		cli_err("%s: %s", image, strerror(errno));
 		goto free_opts;
 	}
@@ -507,8 +520,9 @@ cmd_bench(int argc, char **argv)
 	 * flag says otherwise (DESIGN.md §5).  cfg is the instance's; the
 	 * options keep the backend asked for. */
 	cfg = o.bo_cfg;
-	cli_default_windows(&cfg, image, o.bo_offset, o.bo_size,
-	    o.bo_winsize, o.bo_wincount);
+	if (!cli_is_spec(image))
+		cli_default_windows(&cfg, image, o.bo_offset, o.bo_size,
+		    o.bo_winsize, o.bo_wincount);
 	cfg.sigbus_eio = true;
 
 	if ((error = rumpblk_create(&cfg, &b.b_rb)) != 0) {
@@ -516,8 +530,12 @@ cmd_bench(int argc, char **argv)
 		    strerror(error));
 		goto free_opts;
 	}
-	if ((error = rumpblk_register(b.b_rb, image, o.bo_offset, o.bo_size,
-	    &b.b_unit)) != 0) {
+	if (cli_is_spec(image)) {
+		if (cli_register(b.b_rb, image, o.bo_offset, o.bo_size, !wr,
+		    &o.bo_spec, &b.b_unit) != 0)
+			goto destroy;
+	} else if ((error = rumpblk_register(b.b_rb, image, o.bo_offset,
+	    o.bo_size, &b.b_unit)) != 0) {
 		if (error == EINVAL && (o.bo_offset != 0 ||
 		    o.bo_size != RUMPBLK_SIZENOTSET))
 			cli_err("%s: --offset %" PRIu64 " / --size do not fit "

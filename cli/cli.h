@@ -78,6 +78,31 @@ void	cli_json_string(FILE *, const char *);
 const char *cli_ftype_name(enum rumpblk_ftype);
 
 /*
+ * Does IMAGE name a backing spec rather than a host file by its path:
+ * an NBD URI (nbd://, nbd+unix://, the nbds and vsock forms), rbd:POOL/
+ * IMAGE[@SNAP], overlay:PATH?  Such an IMAGE has no file here to stat,
+ * lock, create or cover with windows.
+ */
+bool	cli_is_spec(const char *image);
+
+/* Ceph options the commands that take a spec share (--ceph-conf, -id). */
+struct cli_spec_opts {
+	const char	*cs_ceph_conf;
+	const char	*cs_ceph_id;
+};
+
+/*
+ * Register IMAGE as a unit: a host file with rumpblk_register, a spec
+ * with rumpblk_register_spec (the window, read-only, the Ceph options).
+ * 0, or the error after a message that names IMAGE (and, for a spec,
+ * what the backing said).  A host file's error is the caller's to
+ * explain: the message is printed only for a spec.
+ */
+int	cli_register(struct rumpblk *, const char *image, uint64_t offset,
+	    uint64_t size, bool readonly, const struct cli_spec_opts *,
+	    int *unitp);
+
+/*
  * After rumpblk_register(image, offset, size) failed with error under
  * cfg: if the cause is that the host refuses the backend cfg asked for
  * (O_DIRECT, io_uring) -- checked by registering with pio instead --

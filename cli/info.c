@@ -15,24 +15,38 @@ info_usage(FILE *f)
 {
 	fprintf(f, "usage: rumpblk info [--json] [--offset N] [--size N] "
 	    "[--backend B]\n"
-	    "                    [--sector-size N] IMAGE\n\n"
+	    "                    [--sector-size N] [--ceph-conf FILE] "
+	    "[--ceph-id NAME] IMAGE\n\n"
 	    "Describe IMAGE as a rumpblk unit: file type, size, sector size,\n"
 	    "the disklabel the unit reports and the backend in use (auto\n"
-	    "shows what it picks).  Nothing is written to IMAGE.\n\n"
+	    "shows what it picks); for a remote IMAGE (an NBD URI, rbd:POOL/\n"
+	    "IMAGE[@SNAP]), what the remote offers.  Nothing is written to\n"
+	    "IMAGE.\n\n"
 	    "  --json            one JSON object on standard output\n"
 	    "  --offset N        the unit starts N bytes into IMAGE\n"
 	    "  --size N          the unit is N bytes (default: the rest)\n"
 	    "  --backend B       auto, mmap, pio, direct or uring\n"
 	    "  --sector-size N   512, 1024, ..., 65536\n"
+	    "  --ceph-conf FILE  the Ceph configuration for rbd:\n"
+	    "  --ceph-id NAME    the Ceph client id for rbd:\n"
 	    "Sizes take K, M, G and T suffixes (powers of 1024).\n");
+}
+
+static bool
+remote(const struct rumpblk_unitinfo *ui)
+{
+	return ui->ui_ftype == RUMPBLK_FT_NBD || ui->ui_ftype == RUMPBLK_FT_RBD;
 }
 
 static void
 print_text(const char *image, const struct rumpblk_unitinfo *ui,
-    const struct rumpblk_disklabel *dl, const char *asked)
+    const struct rumpblk_disklabel *dl, const char *asked,
+    const char *status)
 {
 	printf("image:        %s\n", image);
 	printf("type:         %s\n", cli_ftype_name(ui->ui_ftype));
+	if (remote(ui))
+		printf("remote:       %s\n", status);
 	printf("size:         %" PRIu64 " bytes\n", ui->ui_size);
 	/* A character device that cannot be sized reports host size 0. */
 	if (ui->ui_ftype == RUMPBLK_FT_CHR && ui->ui_hostsize == 0)
@@ -63,7 +77,8 @@ print_text(const char *image, const struct rumpblk_unitinfo *ui,
 
 static void
 print_json(const char *image, const struct rumpblk_unitinfo *ui,
-    const struct rumpblk_disklabel *dl, const char *asked)
+    const struct rumpblk_disklabel *dl, const char *asked,
+    const char *status)
 {
 	printf("{\"image\":");
 	cli_json_string(stdout, image);
@@ -80,6 +95,10 @@ print_json(const char *image, const struct rumpblk_unitinfo *ui,
 	if (ui->ui_backend == RUMPBLK_BACKEND_MMAP)
 		printf(",\"winsize\":%" PRIu64 ",\"wincount\":%u",
 		    ui->ui_winsize, ui->ui_wincount);
+	if (remote(ui)) {
+		printf(",\"remote\":");
+		cli_json_string(stdout, status);
+	}
 	printf(",\"disklabel\":{\"magic\":%u,\"magic2\":%u,\"type\":%u,"
 	    "\"typename\":\"%.16s\",\"packname\":\"%.16s\",\"secsize\":%u,"
 	    "\"secperunit\":%u,\"npartitions\":%u,\"checksum\":%u,"
@@ -165,6 +184,7 @@ struct info_opts {
 	uint64_t	offset;
 	uint64_t	size;
 	bool		json;
+	struct cli_spec_opts spec;	/* --ceph-conf, --ceph-id */
 };
 
 static int
@@ -184,6 +204,12 @@ info_option(void *ctx, int c, const char *arg)
 		return cli_opt_backend(arg, &o->cfg.backend) ? 0 : 2;
 	case 'S':
 		return cli_parse_sectsize(arg, &o->cfg.sectshift) ? 0 : 2;
+	case 'C':
+		o->spec.cs_ceph_conf = arg;
+		return 0;
+	case 'I':
+		o->spec.cs_ceph_id = arg;
+		return 0;
 	}
 	return -1;
 }
@@ -197,6 +223,8 @@ cmd_info(int argc, char **argv)
 		{ "size", required_argument, NULL, 's' },
 		{ "backend", required_argument, NULL, 'b' },
 		{ "sector-size", required_argument, NULL, 'S' },
+		{ "ceph-conf", required_argument, NULL, 'C' },
+		{ "ceph-id", required_argument, NULL, 'I' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -211,7 +239,7 @@ cmd_info(int argc, char **argv)
 	struct rumpblk_disklabel dl;
 	struct rumpblk *rb;
 	const char *image, *asked;
-	char **operands;
+	char **operands, status[1024];
 	int error, unit, rc;
 
 	/* The seed's lines about RUMP_BLK* go to stderr, as rumpblk_init()
@@ -222,13 +250,20 @@ cmd_info(int argc, char **argv)
 		return rc;
 	image = operands[0];
 	/* The CLI's windows, so that auto shows what serve and bench pick. */
-	cli_default_windows(cfg, image, o.offset, o.size, 0, 0);
+	if (!cli_is_spec(image))
+		cli_default_windows(cfg, image, o.offset, o.size, 0, 0);
 	if ((error = rumpblk_create(cfg, &rb)) != 0) {
 		cli_err("cannot create an instance: %s", strerror(error));
 		return 1;
 	}
 	asked = rumpblk_backend_name(cfg->backend);
-	if ((error = rumpblk_register(rb, image, o.offset, o.size,
+	if (cli_is_spec(image)) {
+		if (cli_register(rb, image, o.offset, o.size, false, &o.spec,
+		    &unit) != 0) {
+			rumpblk_destroy(rb);
+			return 1;
+		}
+	} else if ((error = rumpblk_register(rb, image, o.offset, o.size,
 	    &unit)) != 0) {
 		if (!cli_backend_refused(image, cfg, o.offset, o.size, error))
 			explain_register_error(image, error, o.offset, o.size,
@@ -238,10 +273,11 @@ cmd_info(int argc, char **argv)
 	}
 	rumpblk_unitinfo(rb, unit, &ui);
 	rumpblk_ioctl(rb, unit, RUMPBLK_DIOCGDINFO, &dl);
+	rumpblk_backing_status(rb, unit, status, sizeof(status));
 	if (o.json)
-		print_json(image, &ui, &dl, asked);
+		print_json(image, &ui, &dl, asked, status);
 	else
-		print_text(image, &ui, &dl, asked);
+		print_text(image, &ui, &dl, asked, status);
 	if ((error = rumpblk_destroy(rb)) != 0) {
 		cli_err("%s: %s", image, strerror(error));
 		return 1;

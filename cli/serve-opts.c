@@ -5,6 +5,9 @@
  *
  *   rumpblk serve [options] IMAGE
  *
+ * IMAGE is a host file or device, or a backing spec (cli_is_spec): an NBD
+ * URI, rbd:POOL/IMAGE[@SNAP] (with --ceph-conf, --ceph-id), overlay:PATH.
+ *
  *   --socket PATH          listen on a Unix socket
  *   --listen ADDR:PORT     listen on TCP (repeatable; default
  *                          127.0.0.1:10809 when neither is given; PORT 0
@@ -32,6 +35,7 @@
  *   --shutdown-timeout S   give up on clients that do not read replies
  *                          S seconds after SIGINT/SIGTERM (default 10)
  *   --no-lock              do not take the image's OFD lock
+ *   --ceph-conf FILE, --ceph-id NAME   for rbd: specs
  *
  * Sizes take K, M, G, T suffixes (powers of 1024).  Flags override the
  * RUMP_BLK* environment.  A bad value is refused here, naming the
@@ -48,7 +52,11 @@ serve_usage(FILE *f)
 {
 	fprintf(f,
 "usage: rumpblk serve [options] IMAGE\n\n"
-"Export IMAGE as a block device over NBD until SIGINT or SIGTERM.\n\n"
+"Export IMAGE as a block device over NBD until SIGINT or SIGTERM.  IMAGE\n"
+"is a file or device, or a remote disk: an NBD URI (nbd://HOST[:PORT]/\n"
+"EXPORT, nbd+unix:///EXPORT?socket=PATH, nbds://... with TLS) or a Ceph\n"
+"image (rbd:POOL/IMAGE[@SNAP]); or overlay:PATH, a copy-on-write view of\n"
+"PATH that is never written.\n\n"
 "  --socket PATH          listen on a Unix socket at PATH\n"
 "  --listen ADDR:PORT     listen on TCP (repeatable; default 127.0.0.1:10809\n"
 "                         when no --socket or --listen is given; PORT 0 picks\n"
@@ -79,6 +87,8 @@ CLI_FAULT_HELP
 "  --shutdown-timeout S   at SIGINT/SIGTERM, give up on clients that do\n"
 "                         not read their replies after S seconds (10)\n"
 "  --no-lock              do not lock IMAGE against a second writer\n"
+"  --ceph-conf FILE       the Ceph configuration for rbd: (default: Ceph's)\n"
+"  --ceph-id NAME         the Ceph client id for rbd: (default: admin)\n"
 "Sizes take K, M, G and T suffixes (powers of 1024).\n");
 }
 
@@ -86,7 +96,7 @@ enum {
 	O_SOCKET = 256, O_LISTEN, O_EXPORT, O_RO, O_OFFSET, O_SIZE, O_CREATE,
 	O_BACKEND, O_SECTOR, O_WINSIZE, O_WINCOUNT, O_FAIL, O_FAILSEED,
 	O_STATS, O_RUN, O_PIDFILE, O_THREADS, O_MAXCONN, O_SHUTDOWN,
-	O_NOLOCK,
+	O_NOLOCK, O_CEPHCONF, O_CEPHID,
 };
 
 static const struct option serve_longopts[] = {
@@ -110,6 +120,8 @@ static const struct option serve_longopts[] = {
 	{ "max-connections", required_argument, NULL, O_MAXCONN },
 	{ "shutdown-timeout", required_argument, NULL, O_SHUTDOWN },
 	{ "no-lock", no_argument, NULL, O_NOLOCK },
+	{ "ceph-conf", required_argument, NULL, O_CEPHCONF },
+	{ "ceph-id", required_argument, NULL, O_CEPHID },
 	{ "help", no_argument, NULL, 'h' },
 	CLI_FAULT_LONGOPTS,
 	{ NULL, 0, NULL, 0 },
@@ -173,6 +185,8 @@ string_option(struct serve_opts *o, int c)
 	case O_STATS:	return &o->so_stats;
 	case O_RUN:	return &o->so_run;
 	case O_PIDFILE:	return &o->so_pidfile;
+	case O_CEPHCONF: return &o->so_spec.cs_ceph_conf;
+	case O_CEPHID:	return &o->so_spec.cs_ceph_id;
 	}
 	return NULL;
 }
@@ -262,6 +276,12 @@ serve_parse(int argc, char **argv, struct serve_opts *o, int *rcp)
 	o->so_image = operands[0];
 	if (o->so_create && !o->so_size_set) {
 		cli_err("--create: needs --size");
+		*rcp = 2;
+		goto free_opts;
+	}
+	if (o->so_create && cli_is_spec(o->so_image)) {
+		cli_err("--create makes a local file; %s is not one",
+		    o->so_image);
 		*rcp = 2;
 		goto free_opts;
 	}

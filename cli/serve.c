@@ -57,6 +57,7 @@
  * lock and the pidfile above).
  */
 struct serve {
+	int		sv_evid;	/* remote_event's subscription */
 	int		sv_sigfd;	/* SIGINT, SIGTERM, SIGCHLD */
 	sigset_t	sv_oldmask;	/* the mask --run's child gets */
 	struct rumpblk	*sv_rb;
@@ -331,14 +332,16 @@ create_instance(const struct serve_opts *o, struct serve *sv)
 	struct stat sb;
 	int error;
 
-	if (stat(o->so_image, &sb) == -1) {
+	/* A remote or overlay spec has no file here to stat or map. */
+	if (!cli_is_spec(o->so_image) && stat(o->so_image, &sb) == -1) {
 		cli_err("%s: %s", o->so_image, strerror(errno));
 		return 1;
 	}
-	cli_default_windows(&cfg, o->so_image, o->so_offset,
-	    o->so_size_set ? o->so_size : RUMPBLK_SIZENOTSET,
-	    o->so_winsize_set ? cfg.winsize : 0,
-	    o->so_wincount_set ? cfg.wincount : 0);
+	if (!cli_is_spec(o->so_image))
+		cli_default_windows(&cfg, o->so_image, o->so_offset,
+		    o->so_size_set ? o->so_size : RUMPBLK_SIZENOTSET,
+		    o->so_winsize_set ? cfg.winsize : 0,
+		    o->so_wincount_set ? cfg.wincount : 0);
 	cfg.sigbus_eio = true;
 	if ((error = rumpblk_create(&cfg, &sv->sv_rb)) != 0) {
 		cli_err("serve: cannot set up the driver: %s (check "
@@ -347,6 +350,23 @@ create_instance(const struct serve_opts *o, struct serve *sv)
 		return 1;
 	}
 	return 0;
+}
+
+/*
+ * A remote backing lost or regained its server: one line on stderr, the
+ * library's own account (what failed, what it does about it).
+ */
+static void
+remote_event(void *arg, int unit, int event)
+{
+	struct serve *sv = arg;
+	char msg[1024];
+
+	if (unit != sv->sv_unit || (event != RUMPBLK_EVENT_REMOTE_DOWN &&
+	    event != RUMPBLK_EVENT_REMOTE_UP))
+		return;
+	if (rumpblk_backing_status(sv->sv_rb, unit, msg, sizeof(msg)) == 0)
+		fprintf(stderr, "%s: %s\n", progname, msg);
 }
 
 /*
@@ -363,6 +383,26 @@ open_unit(const struct serve_opts *o, struct serve *sv)
 	int error;
 
 	rumpblk_get_config(sv->sv_rb, &cfg);
+	if (cli_is_spec(o->so_image)) {
+		/* Remote (or an overlay): nothing here to lock. */
+		if (cli_register(sv->sv_rb, o->so_image, o->so_offset,
+		    o->so_size, o->so_read_only, &o->so_spec,
+		    &sv->sv_unit) != 0)
+			return 1;
+		rumpblk_unitinfo(sv->sv_rb, sv->sv_unit, &sv->sv_ui);
+		writable = (ui->ui_mode & RUMPBLK_FWRITE) != 0;
+		if (!writable && o->so_fault.fo_wcache != 0) {
+			cli_err("--write-cache: %s is read-only: a write cache "
+			    "over it has nothing to write to", o->so_image);
+			return 1;
+		}
+		if (!o->so_read_only && !writable)
+			cli_err("%s: the remote is read-only; serving it "
+			    "read-only", o->so_image);
+		(void)rumpblk_event_subscribe(sv->sv_rb, remote_event, sv,
+		    &sv->sv_evid);
+		return 0;
+	}
 	if ((error = rumpblk_register(sv->sv_rb, o->so_image, o->so_offset,
 	    o->so_size, &sv->sv_unit)) != 0) {
 		if (error == EINVAL && (o->so_offset != 0 || o->so_size_set))

@@ -41,6 +41,7 @@ struct serve_opts {
 	 */
 	struct rumpblk_config so_cfg;
 	struct cli_fault_opts so_fault;	/* --fault, ..., --control */
+	struct cli_spec_opts so_spec;	/* --ceph-conf, --ceph-id */
 };
 
 /*

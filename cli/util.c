@@ -211,8 +211,53 @@ cli_ftype_name(enum rumpblk_ftype ft)
 	case RUMPBLK_FT_REG:	return "regular file";
 	case RUMPBLK_FT_BLK:	return "block device";
 	case RUMPBLK_FT_CHR:	return "character device";
+	case RUMPBLK_FT_NBD:	return "NBD export";
+	case RUMPBLK_FT_RBD:	return "Ceph RBD image";
 	}
 	return "unknown";
+}
+
+bool
+cli_is_spec(const char *image)
+{
+	static const char *const prefixes[] = { "nbd://", "nbds://",
+	    "nbd+unix://", "nbds+unix://", "nbd+vsock://", "nbds+vsock://",
+	    "rbd:", "overlay:" };
+
+	for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+		if (strncmp(image, prefixes[i], strlen(prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+int
+cli_register(struct rumpblk *rb, const char *image, uint64_t offset,
+    uint64_t size, bool readonly, const struct cli_spec_opts *so,
+    int *unitp)
+{
+	struct rumpblk_unit_opts uo;
+	char msg[512];
+	int error;
+
+	if (!cli_is_spec(image))
+		return rumpblk_register(rb, image, offset, size, unitp);
+	rumpblk_unit_opts_init(&uo);
+	uo.uo_offset = offset;
+	uo.uo_size = size;
+	uo.uo_readonly = readonly;
+	msg[0] = '\0';
+	uo.uo_errbuf = msg;
+	uo.uo_errlen = sizeof(msg);
+	if (so != NULL) {
+		uo.uo_ceph_conf = so->cs_ceph_conf;
+		uo.uo_ceph_id = so->cs_ceph_id;
+	}
+	if ((error = rumpblk_register_spec(rb, image, &uo, unitp)) != 0)
+		cli_err("%s: %s", image, msg[0] != '\0' ? msg :
+		    error == EINVAL ? "not a spec this build can open (an "
+		    "NBD URI, rbd:POOL/IMAGE[@SNAP] or overlay:PATH), or "
+		    "--offset/--size do not fit it" : strerror(error));
+	return error;
 }
 
 bool

@@ -486,6 +486,8 @@ struct rb_backing_ops {
 		    struct rb_stage **);
 	/* Close and free; no stage uses it any more.  0 or close's error. */
 	int	(*bo_close)(struct rb_backing *);
+	/* Optional: one line on its state (rumpblk_backing_status). */
+	int	(*bo_describe)(const struct rb_backing *, char *, size_t);
 };
 
 /* The part of a backing every kind has; kinds embed it first. */
@@ -504,6 +506,12 @@ extern const struct rb_backing_ops rb_hostfile_ops;
 void	rb_bkey_make(const char *spec, struct rb_bkey *);
 /* lib/host/overlay.c: "overlay:PATH", a copy-on-write view of a host file. */
 extern const struct rb_backing_ops rb_overlay_ops;
+/* lib/remote/nbd.c: an export of an NBD server; is spec an NBD URI? */
+extern const struct rb_backing_ops rb_nbd_ops;
+bool	rb_nbd_spec(const char *spec);
+/* lib/remote/rbd.c: a Ceph RBD image; is spec rbd:POOL/IMAGE[@SNAP]? */
+extern const struct rb_backing_ops rb_rbd_ops;
+bool	rb_rbd_spec(const char *spec);
 
 /*
  * A host file as the host backends (lib/backend) see it: the backing, its

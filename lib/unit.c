@@ -261,6 +261,10 @@ backing_kind(const char *spec)
 {
 	if (strncmp(spec, "overlay:", 8) == 0)
 		return &rb_overlay_ops;
+	if (rb_nbd_spec(spec))
+		return &rb_nbd_ops;
+	if (rb_rbd_spec(spec))
+		return &rb_rbd_ops;
 	return &rb_hostfile_ops;
 }
 
@@ -530,6 +534,27 @@ rumpblk_unitinfo(struct rumpblk *rb, int unit, struct rumpblk_unitinfo *ui)
 	ui->ui_backend = u->u_backend_kind;
 	ui->ui_winsize = u->u_winsize;
 	ui->ui_wincount = u->u_wincount;
+	rb_unit_rele(u, ep);
+	return 0;
+}
+
+int
+rumpblk_backing_status(struct rumpblk *rb, int unit, char *buf, size_t len)
+{
+	const struct rb_backing *bk;
+	struct rb_unit *u;
+	unsigned ep;
+
+	if ((u = rb_unit_hold(rb, unit, &ep)) == NULL)
+		return ENXIO;
+	bk = u->u_backing;
+	if (len > 0) {
+		if (bk->bk_ops->bo_describe != NULL)
+			(void)bk->bk_ops->bo_describe(bk, buf, len);
+		else
+			snprintf(buf, len, "%s: %s backing", bk->bk_spec,
+			    bk->bk_ops->bo_name);
+	}
 	rb_unit_rele(u, ep);
 	return 0;
 }

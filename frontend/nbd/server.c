@@ -85,8 +85,12 @@ nbd_server_create(const struct nbd_server_config *cfg,
 	s->s_secsize = s->s_ui.ui_secsize;
 	s->s_bytegran = cfg->byte_granular;
 	s->s_ro = cfg->read_only || (s->s_ui.ui_mode & RUMPBLK_FWRITE) == 0;
+	/* A remote backing passes TRIM on (or says EOPNOTSUPP, which a
+	 * TRIM, advice, answers with success). */
 	s->s_can_trim = s->s_ui.ui_ftype == RUMPBLK_FT_REG ||
-	    s->s_ui.ui_ftype == RUMPBLK_FT_BLK;
+	    s->s_ui.ui_ftype == RUMPBLK_FT_BLK ||
+	    s->s_ui.ui_ftype == RUMPBLK_FT_NBD ||
+	    s->s_ui.ui_ftype == RUMPBLK_FT_RBD;
 	/* O_DIRECT reads wait for the device: never in the reader. */
 	s->s_async_reads = s->s_ui.ui_backend == RUMPBLK_BACKEND_DIRECT;
 	s->s_max_inflight = cfg->max_inflight != 0 ? cfg->max_inflight :

@@ -68,6 +68,10 @@ enum rumpblk_backend {
 	RUMPBLK_BACKEND_PIO,		/* pread/pwrite, worker threads */
 	RUMPBLK_BACKEND_DIRECT,		/* O_DIRECT with bounce buffers */
 	RUMPBLK_BACKEND_URING,		/* io_uring */
+	/* What a unit of a remote backing reports (ui_backend); not a
+	 * choice for rumpblk_config or rumpblk_unit_opts. */
+	RUMPBLK_BACKEND_NBD,		/* libnbd, aio (lib/remote/nbd.c) */
+	RUMPBLK_BACKEND_RBD,		/* librbd, aio */
 };
 
 /*
@@ -171,7 +175,18 @@ struct rumpblk_unit_opts {
 	enum rumpblk_backend uo_backend; /* with uo_backend_set */
 	bool		uo_backend_set;	/* else the instance's backend */
 	bool		uo_readonly;	/* open read-only even if writable */
-	uint64_t	uo_reserved[8];	/* zero */
+	/*
+	 * Out, optional: a backing that can say more than an errno (a
+	 * remote server's message) writes it here, NUL-ended, when the
+	 * registration fails; left alone otherwise.
+	 */
+	char		*uo_errbuf;
+	size_t		uo_errlen;
+	/* Ceph RBD (rbd:POOL/IMAGE[@SNAP]): the configuration file and
+	 * client id; NULL: librados' defaults (and CEPH_ARGS). */
+	const char	*uo_ceph_conf;
+	const char	*uo_ceph_id;
+	uint64_t	uo_reserved[4];	/* zero */
 };
 
 /* Defaults: offset 0, the whole backing, the instance's backend. */
@@ -380,6 +395,8 @@ enum rumpblk_ftype {
 	RUMPBLK_FT_REG = 1,
 	RUMPBLK_FT_BLK,
 	RUMPBLK_FT_CHR,
+	RUMPBLK_FT_NBD,			/* an export of a remote NBD server */
+	RUMPBLK_FT_RBD,			/* a Ceph RBD image */
 };
 
 struct rumpblk_unitinfo {
@@ -579,6 +596,13 @@ int rumpblk_fault_replay(struct rumpblk *, FILE *f, char *errbuf,
  * after the reset.
  */
 #define RUMPBLK_EVENT_RESET	1
+/*
+ * A unit's remote backing lost its server (requests fail with EIO at
+ * once; the backing tries to reconnect), or regained it.
+ * rumpblk_backing_status says what happened.
+ */
+#define RUMPBLK_EVENT_REMOTE_DOWN 2
+#define RUMPBLK_EVENT_REMOTE_UP	3
 
 /* An event callback: (arg, unit, event). */
 typedef void (*rumpblk_event_fn)(void *, int, int);
@@ -605,6 +629,15 @@ int rumpblk_event_unsubscribe(struct rumpblk *, int id);
  * has been called.  0, ENXIO (no such unit).  Threads: any.
  */
 int rumpblk_unit_reset(struct rumpblk *, int unit);
+
+/*
+ * One line on a unit's backing into buf (len bytes, NUL-ended): for a
+ * remote one, its state (connected, lost and why, reconnecting, down for
+ * good) and what the remote offers; for a host file, its kind.  0, or
+ * ENXIO.  Threads: any.
+ */
+int rumpblk_backing_status(struct rumpblk *, int unit, char *buf,
+    size_t len);
 
 /* ------------------------------------------------------------------ */
 /* Volatile write cache and power loss (librumpblk(3), WRITE CACHE)    */

@@ -346,6 +346,8 @@ create_checks_config(void **state)
 	BAD(cfg.sectshift = 17);
 	BAD(cfg.fail = 10001);
 	BAD(cfg.backend = (enum rumpblk_backend)99);
+	BAD(cfg.backend = RUMPBLK_BACKEND_NBD);	/* reported, not chosen */
+	BAD(cfg.backend = RUMPBLK_BACKEND_RBD);
 	BAD(cfg.max_units = 0);
 #undef BAD
 
@@ -377,7 +379,12 @@ names_and_version(void **state)
 		tl_eq(b, i);
 	}
 	tl_eq(RUMPBLK_BACKEND_AUTO, 0);
-	tl_true(rumpblk_backend_name((enum rumpblk_backend)5) == NULL);
+	/* The remote kinds have names (ui_backend) but are no choice. */
+	tl_eq(strcmp(rumpblk_backend_name(RUMPBLK_BACKEND_NBD), "nbd"), 0);
+	tl_eq(strcmp(rumpblk_backend_name(RUMPBLK_BACKEND_RBD), "rbd"), 0);
+	tl_eq(rumpblk_backend_parse("nbd", &b), EINVAL);
+	tl_eq(rumpblk_backend_parse("rbd", &b), EINVAL);
+	tl_true(rumpblk_backend_name((enum rumpblk_backend)7) == NULL);
 	tl_true(rumpblk_backend_name((enum rumpblk_backend)-1) == NULL);
 	b = RUMPBLK_BACKEND_PIO;
 	tl_eq(rumpblk_backend_parse("PIO", &b), EINVAL);

@@ -1,0 +1,823 @@
+/*
+ * The NBD backing: a unit whose data is an export of a remote NBD server,
+ * reached with libnbd.  The spec is an NBD URI as libnbd takes it
+ * (nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH, the nbds
+ * forms with TLS, ...).  Size, read-only, block sizes, and which of
+ * FLUSH, FUA, TRIM, WRITE_ZEROES and block status work come from the
+ * export; every layer of the stack sits above it as above a file.
+ *
+ * Contents:
+ *   1. connections: connecting, the poller, losing and regaining one
+ *   2. requests (the stage)
+ *   3. the backing kind
+ *
+ * Requests go asynchronously, with libnbd's aio calls, on one connection,
+ * or on NB_MULTI when the server allows multi-conn (a FLUSH on one then
+ * covers the writes completed on all, as the protocol says), picked in
+ * turn.  Each connection has a poller thread that waits on the socket
+ * and an eventfd, drives libnbd's state machine (aio_notify_*), and
+ * completes what came back.  libnbd calls completion callbacks with the
+ * handle's lock held, and completing a request may submit another on
+ * the same handle (a layer above going on): so a callback only queues
+ * the request, and the queue is drained once libnbd has let go: by the
+ * poller, or by the submitter when its aio call ran the state machine
+ * far enough to see replies.
+ *
+ * A remote that goes away: every request in flight on it fails with EIO
+ * (libnbd retires them when the connection dies), as does every request
+ * submitted while it is down, at once: nothing waits for the network.
+ * The poller says so once (RUMPBLK_EVENT_REMOTE_DOWN, and the message of
+ * rumpblk_backing_status) and tries again NB_RETRIES times, waiting 0.5,
+ * 1, 2, 4 and 8 s before each attempt (about 15 s in all), each connect
+ * bounded by NB_CONNECT_MS; a connection regained serves again
+ * (RUMPBLK_EVENT_REMOTE_UP); one that is not stays down for good.  What
+ * the remote held is its own business: a write acknowledged before the
+ * loss is the remote's to keep.
+ *
+ * Locks: c_hlock guards c_h against its replacement by a reconnection
+ * (submitters read-lock it for the length of an aio call; the poller
+ * write-locks it to swap); c_donelock the queue of completed requests.
+ * libnbd locks its handle itself.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+#include "../internal.h"
+
+#define NB_MULTI	4		/* connections when multi-conn */
+#define NB_RETRIES	5
+#define NB_CONNECT_MS	10000
+#define NB_ZEROBUF	(1u << 20)	/* write-zeroes emulated in chunks */
+
+struct nbdbk;
+
+static char zeroes[NB_ZEROBUF];		/* write-zeroes, emulated */
+
+struct nbconn {
+	struct nbdbk	*c_nb;
+	unsigned	c_no;
+	pthread_rwlock_t c_hlock;
+	struct nbd_handle *c_h;		/* hlock */
+	int		c_efd;		/* ( wakes the poller */
+	pthread_t	c_thread;
+	_Atomic bool	c_down;		/* a: requests fail at once */
+	_Atomic bool	c_stop;		/* a: the poller ends */
+	pthread_mutex_t	c_donelock;
+	struct rb_io	*c_done;	/* donelock: completed, to complete */
+	struct rb_io	*c_flushq;	/* donelock: written, to FLUSH */
+};
+
+struct nbdbk {
+	struct rb_backing nb_bk;	/* first */
+	struct rumpblk	*nb_rb;		/* ( */
+	int		nb_unit;	/* the unit, once staged; -1 before */
+	unsigned	nb_nconn;	/* ( */
+	struct nbconn	*nb_conn;	/* ( */
+	_Atomic unsigned nb_next;	/* a: the next connection to use */
+	bool		nb_flush, nb_fua, nb_trim, nb_zero, nb_extents;
+	uint64_t	nb_maxreq;	/* ( largest request the export takes */
+	pthread_mutex_t	nb_msglock;
+	char		nb_msg[512];	/* msglock: the last status */
+};
+
+/* What an rb_io on the wire counts: its pieces still out, its error. */
+struct counters {
+	_Atomic uint32_t left;
+	_Atomic int	error;
+	bool		then_flush;	/* FUA the export lacks: FLUSH after */
+};
+
+/* A request on the wire: one of an rb_io's pieces. */
+struct nbpiece {
+	struct rb_io	*p_io;
+	struct nbconn	*p_c;
+	struct counters	*p_k;
+};
+
+/* A block status request: a piece, and where its extents go. */
+struct nbext {
+	struct nbpiece	x_p;		/* first: freed as a piece */
+	struct rumpblk_extents *x_ex;
+	uint64_t	x_len;
+	uint64_t	x_got;
+};
+
+static void
+nb_status(struct nbdbk *nb, const char *fmt, const char *detail)
+{
+	pthread_mutex_lock(&nb->nb_msglock);
+	if (snprintf(nb->nb_msg, sizeof(nb->nb_msg), fmt, nb->nb_bk.bk_spec,
+	    detail != NULL ? detail : "") >= (int)sizeof(nb->nb_msg))
+		nb->nb_msg[sizeof(nb->nb_msg) - 2] = '~';	/* cut short */
+	pthread_mutex_unlock(&nb->nb_msglock);
+}
+
+/* A message for the registering caller (rumpblk_unit_opts.uo_errbuf). */
+static void __attribute__((format(printf, 2, 3)))
+say(const struct rumpblk_unit_opts *o, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (o->uo_errbuf == NULL || o->uo_errlen == 0)
+		return;
+	va_start(ap, fmt);
+	(void)vsnprintf(o->uo_errbuf, o->uo_errlen, fmt, ap);
+	va_end(ap);
+}
+
+/* 1. Connections. */
+
+static int
+ms_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int)((t.tv_sec - t0->tv_sec) * 1000 +
+	    (t.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+/* errno of libnbd's last error, never 0. */
+static int
+nbd_errno(void)
+{
+	int e = nbd_get_errno();
+
+	return e != 0 ? e : EIO;
+}
+
+/*
+ * A new handle connected to uri within NB_CONNECT_MS, or NULL with the
+ * error in *errp and libnbd's message in msg.
+ */
+static struct nbd_handle *
+connect_uri(const char *uri, int *errp, char *msg, size_t msglen)
+{
+	struct nbd_handle *h;
+	struct timespec t0;
+	struct pollfd pfd;
+	int left, dir;
+
+	if ((h = nbd_create()) == NULL) {
+		*errp = nbd_errno();
+		snprintf(msg, msglen, "%s", nbd_get_error());
+		return NULL;
+	}
+	/* Block status, where the export has it; the name is the URI's. */
+	(void)nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (nbd_aio_connect_uri(h, uri) == -1)
+		goto fail;
+	while (nbd_aio_is_connecting(h) == 1) {
+		if ((left = NB_CONNECT_MS - ms_since(&t0)) <= 0) {
+			*errp = ETIMEDOUT;
+			snprintf(msg, msglen, "no answer within %d s",
+			    NB_CONNECT_MS / 1000);
+			nbd_close(h);
+			return NULL;
+		}
+		pfd.fd = nbd_aio_get_fd(h);
+		dir = nbd_aio_get_direction(h);
+		pfd.events = ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+		    ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
+		if (pfd.fd < 0 || poll(&pfd, 1, left) < 0) {
+			if (pfd.fd >= 0 && errno == EINTR)
+				continue;
+			goto fail;
+		}
+		if ((pfd.revents & (POLLIN | POLLHUP | POLLERR)) != 0 &&
+		    nbd_aio_notify_read(h) == -1)
+			goto fail;
+		if ((pfd.revents & POLLOUT) != 0 &&
+		    nbd_aio_notify_write(h) == -1)
+			goto fail;
+	}
+	if (nbd_aio_is_ready(h) != 1)
+		goto fail;
+	return h;
+fail:
+	*errp = nbd_errno();
+	snprintf(msg, msglen, "%s", nbd_get_error() != NULL ?
+	    nbd_get_error() : strerror(*errp));
+	nbd_close(h);
+	return NULL;
+}
+
+static void
+wake(struct nbconn *c)
+{
+	uint64_t one = 1;
+
+	while (write(c->c_efd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
+}
+
+static int send_piece(struct nbconn *, struct rb_io *, struct counters *,
+    int, void *, uint64_t, uint64_t, uint32_t);
+
+/*
+ * Complete every request the callbacks queued, and send the FLUSH that
+ * follows a write the export could not FUA (no libnbd lock held).
+ */
+static void
+drain(struct nbconn *c)
+{
+	struct rb_io *io, *next, *fq;
+	struct counters *k;
+	int error;
+
+	pthread_mutex_lock(&c->c_donelock);
+	io = c->c_done;
+	fq = c->c_flushq;
+	c->c_done = c->c_flushq = NULL;
+	pthread_mutex_unlock(&c->c_donelock);
+	for (; io != NULL; io = next) {
+		next = io->io_next;
+		rb_io_complete(io, io->io_error, io->io_error == 0 ?
+		    io->io_len : 0);
+	}
+	for (; fq != NULL; fq = next) {
+		next = fq->io_next;
+		error = ENOMEM;
+		if ((k = calloc(1, sizeof(*k))) != NULL) {
+			atomic_init(&k->left, 1);
+			if ((error = send_piece(c, fq, k, RUMPBLK_B_FLUSH,
+			    NULL, 0, 0, 0)) != 0)
+				free(k);
+		}
+		if (error != 0)
+			rb_io_complete(fq, error, 0);
+	}
+}
+
+/*
+ * The connection is lost: fail what is out (libnbd retires it), say so,
+ * then try again, NB_RETRIES times at most.  Returns true once it is
+ * back, false if it stays down (or the backing is closing).
+ */
+static bool
+lost(struct nbconn *c)
+{
+	struct nbdbk *nb = c->c_nb;
+	struct nbd_handle *h, *old;
+	char msg[200];
+	int error, i, ms = 500;
+
+	atomic_store(&c->c_down, true);
+	snprintf(msg, sizeof(msg), "%s", nbd_get_error() != NULL ?
+	    nbd_get_error() : "the server closed the connection");
+	drain(c);
+	nb_status(nb, "%s: connection lost (%s); requests fail with EIO "
+	    "while it is down; reconnecting", msg);
+	if (nb->nb_unit >= 0)
+		rb_event_raise(nb->nb_rb, nb->nb_unit,
+		    RUMPBLK_EVENT_REMOTE_DOWN);
+	for (i = 0; i < NB_RETRIES; i++, ms *= 2) {
+		/* Sleep in steps, so that a close is not kept waiting. */
+		for (int t = 0; t < ms && !atomic_load(&c->c_stop); t += 50)
+			usleep(50000);
+		if (atomic_load(&c->c_stop))
+			return false;
+		if ((h = connect_uri(nb->nb_bk.bk_spec, &error, msg,
+		    sizeof(msg))) == NULL)
+			continue;
+		if ((uint64_t)nbd_get_size(h) != nb->nb_bk.bk_total) {
+			nbd_close(h);
+			snprintf(msg, sizeof(msg), "the export's size changed");
+			break;
+		}
+		pthread_rwlock_wrlock(&c->c_hlock);
+		old = c->c_h;
+		c->c_h = h;
+		pthread_rwlock_unlock(&c->c_hlock);
+		nbd_close(old);
+		atomic_store(&c->c_down, false);
+		nb_status(nb, "%s: connection regained%s", NULL);
+		if (nb->nb_unit >= 0)
+			rb_event_raise(nb->nb_rb, nb->nb_unit,
+			    RUMPBLK_EVENT_REMOTE_UP);
+		return true;
+	}
+	nb_status(nb, "%s: down for good (%s); requests fail with EIO", msg);
+	if (nb->nb_unit >= 0)
+		rb_event_raise(nb->nb_rb, nb->nb_unit,
+		    RUMPBLK_EVENT_REMOTE_DOWN);
+	return false;
+}
+
+static void *
+poller(void *arg)
+{
+	struct nbconn *c = arg;
+	struct pollfd pfd[2];
+	uint64_t v;
+	int dir, r;
+	bool up = true;
+
+	(void)pthread_setname_np(pthread_self(), "rb-nbd");
+	while (!atomic_load(&c->c_stop)) {
+		pfd[0].fd = c->c_efd;
+		pfd[0].events = POLLIN;
+		pfd[1].fd = -1;
+		pfd[1].events = 0;
+		if (up) {
+			pthread_rwlock_rdlock(&c->c_hlock);
+			pfd[1].fd = nbd_aio_get_fd(c->c_h);
+			dir = nbd_aio_get_direction(c->c_h);
+			pthread_rwlock_unlock(&c->c_hlock);
+			pfd[1].events = POLLIN |
+			    ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0);
+			if (pfd[1].fd < 0) {	/* no socket: lost */
+				up = lost(c);
+				continue;
+			}
+		}
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (pfd[0].revents & POLLIN)
+			(void)read(c->c_efd, &v, sizeof(v));
+		if (!up || pfd[1].revents == 0)
+			continue;
+		pthread_rwlock_rdlock(&c->c_hlock);
+		r = 0;
+		if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))
+			r = nbd_aio_notify_read(c->c_h);
+		if (r != -1 && (pfd[1].revents & POLLOUT))
+			r = nbd_aio_notify_write(c->c_h);
+		/* Dead (an error) or closed (the server hung up): lost. */
+		if (r != -1 && (nbd_aio_is_dead(c->c_h) == 1 ||
+		    nbd_aio_is_closed(c->c_h) == 1))
+			r = -1;
+		pthread_rwlock_unlock(&c->c_hlock);
+		drain(c);
+		if (r == -1 && !atomic_load(&c->c_stop))
+			up = lost(c);
+	}
+	drain(c);
+	return NULL;
+}
+
+/* 2. Requests. */
+
+/* Extents of base:allocation into the request's rumpblk_extents. */
+static int
+extent_cb(void *arg, const char *ctx, uint64_t off, uint32_t *entries,
+    size_t n, int *error)
+{
+	struct nbext *x = arg;
+
+	(void)off;
+	(void)error;
+	if (strcmp(ctx, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0)
+		return 0;
+	for (size_t i = 0; i + 1 < n && x->x_ex->ex_count < x->x_ex->ex_max &&
+	    x->x_got < x->x_len; i += 2) {
+		uint64_t l = entries[i];
+
+		if (l > x->x_len - x->x_got)
+			l = x->x_len - x->x_got;
+		x->x_ex->ex_ext[x->x_ex->ex_count].e_length = l;
+		/* NBD_STATE_HOLE and _ZERO are our HOLE and ZERO bits. */
+		x->x_ex->ex_ext[x->x_ex->ex_count].e_flags = entries[i + 1] &
+		    (RUMPBLK_EXTENT_HOLE | RUMPBLK_EXTENT_ZERO);
+		x->x_ex->ex_ext[x->x_ex->ex_count].e_pad = 0;
+		x->x_ex->ex_count++;
+		x->x_got += l;
+	}
+	return 0;
+}
+
+/* libnbd's completion of a piece: queue it (the handle lock is held). */
+static int
+piece_done(void *arg, int *error)
+{
+	struct nbpiece *p = arg;
+	struct rb_io *io = p->p_io;
+	struct nbconn *c = p->p_c;
+	struct counters *k = p->p_k;
+	int e = *error;
+	bool flush;
+
+	/* A connection that died takes its requests with it: EIO. */
+	if (e == ENOTCONN || e == ECONNRESET || e == EPIPE || e == ESHUTDOWN)
+		e = EIO;
+	if (e != 0) {
+		int zero = 0;
+
+		atomic_compare_exchange_strong(&k->error, &zero, e);
+	}
+	if (atomic_fetch_sub(&k->left, 1) == 1) {
+		io->io_error = atomic_load(&k->error);
+		flush = k->then_flush && io->io_error == 0;
+		free(k);
+		pthread_mutex_lock(&c->c_donelock);
+		if (flush) {
+			io->io_next = c->c_flushq;
+			c->c_flushq = io;
+		} else {
+			io->io_next = c->c_done;
+			c->c_done = io;
+		}
+		pthread_mutex_unlock(&c->c_donelock);
+	}
+	free(p);
+	return 1;	/* retire it */
+}
+
+/*
+ * Send one piece of io (op, off, len of its data at buf).  Returns 0, or
+ * the error that kept it from the wire (the piece is then not out).
+ */
+static int
+send_piece(struct nbconn *c, struct rb_io *io, struct counters *k, int op,
+    void *buf, uint64_t len, uint64_t off, uint32_t flags)
+{
+	struct nbpiece *p;
+	nbd_completion_callback cb;
+	int64_t r;
+
+	if ((p = malloc(op == RUMPBLK_B_EXTENTS ? sizeof(struct nbext) :
+	    sizeof(*p))) == NULL)
+		return ENOMEM;
+	p->p_io = io;
+	p->p_c = c;
+	p->p_k = k;
+	cb.callback = piece_done;
+	cb.user_data = p;
+	cb.free = NULL;
+	pthread_rwlock_rdlock(&c->c_hlock);
+	if (atomic_load(&c->c_down)) {
+		pthread_rwlock_unlock(&c->c_hlock);
+		free(p);
+		return EIO;
+	}
+	switch (op) {
+	case RUMPBLK_B_READ:
+		r = nbd_aio_pread(c->c_h, buf, len, off, cb, 0);
+		break;
+	case RUMPBLK_B_WRITE:
+		r = nbd_aio_pwrite(c->c_h, buf, len, off, cb, flags);
+		break;
+	case RUMPBLK_B_FLUSH:
+		r = nbd_aio_flush(c->c_h, cb, 0);
+		break;
+	case RUMPBLK_B_TRIM:
+		r = nbd_aio_trim(c->c_h, len, off, cb, flags);
+		break;
+	case RUMPBLK_B_EXTENTS: {
+		struct nbext *x = (struct nbext *)p;
+		nbd_extent_callback ecb = { .callback = extent_cb,
+		    .user_data = x };
+
+		x->x_ex = buf;
+		x->x_len = len;
+		x->x_got = 0;
+		r = nbd_aio_block_status(c->c_h, len, off, ecb, cb, 0);
+		break;
+	}
+	default:
+		r = nbd_aio_zero(c->c_h, len, off, cb, flags);
+		break;
+	}
+	if (r != -1 &&
+	    (nbd_aio_get_direction(c->c_h) & LIBNBD_AIO_DIRECTION_WRITE))
+		wake(c);
+	pthread_rwlock_unlock(&c->c_hlock);
+	if (r == -1) {
+		free(p);
+		return nbd_errno() == ENOTCONN ? EIO : nbd_errno();
+	}
+	return 0;
+}
+
+static uint32_t
+nbflags(struct nbdbk *nb, struct rb_io *io)
+{
+	uint32_t f = 0;
+
+	if (nb->nb_fua && (io->io_op == RUMPBLK_B_WRITE ||
+	    io->io_op == RUMPBLK_B_ZERO) && rb_io_wants_sync(io))
+		f |= LIBNBD_CMD_FLAG_FUA;
+	if (io->io_op == RUMPBLK_B_ZERO &&
+	    (io->io_flags & RUMPBLK_B_NOHOLE) != 0)
+		f |= LIBNBD_CMD_FLAG_NO_HOLE;
+	return f;
+}
+
+static void
+nb_submit(struct rb_stage *st, struct rb_io *io)
+{
+	struct nbdbk *nb = (struct nbdbk *)st->st_unit->u_backing;
+	struct nbconn *c = &nb->nb_conn[atomic_fetch_add_explicit(
+	    &nb->nb_next, 1, memory_order_relaxed) % nb->nb_nconn];
+	struct counters *k;
+	uint64_t off = nb->nb_bk.bk_off + io->io_off, done, n;
+	int op = io->io_op, error = 0;
+	uint32_t pieces, i;
+
+	switch (op) {
+	case RUMPBLK_B_EXTENTS: {
+		struct rumpblk_extents *ex = io->io_data;
+
+		ex->ex_count = 0;
+		if (io->io_len == 0 || ex->ex_max == 0 || !nb->nb_extents) {
+			if (io->io_len != 0 && ex->ex_max != 0) {
+				/* No map: all of it data, as a file
+				 * system without SEEK_DATA answers. */
+				ex->ex_ext[0].e_length = io->io_len;
+				ex->ex_ext[0].e_flags = 0;
+				ex->ex_ext[0].e_pad = 0;
+				ex->ex_count = 1;
+			}
+			rb_io_complete(io, 0, 0);
+			return;
+		}
+		break;
+	}
+	case RUMPBLK_B_FLUSH:
+		if (!nb->nb_flush) {
+			rb_io_complete(io, 0, 0);
+			return;
+		}
+		break;
+	case RUMPBLK_B_TRIM:
+		if (!nb->nb_trim) {	/* advice the export does not take */
+			rb_io_complete(io, EOPNOTSUPP, 0);
+			return;
+		}
+		break;
+	case RUMPBLK_B_ZERO:
+		if (!nb->nb_zero)
+			op = RUMPBLK_B_WRITE;	/* zeroes, written */
+		break;
+	}
+	/* Split what the export cannot take in one request. */
+	n = op == RUMPBLK_B_FLUSH ? 0 : io->io_len;
+	if (op == RUMPBLK_B_EXTENTS && n > UINT32_MAX)
+		n = UINT32_MAX & ~(uint64_t)((1u << 20) - 1);
+	if (op == RUMPBLK_B_WRITE && io->io_op == RUMPBLK_B_ZERO)
+		pieces = (uint32_t)((n + NB_ZEROBUF - 1) / NB_ZEROBUF);
+	else
+		pieces = (uint32_t)((n + nb->nb_maxreq - 1) / nb->nb_maxreq);
+	if (pieces == 0 || op == RUMPBLK_B_EXTENTS)
+		pieces = 1;
+	if ((k = malloc(sizeof(*k))) == NULL) {
+		rb_io_complete(io, ENOMEM, 0);
+		return;
+	}
+	atomic_init(&k->left, pieces);
+	atomic_init(&k->error, 0);
+	/* A write to be durable at completion on an export without FUA:
+	 * a FLUSH once it is written (drain sends it). */
+	k->then_flush = (op == RUMPBLK_B_WRITE || op == RUMPBLK_B_ZERO) &&
+	    rb_io_wants_sync(io) && !nb->nb_fua && nb->nb_flush;
+	for (i = 0, done = 0; i < pieces; i++) {
+		uint64_t max = (op == RUMPBLK_B_WRITE && io->io_op ==
+		    RUMPBLK_B_ZERO) ? NB_ZEROBUF : nb->nb_maxreq;
+		uint64_t len = n - done < max ? n - done : max;
+		void *buf = io->io_op == RUMPBLK_B_ZERO ? (void *)zeroes :
+		    op == RUMPBLK_B_EXTENTS ? io->io_data :
+		    (char *)io->io_data + done;
+
+		error = send_piece(c, io, k, op, buf, len, off + done,
+		    nbflags(nb, io));
+		if (error != 0)
+			break;
+		done += len;
+	}
+	if (error != 0) {
+		/* The pieces not sent count as done, with the error. */
+		int zero = 0;
+		uint32_t unsent = pieces - i;
+
+		atomic_compare_exchange_strong(&k->error, &zero, error);
+			if (atomic_fetch_sub(&k->left, unsent) == unsent) {
+			free(k);
+			rb_io_complete(io, error, 0);
+			drain(c);
+			return;
+		}
+	}
+	/* Replies the aio calls saw (libnbd may read them here). */
+	drain(c);
+}
+
+static void
+nb_destroy(struct rb_stage *st)
+{
+	free(st);
+}
+
+static const struct rb_ops nbstage_ops = {
+	.name = "nbd",
+	.submit = nb_submit,
+	.destroy = nb_destroy,
+};
+
+/* 3. The backing kind. */
+
+bool
+rb_nbd_spec(const char *spec)
+{
+	return strncmp(spec, "nbd://", 6) == 0 ||
+	    strncmp(spec, "nbds://", 7) == 0 ||
+	    strncmp(spec, "nbd+unix://", 11) == 0 ||
+	    strncmp(spec, "nbds+unix://", 12) == 0 ||
+	    strncmp(spec, "nbd+vsock://", 12) == 0 ||
+	    strncmp(spec, "nbds+vsock://", 13) == 0;
+}
+
+static void
+conn_fini(struct nbconn *c)
+{
+	if (c->c_h != NULL)
+		nbd_close(c->c_h);
+	if (c->c_efd >= 0)
+		close(c->c_efd);
+	pthread_rwlock_destroy(&c->c_hlock);
+	pthread_mutex_destroy(&c->c_donelock);
+}
+
+static int
+nb_close(struct rb_backing *bk)
+{
+	struct nbdbk *nb = (struct nbdbk *)bk;
+
+	for (unsigned i = 0; i < nb->nb_nconn; i++) {
+		struct nbconn *c = &nb->nb_conn[i];
+
+		atomic_store(&c->c_stop, true);
+		wake(c);
+		pthread_join(c->c_thread, NULL);
+		conn_fini(c);
+	}
+	free(nb->nb_conn);
+	pthread_mutex_destroy(&nb->nb_msglock);
+	free(bk->bk_spec);
+	free(nb);
+	return 0;
+}
+
+static int
+nb_open(struct rumpblk *rb, const char *spec,
+    const struct rumpblk_unit_opts *o, struct rb_backing **bkp)
+{
+	struct nbd_handle *h;
+	struct nbdbk *nb;
+	char msg[200];
+	int64_t size, max;
+	unsigned i, n;
+	int error;
+
+	if ((h = connect_uri(spec, &error, msg, sizeof(msg))) == NULL) {
+		say(o, "%s", msg);
+		return error;
+	}
+	if ((size = nbd_get_size(h)) < 0) {
+		error = nbd_errno();
+		nbd_close(h);
+		return error;
+	}
+	/* The export's minimum block size must fit our sectors. */
+	if ((max = nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM)) >
+	    (int64_t)(1u << rb->rb_cfg.sectshift)) {
+		say(o, "the export's minimum block size, %lld bytes, is "
+		    "larger than the sector size (%u)", (long long)max,
+		    1u << rb->rb_cfg.sectshift);
+		nbd_close(h);
+		return EINVAL;
+	}
+	if ((uint64_t)size < o->uo_offset || (o->uo_size !=
+	    RUMPBLK_SIZENOTSET && o->uo_size > (uint64_t)size - o->uo_offset)) {
+		say(o, "the window does not fit the export (%lld bytes)",
+		    (long long)size);
+		nbd_close(h);
+		return EINVAL;
+	}
+	if ((nb = calloc(1, sizeof(*nb))) == NULL ||
+	    (nb->nb_bk.bk_spec = strdup(spec)) == NULL) {
+		free(nb);
+		nbd_close(h);
+		return ENOMEM;
+	}
+	pthread_mutex_init(&nb->nb_msglock, NULL);
+	nb->nb_rb = rb;
+	nb->nb_unit = -1;
+	nb->nb_bk.bk_ops = &rb_nbd_ops;
+	nb->nb_bk.bk_off = o->uo_offset;
+	nb->nb_bk.bk_total = (uint64_t)size;
+	nb->nb_bk.bk_size = o->uo_size == RUMPBLK_SIZENOTSET ?
+	    (uint64_t)size - o->uo_offset : o->uo_size;
+	nb->nb_bk.bk_ftype = RUMPBLK_FT_NBD;
+	nb->nb_bk.bk_mode = RUMPBLK_FREAD |
+	    (o->uo_readonly || nbd_is_read_only(h) == 1 ? 0 : RUMPBLK_FWRITE);
+	nb->nb_flush = nbd_can_flush(h) == 1;
+	nb->nb_fua = nbd_can_fua(h) == 1;
+	nb->nb_trim = nbd_can_trim(h) == 1;
+	nb->nb_zero = nbd_can_zero(h) == 1;
+	nb->nb_extents = nbd_can_meta_context(h,
+	    LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+	max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
+	nb->nb_maxreq = max > 0 ? (uint64_t)max : 32u << 20;
+	n = nbd_can_multi_conn(h) == 1 ? NB_MULTI : 1;
+	if ((nb->nb_conn = calloc(n, sizeof(*nb->nb_conn))) == NULL) {
+		nbd_close(h);
+		error = ENOMEM;
+		goto fail;
+	}
+	for (i = 0; i < n; i++) {
+		struct nbconn *c = &nb->nb_conn[i];
+
+		c->c_nb = nb;
+		c->c_no = i;
+		c->c_efd = -1;
+		pthread_rwlock_init(&c->c_hlock, NULL);
+		pthread_mutex_init(&c->c_donelock, NULL);
+		if (i == 0)
+			c->c_h = h;
+		else if ((c->c_h = connect_uri(spec, &error, msg,
+		    sizeof(msg))) == NULL) {
+			say(o, "connection %u: %s", i + 1, msg);
+			goto fail_conn;
+		}
+		if ((c->c_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+			error = errno;
+			goto fail_conn;
+		}
+		if ((error = pthread_create(&c->c_thread, NULL, poller,
+		    c)) != 0)
+			goto fail_conn;
+		nb->nb_nconn = i + 1;
+	}
+	nb_status(nb, "%s: connected%s", NULL);
+	*bkp = &nb->nb_bk;
+	return 0;
+fail_conn:
+	conn_fini(&nb->nb_conn[i]);
+fail:
+	nb_close(&nb->nb_bk);
+	return error;
+}
+
+static bool
+nb_same(const struct rb_backing *a, const struct rb_backing *b)
+{
+	return b->bk_ops == &rb_nbd_ops && strcmp(a->bk_spec, b->bk_spec) == 0 &&
+	    a->bk_off == b->bk_off && a->bk_size == b->bk_size;
+}
+
+static bool
+nb_named(const struct rb_backing *bk, const struct rb_bkey *k)
+{
+	return strcmp(bk->bk_spec, k->k_spec) == 0;
+}
+
+static int
+nb_stage(struct rb_unit *u, enum rumpblk_backend kind, struct rb_stage **stp)
+{
+	struct nbdbk *nb = (struct nbdbk *)u->u_backing;
+	struct rb_stage *st;
+
+	if (kind != RUMPBLK_BACKEND_AUTO)
+		return EINVAL;
+	if ((st = calloc(1, sizeof(*st))) == NULL)
+		return ENOMEM;
+	rb_stage_init(st, &nbstage_ops, u, RB_RANK_BACKEND);
+	u->u_backend_kind = RUMPBLK_BACKEND_NBD;
+	nb->nb_unit = u->u_index;
+	*stp = st;
+	return 0;
+}
+
+static int
+nb_describe(const struct rb_backing *bk, char *buf, size_t len)
+{
+	struct nbdbk *nb = (struct nbdbk *)(void *)(uintptr_t)bk;
+
+	pthread_mutex_lock(&nb->nb_msglock);
+	snprintf(buf, len, "%s; %u connection(s); flush %s, FUA %s, trim "
+	    "%s, write-zeroes %s, block status %s", nb->nb_msg,
+	    nb->nb_nconn, nb->nb_flush ? "yes" : "no",
+	    nb->nb_fua ? "yes" : "no", nb->nb_trim ? "yes" : "no",
+	    nb->nb_zero ? "yes" : "emulated", nb->nb_extents ? "yes" : "no");
+	pthread_mutex_unlock(&nb->nb_msglock);
+	return 0;
+}
+
+const struct rb_backing_ops rb_nbd_ops = {
+	.bo_name = "nbd",
+	.bo_open = nb_open,
+	.bo_same = nb_same,
+	.bo_named = nb_named,
+	.bo_stage = nb_stage,
+	.bo_close = nb_close,
+	.bo_describe = nb_describe,
+};
