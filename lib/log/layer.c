@@ -379,7 +379,8 @@ base_record(struct rb_unit *u, const char *name, bool nohash,
 	b.lb_flags = htole32(b.lb_flags);
 	b.lb_pathlen = htole16((uint16_t)n);
 	memcpy(sector + LW_BASE_AT, &b, sizeof(b));
-	memcpy(sector + LW_BASE_AT + sizeof(b), name, n);
+	if (n > 0)
+		memcpy(sector + LW_BASE_AT + sizeof(b), name, n);
 	return 0;
 }
 
