@@ -41,7 +41,6 @@
  */
 #include <errno.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -50,7 +49,7 @@
 
 #include <libnbd.h>
 
-#include "../internal.h"
+#include "remote.h"
 
 #define NB_MULTI	4		/* connections when multi-conn */
 #define NB_RETRIES	5
@@ -76,16 +75,12 @@ struct nbconn {
 };
 
 struct nbdbk {
-	struct rb_backing nb_bk;	/* first */
-	struct rumpblk	*nb_rb;		/* ( */
-	int		nb_unit;	/* the unit, once staged; -1 before */
+	struct rb_remote nb_rm;		/* first: spec, unit, status line */
 	unsigned	nb_nconn;	/* ( */
 	struct nbconn	*nb_conn;	/* ( */
 	_Atomic unsigned nb_next;	/* a: the next connection to use */
 	bool		nb_flush, nb_fua, nb_trim, nb_zero, nb_extents;
 	uint64_t	nb_maxreq;	/* ( largest request the export takes */
-	pthread_mutex_t	nb_msglock;
-	char		nb_msg[512];	/* msglock: the last status */
 };
 
 /* What an rb_io on the wire counts: its pieces still out, its error. */
@@ -109,29 +104,6 @@ struct nbext {
 	uint64_t	x_len;
 	uint64_t	x_got;
 };
-
-static void
-nb_status(struct nbdbk *nb, const char *fmt, const char *detail)
-{
-	pthread_mutex_lock(&nb->nb_msglock);
-	if (snprintf(nb->nb_msg, sizeof(nb->nb_msg), fmt, nb->nb_bk.bk_spec,
-	    detail != NULL ? detail : "") >= (int)sizeof(nb->nb_msg))
-		nb->nb_msg[sizeof(nb->nb_msg) - 2] = '~';	/* cut short */
-	pthread_mutex_unlock(&nb->nb_msglock);
-}
-
-/* A message for the registering caller (rumpblk_unit_opts.uo_errbuf). */
-static void __attribute__((format(printf, 2, 3)))
-say(const struct rumpblk_unit_opts *o, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (o->uo_errbuf == NULL || o->uo_errlen == 0)
-		return;
-	va_start(ap, fmt);
-	(void)vsnprintf(o->uo_errbuf, o->uo_errlen, fmt, ap);
-	va_end(ap);
-}
 
 /* 1. Connections. */
 
@@ -275,21 +247,20 @@ lost(struct nbconn *c)
 	snprintf(msg, sizeof(msg), "%s", nbd_get_error() != NULL ?
 	    nbd_get_error() : "the server closed the connection");
 	drain(c);
-	nb_status(nb, "%s: connection lost (%s); requests fail with EIO "
-	    "while it is down; reconnecting", msg);
-	if (nb->nb_unit >= 0)
-		rb_event_raise(nb->nb_rb, nb->nb_unit,
-		    RUMPBLK_EVENT_REMOTE_DOWN);
+	rb_remote_status(&nb->nb_rm, "%s: connection lost (%s); requests "
+	    "fail with EIO while it is down; reconnecting",
+	    nb->nb_rm.rm_bk.bk_spec, msg);
+	rb_remote_event(&nb->nb_rm, RUMPBLK_EVENT_REMOTE_DOWN);
 	for (i = 0; i < NB_RETRIES; i++, ms *= 2) {
 		/* Sleep in steps, so that a close is not kept waiting. */
 		for (int t = 0; t < ms && !atomic_load(&c->c_stop); t += 50)
 			usleep(50000);
 		if (atomic_load(&c->c_stop))
 			return false;
-		if ((h = connect_uri(nb->nb_bk.bk_spec, &error, msg,
+		if ((h = connect_uri(nb->nb_rm.rm_bk.bk_spec, &error, msg,
 		    sizeof(msg))) == NULL)
 			continue;
-		if ((uint64_t)nbd_get_size(h) != nb->nb_bk.bk_total) {
+		if ((uint64_t)nbd_get_size(h) != nb->nb_rm.rm_bk.bk_total) {
 			nbd_close(h);
 			snprintf(msg, sizeof(msg), "the export's size changed");
 			break;
@@ -300,16 +271,14 @@ lost(struct nbconn *c)
 		pthread_rwlock_unlock(&c->c_hlock);
 		nbd_close(old);
 		atomic_store(&c->c_down, false);
-		nb_status(nb, "%s: connection regained%s", NULL);
-		if (nb->nb_unit >= 0)
-			rb_event_raise(nb->nb_rb, nb->nb_unit,
-			    RUMPBLK_EVENT_REMOTE_UP);
+		rb_remote_status(&nb->nb_rm, "%s: connection regained",
+		    nb->nb_rm.rm_bk.bk_spec);
+		rb_remote_event(&nb->nb_rm, RUMPBLK_EVENT_REMOTE_UP);
 		return true;
 	}
-	nb_status(nb, "%s: down for good (%s); requests fail with EIO", msg);
-	if (nb->nb_unit >= 0)
-		rb_event_raise(nb->nb_rb, nb->nb_unit,
-		    RUMPBLK_EVENT_REMOTE_DOWN);
+	rb_remote_status(&nb->nb_rm, "%s: down for good (%s); requests fail "
+	    "with EIO", nb->nb_rm.rm_bk.bk_spec, msg);
+	rb_remote_event(&nb->nb_rm, RUMPBLK_EVENT_REMOTE_DOWN);
 	return false;
 }
 
@@ -519,7 +488,7 @@ nb_submit(struct rb_stage *st, struct rb_io *io)
 	struct nbconn *c = &nb->nb_conn[atomic_fetch_add_explicit(
 	    &nb->nb_next, 1, memory_order_relaxed) % nb->nb_nconn];
 	struct counters *k;
-	uint64_t off = nb->nb_bk.bk_off + io->io_off, done, n;
+	uint64_t off = nb->nb_rm.rm_bk.bk_off + io->io_off, done, n;
 	int op = io->io_op, error = 0;
 	uint32_t pieces, i;
 
@@ -660,8 +629,7 @@ nb_close(struct rb_backing *bk)
 		conn_fini(c);
 	}
 	free(nb->nb_conn);
-	pthread_mutex_destroy(&nb->nb_msglock);
-	free(bk->bk_spec);
+	rb_remote_fini(&nb->nb_rm);
 	free(nb);
 	return 0;
 }
@@ -678,7 +646,7 @@ nb_open(struct rumpblk *rb, const char *spec,
 	int error;
 
 	if ((h = connect_uri(spec, &error, msg, sizeof(msg))) == NULL) {
-		say(o, "%s", msg);
+		rb_remote_say(o, "%s", msg);
 		return error;
 	}
 	if ((size = nbd_get_size(h)) < 0) {
@@ -689,35 +657,24 @@ nb_open(struct rumpblk *rb, const char *spec,
 	/* The export's minimum block size must fit our sectors. */
 	if ((max = nbd_get_block_size(h, LIBNBD_SIZE_MINIMUM)) >
 	    (int64_t)(1u << rb->rb_cfg.sectshift)) {
-		say(o, "the export's minimum block size, %lld bytes, is "
-		    "larger than the sector size (%u)", (long long)max,
+		rb_remote_say(o, "the export's minimum block size, %lld bytes, "
+		    "is larger than the sector size (%u)", (long long)max,
 		    1u << rb->rb_cfg.sectshift);
 		nbd_close(h);
 		return EINVAL;
 	}
-	if ((uint64_t)size < o->uo_offset || (o->uo_size !=
-	    RUMPBLK_SIZENOTSET && o->uo_size > (uint64_t)size - o->uo_offset)) {
-		say(o, "the window does not fit the export (%lld bytes)",
-		    (long long)size);
-		nbd_close(h);
-		return EINVAL;
-	}
-	if ((nb = calloc(1, sizeof(*nb))) == NULL ||
-	    (nb->nb_bk.bk_spec = strdup(spec)) == NULL) {
-		free(nb);
+	if ((nb = calloc(1, sizeof(*nb))) == NULL) {
 		nbd_close(h);
 		return ENOMEM;
 	}
-	pthread_mutex_init(&nb->nb_msglock, NULL);
-	nb->nb_rb = rb;
-	nb->nb_unit = -1;
-	nb->nb_bk.bk_ops = &rb_nbd_ops;
-	nb->nb_bk.bk_off = o->uo_offset;
-	nb->nb_bk.bk_total = (uint64_t)size;
-	nb->nb_bk.bk_size = o->uo_size == RUMPBLK_SIZENOTSET ?
-	    (uint64_t)size - o->uo_offset : o->uo_size;
-	nb->nb_bk.bk_ftype = RUMPBLK_FT_NBD;
-	nb->nb_bk.bk_mode = RUMPBLK_FREAD |
+	if ((error = rb_remote_init(&nb->nb_rm, rb, &rb_nbd_ops, spec)) != 0 ||
+	    (error = rb_remote_window(&nb->nb_rm, o, (uint64_t)size,
+	    "export")) != 0) {
+		nbd_close(h);
+		goto fail;
+	}
+	nb->nb_rm.rm_bk.bk_ftype = RUMPBLK_FT_NBD;
+	nb->nb_rm.rm_bk.bk_mode = RUMPBLK_FREAD |
 	    (o->uo_readonly || nbd_is_read_only(h) == 1 ? 0 : RUMPBLK_FWRITE);
 	nb->nb_flush = nbd_can_flush(h) == 1;
 	nb->nb_fua = nbd_can_fua(h) == 1;
@@ -745,7 +702,7 @@ nb_open(struct rumpblk *rb, const char *spec,
 			c->c_h = h;
 		else if ((c->c_h = connect_uri(spec, &error, msg,
 		    sizeof(msg))) == NULL) {
-			say(o, "connection %u: %s", i + 1, msg);
+			rb_remote_say(o, "connection %u: %s", i + 1, msg);
 			goto fail_conn;
 		}
 		if ((c->c_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
@@ -757,66 +714,43 @@ nb_open(struct rumpblk *rb, const char *spec,
 			goto fail_conn;
 		nb->nb_nconn = i + 1;
 	}
-	nb_status(nb, "%s: connected%s", NULL);
-	*bkp = &nb->nb_bk;
+	rb_remote_status(&nb->nb_rm, "%s: connected", spec);
+	*bkp = &nb->nb_rm.rm_bk;
 	return 0;
 fail_conn:
 	conn_fini(&nb->nb_conn[i]);
 fail:
-	nb_close(&nb->nb_bk);
+	nb_close(&nb->nb_rm.rm_bk);
 	return error;
-}
-
-static bool
-nb_same(const struct rb_backing *a, const struct rb_backing *b)
-{
-	return b->bk_ops == &rb_nbd_ops && strcmp(a->bk_spec, b->bk_spec) == 0 &&
-	    a->bk_off == b->bk_off && a->bk_size == b->bk_size;
-}
-
-static bool
-nb_named(const struct rb_backing *bk, const struct rb_bkey *k)
-{
-	return strcmp(bk->bk_spec, k->k_spec) == 0;
 }
 
 static int
 nb_stage(struct rb_unit *u, enum rumpblk_backend kind, struct rb_stage **stp)
 {
-	struct nbdbk *nb = (struct nbdbk *)u->u_backing;
-	struct rb_stage *st;
-
-	if (kind != RUMPBLK_BACKEND_AUTO)
-		return EINVAL;
-	if ((st = calloc(1, sizeof(*st))) == NULL)
-		return ENOMEM;
-	rb_stage_init(st, &nbstage_ops, u, RB_RANK_BACKEND);
-	u->u_backend_kind = RUMPBLK_BACKEND_NBD;
-	nb->nb_unit = u->u_index;
-	*stp = st;
-	return 0;
+	return rb_remote_stage(u, kind, &nbstage_ops, RUMPBLK_BACKEND_NBD,
+	    stp);
 }
 
 static int
 nb_describe(const struct rb_backing *bk, char *buf, size_t len)
 {
 	struct nbdbk *nb = (struct nbdbk *)(void *)(uintptr_t)bk;
+	char msg[sizeof(nb->nb_rm.rm_msg)];
 
-	pthread_mutex_lock(&nb->nb_msglock);
+	rb_remote_msg(&nb->nb_rm, msg, sizeof(msg));
 	snprintf(buf, len, "%s; %u connection(s); flush %s, FUA %s, trim "
-	    "%s, write-zeroes %s, block status %s", nb->nb_msg,
-	    nb->nb_nconn, nb->nb_flush ? "yes" : "no",
-	    nb->nb_fua ? "yes" : "no", nb->nb_trim ? "yes" : "no",
-	    nb->nb_zero ? "yes" : "emulated", nb->nb_extents ? "yes" : "no");
-	pthread_mutex_unlock(&nb->nb_msglock);
+	    "%s, write-zeroes %s, block status %s", msg, nb->nb_nconn,
+	    nb->nb_flush ? "yes" : "no", nb->nb_fua ? "yes" : "no",
+	    nb->nb_trim ? "yes" : "no", nb->nb_zero ? "yes" : "emulated",
+	    nb->nb_extents ? "yes" : "no");
 	return 0;
 }
 
 const struct rb_backing_ops rb_nbd_ops = {
 	.bo_name = "nbd",
 	.bo_open = nb_open,
-	.bo_same = nb_same,
-	.bo_named = nb_named,
+	.bo_same = rb_remote_same,
+	.bo_named = rb_remote_named,
 	.bo_stage = nb_stage,
 	.bo_close = nb_close,
 	.bo_describe = nb_describe,

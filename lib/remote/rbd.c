@@ -43,31 +43,28 @@
  * extents), so a request covers at most RD_EXTENTS_OBJS objects and
  * reports that much; the caller asks again for the rest.
  *
- * Locks: rd_qlock guards the completer's queue, rd_msglock the status
- * message.  librbd locks its handle itself.
+ * Locks: rd_qlock guards the completer's queue (the status line has
+ * rb_remote's own lock).  librbd locks its handle itself.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
-#include "../internal.h"
+#include "remote.h"
 
 #define RD_TIMEOUT	"10"		/* s: connect, mon and OSD requests */
 #define RD_PROBE_MS	2000		/* while down: one request to try */
 #define RD_EXTENTS_OBJS	256		/* objects one EXTENTS looks at */
 
 /*
- * Locks: q = rd_qlock, m = rd_msglock, a = atomic, ( = set at open,
+ * Locks: q = rd_qlock, a = atomic, ( = set at open,
  * then read-only.
  */
 struct rbdbk {
-	struct rb_backing rd_bk;	/* first */
-	struct rumpblk	*rd_rb;		/* ( */
-	_Atomic int	rd_unit;	/* a: the unit, once staged; -1 */
+	struct rb_remote rd_rm;		/* first: spec, unit, status line */
 	rados_t		rd_cluster;	/* ( */
 	rados_ioctx_t	rd_ioctx;	/* ( */
 	rbd_image_t	rd_image;	/* ( */
@@ -88,37 +85,10 @@ struct rbdbk {
 	struct rb_io	*rd_done;	/* q: to complete, newest first */
 	bool		rd_idle;	/* q: the completer waits */
 	bool		rd_stop;	/* q: the completer ends */
-	pthread_mutex_t	rd_msglock;
-	char		rd_msg[256];	/* m: the last state */
 };
 
 /* io_work of a request in this stage: what the completer does next. */
 static void send_flush(struct rb_io *);
-
-/* A message for the registering caller (rumpblk_unit_opts.uo_errbuf). */
-static void __attribute__((format(printf, 2, 3)))
-say(const struct rumpblk_unit_opts *o, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (o->uo_errbuf == NULL || o->uo_errlen == 0)
-		return;
-	va_start(ap, fmt);
-	(void)vsnprintf(o->uo_errbuf, o->uo_errlen, fmt, ap);
-	va_end(ap);
-}
-
-static void __attribute__((format(printf, 2, 3)))
-rd_status(struct rbdbk *rd, const char *fmt, ...)
-{
-	va_list ap;
-
-	pthread_mutex_lock(&rd->rd_msglock);
-	va_start(ap, fmt);
-	(void)vsnprintf(rd->rd_msg, sizeof(rd->rd_msg), fmt, ap);
-	va_end(ap);
-	pthread_mutex_unlock(&rd->rd_msglock);
-}
 
 /* 1. Opening. */
 
@@ -205,7 +175,7 @@ connect_cluster(const struct rumpblk_unit_opts *o, const char *id,
 	int r;
 
 	if ((r = rados_create(&c, id)) < 0) {
-		say(o, "cannot create a Ceph client: %s", strerror(-r));
+		rb_remote_say(o, "cannot create a Ceph client: %s", strerror(-r));
 		return -r;
 	}
 	/*
@@ -218,19 +188,19 @@ connect_cluster(const struct rumpblk_unit_opts *o, const char *id,
 	    (r = conf_default(c, "client_mount_timeout", RD_TIMEOUT)) != 0 ||
 	    (r = conf_default(c, "rados_mon_op_timeout", RD_TIMEOUT)) != 0 ||
 	    (r = conf_default(c, "rados_osd_op_timeout", RD_TIMEOUT)) != 0) {
-		say(o, "cannot set up the Ceph client: %s", strerror(r));
+		rb_remote_say(o, "cannot set up the Ceph client: %s", strerror(r));
 		goto shutdown;
 	}
 	if ((r = -rados_conf_read_file(c, o->uo_ceph_conf)) != 0 &&
 	    o->uo_ceph_conf != NULL) {
-		say(o, "cannot read the Ceph configuration %s: %s",
+		rb_remote_say(o, "cannot read the Ceph configuration %s: %s",
 		    o->uo_ceph_conf, strerror(r));
 		goto shutdown;
 	}
 	/* Without --ceph-conf and a default file, CEPH_ARGS may do. */
 	noconf = r != 0;
 	if ((r = -rados_conf_parse_env(c, NULL)) != 0) {
-		say(o, "CEPH_ARGS: %s", strerror(r));
+		rb_remote_say(o, "CEPH_ARGS: %s", strerror(r));
 		goto shutdown;
 	}
 	/*
@@ -240,27 +210,27 @@ connect_cluster(const struct rumpblk_unit_opts *o, const char *id,
 	 */
 	if (noconf && (rados_conf_get(c, "mon_host", mon, sizeof(mon)) < 0 ||
 	    mon[0] == '\0')) {
-		say(o, "no Ceph configuration: give --ceph-conf, or mon_host in "
+		rb_remote_say(o, "no Ceph configuration: give --ceph-conf, or mon_host in "
 		    "CEPH_ARGS (the default files do not exist)");
 		r = ENOENT;
 		goto shutdown;
 	}
 	if ((r = -rados_connect(c)) != 0) {
 		if (r == EACCES || r == EPERM)
-			say(o, "cannot connect to the cluster as client.%s: "
+			rb_remote_say(o, "cannot connect to the cluster as client.%s: "
 			    "%s (no key for it in the keyring, or not the "
 			    "cluster's; check --ceph-id and the keyring)", id,
 			    strerror(r));
 		else if (r == ENOENT)
-			say(o, "cannot connect to the cluster as client.%s: "
+			rb_remote_say(o, "cannot connect to the cluster as client.%s: "
 			    "no monitor address or no key for it (check "
 			    "--ceph-conf and --ceph-id)", id);
 		else if (r == ETIMEDOUT)
-			say(o, "cannot connect to the cluster: no answer "
+			rb_remote_say(o, "cannot connect to the cluster: no answer "
 			    "within %s s (check --ceph-conf and --ceph-id)",
 			    RD_TIMEOUT);
 		else
-			say(o, "cannot connect to the cluster: %s (check "
+			rb_remote_say(o, "cannot connect to the cluster: %s (check "
 			    "--ceph-conf and --ceph-id)", strerror(r));
 		goto shutdown;
 	}
@@ -291,19 +261,19 @@ open_image(const struct rumpblk_unit_opts *o, struct rbdbk *rd)
 	if (r == ENOENT && rd->rd_snap != NULL &&
 	    rbd_open_read_only(rd->rd_ioctx, rd->rd_name, &img, NULL) == 0) {
 		rbd_close(img);
-		say(o, "image '%s' in pool '%s' has no snapshot '%s'",
+		rb_remote_say(o, "image '%s' in pool '%s' has no snapshot '%s'",
 		    rd->rd_name, rd->rd_pool, rd->rd_snap);
 	} else if (r == ENOENT)
-		say(o, "image '%s' not found in pool '%s'", rd->rd_name,
+		rb_remote_say(o, "image '%s' not found in pool '%s'", rd->rd_name,
 		    rd->rd_pool);
 	else if (r == EACCES || r == EPERM)
-		say(o, "%s may not open image '%s' in pool '%s': %s",
+		rb_remote_say(o, "%s may not open image '%s' in pool '%s': %s",
 		    rd->rd_client, rd->rd_name, rd->rd_pool, strerror(r));
 	else if (r == ETIMEDOUT)
-		say(o, "opening image '%s' in pool '%s': no answer within "
+		rb_remote_say(o, "opening image '%s' in pool '%s': no answer within "
 		    "%s s", rd->rd_name, rd->rd_pool, RD_TIMEOUT);
 	else
-		say(o, "cannot open image '%s' in pool '%s': %s", rd->rd_name,
+		rb_remote_say(o, "cannot open image '%s' in pool '%s': %s", rd->rd_name,
 		    rd->rd_pool, strerror(r));
 	rd->rd_image = NULL;
 	return r;
@@ -330,14 +300,12 @@ rd_error(struct rbdbk *rd, ssize_t r)
 		if (!atomic_exchange(&rd->rd_down, true)) {
 			atomic_store(&rd->rd_probe_at,
 			    rb_now_ns() + RD_PROBE_MS * 1000000ull);
-			rd_status(rd, "%s: the cluster stopped answering (%s); "
+			rb_remote_status(&rd->rd_rm, "%s: the cluster stopped answering (%s); "
 			    "requests fail with EIO while it is down, one "
-			    "every %d s tries it", rd->rd_bk.bk_spec,
+			    "every %d s tries it", rd->rd_rm.rm_bk.bk_spec,
 			    strerror(e), RD_PROBE_MS / 1000);
-			if (atomic_load(&rd->rd_unit) >= 0)
-				rb_event_raise(rd->rd_rb,
-				    atomic_load(&rd->rd_unit),
-				    RUMPBLK_EVENT_REMOTE_DOWN);
+			rb_remote_event(&rd->rd_rm,
+			    RUMPBLK_EVENT_REMOTE_DOWN);
 		}
 		return EIO;
 	}
@@ -370,11 +338,9 @@ rd_answered(struct rbdbk *rd)
 	    memory_order_relaxed)))
 		return;
 	if (atomic_exchange(&rd->rd_down, false)) {
-		rd_status(rd, "%s: the cluster answers again",
-		    rd->rd_bk.bk_spec);
-		if (atomic_load(&rd->rd_unit) >= 0)
-			rb_event_raise(rd->rd_rb, atomic_load(&rd->rd_unit),
-			    RUMPBLK_EVENT_REMOTE_UP);
+		rb_remote_status(&rd->rd_rm, "%s: the cluster answers again",
+		    rd->rd_rm.rm_bk.bk_spec);
+		rb_remote_event(&rd->rd_rm, RUMPBLK_EVENT_REMOTE_UP);
 	}
 }
 
@@ -532,7 +498,7 @@ extents_work(struct rb_io *io)
 	struct rbdbk *rd = io->io_ctx;
 	struct rumpblk_extents *ex = io->io_data;
 	struct extwalk w;
-	uint64_t off = rd->rd_bk.bk_off + io->io_off, len = io->io_len;
+	uint64_t off = rd->rd_rm.rm_bk.bk_off + io->io_off, len = io->io_len;
 	uint64_t max = rd->rd_objsize * RD_EXTENTS_OBJS;
 	int r, error;
 
@@ -572,7 +538,7 @@ static int
 send_aio(struct rbdbk *rd, struct rb_io *io, int op)
 {
 	rbd_completion_t c;
-	uint64_t off = rd->rd_bk.bk_off + io->io_off;
+	uint64_t off = rd->rd_rm.rm_bk.bk_off + io->io_off;
 	int r;
 
 	if ((r = rbd_aio_create_completion(io, aio_done, &c)) < 0)
@@ -625,7 +591,7 @@ rd_submit(struct rb_stage *st, struct rb_io *io)
 	io->io_ctx = rd;
 	io->io_work = NULL;
 	if (io->io_op == RUMPBLK_B_EXTENTS) {
-		rb_pool_run(rb_instance_pool(rd->rd_rb), io, extents_work, rd);
+		rb_pool_run(rb_instance_pool(rd->rd_rm.rm_rb), io, extents_work, rd);
 		return;
 	}
 	/*
@@ -693,11 +659,10 @@ rd_close(struct rb_backing *bk)
 		rados_shutdown(rd->rd_cluster);
 	pthread_cond_destroy(&rd->rd_qcv);
 	pthread_mutex_destroy(&rd->rd_qlock);
-	pthread_mutex_destroy(&rd->rd_msglock);
+	rb_remote_fini(&rd->rd_rm);
 	free(rd->rd_pool);
 	free(rd->rd_name);
 	free(rd->rd_snap);
-	free(bk->bk_spec);
 	free(rd);
 	return error;
 }
@@ -717,18 +682,12 @@ rd_open(struct rumpblk *rb, const char *spec,
 		return ENOMEM;
 	pthread_mutex_init(&rd->rd_qlock, NULL);
 	pthread_cond_init(&rd->rd_qcv, NULL);
-	pthread_mutex_init(&rd->rd_msglock, NULL);
-	rd->rd_rb = rb;
-	atomic_init(&rd->rd_unit, -1);
-	rd->rd_bk.bk_ops = &rb_rbd_ops;
-	if ((rd->rd_bk.bk_spec = strdup(spec)) == NULL) {
-		error = ENOMEM;
+	if ((error = rb_remote_init(&rd->rd_rm, rb, &rb_rbd_ops, spec)) != 0)
 		goto fail;
-	}
 	if ((error = parse_spec(spec, &rd->rd_pool, &rd->rd_name,
 	    &rd->rd_snap)) != 0) {
 		if (error == EINVAL)
-			say(o, "expected rbd:POOL/IMAGE[@SNAP]");
+			rb_remote_say(o, "expected rbd:POOL/IMAGE[@SNAP]");
 		goto fail;
 	}
 	client_id(o->uo_ceph_id, id, sizeof(id));
@@ -739,9 +698,9 @@ rd_open(struct rumpblk *rb, const char *spec,
 	    &rd->rd_ioctx)) != 0) {
 		rd->rd_ioctx = NULL;
 		if (error == ENOENT)
-			say(o, "pool '%s' does not exist", rd->rd_pool);
+			rb_remote_say(o, "pool '%s' does not exist", rd->rd_pool);
 		else
-			say(o, "pool '%s': %s", rd->rd_pool, strerror(error));
+			rb_remote_say(o, "pool '%s': %s", rd->rd_pool, strerror(error));
 		goto fail;
 	}
 	if ((error = open_image(o, rd)) != 0)
@@ -749,7 +708,7 @@ rd_open(struct rumpblk *rb, const char *spec,
 	if ((error = -rbd_get_size(rd->rd_image, &size)) != 0 ||
 	    (error = -rbd_stat(rd->rd_image, &info, sizeof(info))) != 0 ||
 	    (error = -rbd_get_features(rd->rd_image, &features)) != 0) {
-		say(o, "image '%s' in pool '%s': %s", rd->rd_name,
+		rb_remote_say(o, "image '%s' in pool '%s': %s", rd->rd_name,
 		    rd->rd_pool, strerror(error));
 		goto fail;
 	}
@@ -758,60 +717,28 @@ rd_open(struct rumpblk *rb, const char *spec,
 		snprintf(rd->rd_features, sizeof(rd->rd_features), "0x%llx",
 		    (unsigned long long)features);
 	rd->rd_objsize = info.obj_size > 0 ? info.obj_size : 4u << 20;
-	if (size < o->uo_offset || (o->uo_size != RUMPBLK_SIZENOTSET &&
-	    o->uo_size > size - o->uo_offset)) {
-		say(o, "the window does not fit the image (%llu bytes)",
-		    (unsigned long long)size);
-		error = EINVAL;
+	if ((error = rb_remote_window(&rd->rd_rm, o, size, "image")) != 0)
 		goto fail;
-	}
-	rd->rd_bk.bk_off = o->uo_offset;
-	rd->rd_bk.bk_total = size;
-	rd->rd_bk.bk_size = o->uo_size == RUMPBLK_SIZENOTSET ?
-	    size - o->uo_offset : o->uo_size;
-	rd->rd_bk.bk_ftype = RUMPBLK_FT_RBD;
-	rd->rd_bk.bk_mode = RUMPBLK_FREAD |
+	rd->rd_rm.rm_bk.bk_ftype = RUMPBLK_FT_RBD;
+	rd->rd_rm.rm_bk.bk_mode = RUMPBLK_FREAD |
 	    (o->uo_readonly || rd->rd_snap != NULL ? 0 : RUMPBLK_FWRITE);
 	if ((error = pthread_create(&rd->rd_thread, NULL, completer,
 	    rd)) != 0)
 		goto fail;
 	rd->rd_started = true;
-	rd_status(rd, "%s: connected as %s", spec, rd->rd_client);
-	*bkp = &rd->rd_bk;
+	rb_remote_status(&rd->rd_rm, "%s: connected as %s", spec, rd->rd_client);
+	*bkp = &rd->rd_rm.rm_bk;
 	return 0;
 fail:
-	rd_close(&rd->rd_bk);
+	rd_close(&rd->rd_rm.rm_bk);
 	return error;
-}
-
-static bool
-rd_same(const struct rb_backing *a, const struct rb_backing *b)
-{
-	return b->bk_ops == &rb_rbd_ops && strcmp(a->bk_spec, b->bk_spec) == 0 &&
-	    a->bk_off == b->bk_off && a->bk_size == b->bk_size;
-}
-
-static bool
-rd_named(const struct rb_backing *bk, const struct rb_bkey *k)
-{
-	return strcmp(bk->bk_spec, k->k_spec) == 0;
 }
 
 static int
 rd_stage(struct rb_unit *u, enum rumpblk_backend kind, struct rb_stage **stp)
 {
-	struct rbdbk *rd = (struct rbdbk *)u->u_backing;
-	struct rb_stage *st;
-
-	if (kind != RUMPBLK_BACKEND_AUTO)
-		return EINVAL;
-	if ((st = calloc(1, sizeof(*st))) == NULL)
-		return ENOMEM;
-	rb_stage_init(st, &rbdstage_ops, u, RB_RANK_BACKEND);
-	u->u_backend_kind = RUMPBLK_BACKEND_RBD;
-	atomic_store(&rd->rd_unit, u->u_index);
-	*stp = st;
-	return 0;
+	return rb_remote_stage(u, kind, &rbdstage_ops, RUMPBLK_BACKEND_RBD,
+	    stp);
 }
 
 static int
@@ -819,25 +746,26 @@ rd_describe(const struct rb_backing *bk, char *buf, size_t len)
 {
 	struct rbdbk *rd = (struct rbdbk *)(void *)(uintptr_t)bk;
 
-	pthread_mutex_lock(&rd->rd_msglock);
+	char msg[sizeof(rd->rd_rm.rm_msg)];
+
+	rb_remote_msg(&rd->rd_rm, msg, sizeof(msg));
 	snprintf(buf, len, "%s; pool %s, image %s%s%s%s, %llu bytes in "
 	    "%llu-byte objects; features %s; flush, trim, write-zeroes, "
-	    "block status yes", rd->rd_msg, rd->rd_pool, rd->rd_name,
+	    "block status yes", msg, rd->rd_pool, rd->rd_name,
 	    rd->rd_snap != NULL ? ", snapshot " : "",
 	    rd->rd_snap != NULL ? rd->rd_snap : "",
 	    rd->rd_snap != NULL ? " (read-only)" : "",
 	    (unsigned long long)bk->bk_total,
 	    (unsigned long long)rd->rd_objsize,
 	    rd->rd_features[0] != '\0' ? rd->rd_features : "none");
-	pthread_mutex_unlock(&rd->rd_msglock);
 	return 0;
 }
 
 const struct rb_backing_ops rb_rbd_ops = {
 	.bo_name = "rbd",
 	.bo_open = rd_open,
-	.bo_same = rd_same,
-	.bo_named = rd_named,
+	.bo_same = rb_remote_same,
+	.bo_named = rb_remote_named,
 	.bo_stage = rd_stage,
 	.bo_close = rd_close,
 	.bo_describe = rd_describe,
