@@ -19,15 +19,6 @@ rotl(uint64_t x, int r)
 }
 
 static inline uint64_t
-mix(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static inline uint64_t
 load64(const unsigned char *p)
 {
 	uint64_t w;
@@ -105,9 +96,9 @@ rb_hash_final(struct rb_hash *h, uint8_t out[16], int *zerop)
 	}
 	acc = rotl(h->h_lane[0], 1) + rotl(h->h_lane[1], 7) +
 	    rotl(h->h_lane[2], 12) + rotl(h->h_lane[3], 18);
-	acc ^= mix(tail + h->h_nbuf);
-	lo = mix(acc ^ h->h_len);
-	hi = mix(lo ^ h->h_lane[0] ^ rotl(h->h_lane[2], 29) ^
+	acc ^= rb_hash_mix64(tail + h->h_nbuf);
+	lo = rb_hash_mix64(acc ^ h->h_len);
+	hi = rb_hash_mix64(lo ^ h->h_lane[0] ^ rotl(h->h_lane[2], 29) ^
 	    (h->h_len * P1));
 	memcpy(out, &lo, 8);
 	memcpy(out + 8, &hi, 8);

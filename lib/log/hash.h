@@ -21,6 +21,16 @@ struct rb_hash {
 	unsigned	h_nbuf;
 };
 
+/* splitmix64's finaliser (also the crash checker's mix and draws). */
+static inline uint64_t
+rb_hash_mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
 void	rb_hash_init(struct rb_hash *);
 void	rb_hash_update(struct rb_hash *, const void *, size_t);
 /* The 16 bytes of the hash; *zerop (may be NULL): every byte was zero. */

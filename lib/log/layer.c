@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "host/host.h"
 #include "format.h"
 #include "hash.h"
 
@@ -72,25 +73,13 @@ struct lio {
 
 /* 1. The log file. */
 
+/* All of buf at off (the host's one pwrite loop; not synced). */
 static int
 write_all(int fd, const void *buf, size_t len, uint64_t off)
 {
-	const unsigned char *p = buf;
-	ssize_t n;
+	size_t moved;
 
-	while (len > 0) {
-		if ((n = pwrite(fd, p, len, (off_t)off)) < 0) {
-			if (errno == EINTR)
-				continue;
-			return errno;
-		}
-		if (n == 0)
-			return ENOSPC;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	return rb_host_pwrite(fd, buf, len, off, false, &moved);
 }
 
 /* Stop logging after error (L held): the first error is kept. */
