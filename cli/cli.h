@@ -6,6 +6,7 @@
 #define RUMPBLK_CLI_H
 
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +17,18 @@ extern const char *progname;
 
 /* Print "rumpblk: " and the message to stderr. */
 void	cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same, "rumpblk WHO: " when who is not NULL. */
+void	cli_verr(const char *who, const char *fmt, va_list)
+	    __attribute__((format(printf, 2, 0)));
+
+/*
+ * pread until len bytes or the end of the file: 0 with the bytes read in
+ * *gotp, or an errno.  cli_pread_all: all len bytes or an error (EIO at
+ * the end of the file).  cli_pwrite_full: all of it, or an errno.
+ */
+int	cli_pread_full(int fd, void *, size_t len, uint64_t off, size_t *gotp);
+int	cli_pread_all(int fd, void *, size_t len, uint64_t off);
+int	cli_pwrite_full(int fd, const void *, size_t len, uint64_t off);
 
 /*
  * Parse a size: decimal digits with an optional K, M, G or T suffix

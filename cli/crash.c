@@ -85,15 +85,6 @@ content(const void *p, size_t n)
 	return r;
 }
 
-static uint64_t
-mix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
 static bool
 h_eq(const struct h128 *a, const struct h128 *b)
 {
@@ -107,8 +98,8 @@ term(uint64_t s, const struct h128 *c, const struct h128 *b)
 	struct h128 t = { 0, 0 };
 
 	if (!h_eq(c, b)) {
-		t.lo = mix64(s ^ mix64(c->lo));
-		t.hi = mix64(~s ^ mix64(c->hi ^ 0x5bd1e995u));
+		t.lo = rb_hash_mix64(s ^ rb_hash_mix64(c->lo));
+		t.hi = rb_hash_mix64(~s ^ rb_hash_mix64(c->hi ^ 0x5bd1e995u));
 	}
 	return t;
 }
@@ -130,7 +121,7 @@ h_sub(struct h128 *a, const struct h128 *t)
 static struct pslot *
 tab_find(struct cc_run *r, uint64_t s)
 {
-	uint64_t i = mix64(s) & (r->r_tabcap - 1);
+	uint64_t i = rb_hash_mix64(s) & (r->r_tabcap - 1);
 
 	while (r->r_tab[i].ps_key != 0 && r->r_tab[i].ps_key != s + 1)
 		i = (i + 1) & (r->r_tabcap - 1);
@@ -158,27 +149,6 @@ tab_grow(struct cc_run *r)
 	return 0;
 }
 
-static int
-pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	unsigned char *p = buf;
-	ssize_t n;
-
-	while (len > 0) {
-		if ((n = pread(fd, p, len, (off_t)off)) < 0) {
-			if (errno == EINTR)
-				continue;
-			return errno;
-		}
-		if (n == 0)
-			return EIO;
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
-}
-
 /*
  * Every sector of w into the prefix table (with the base's content, read
  * now, where it is new) and w's content hashes into wsh.
@@ -201,7 +171,7 @@ take_write(struct cc_run *r, const char *base, const struct cc_write *w,
 			goto out;
 		p = tab_find(r, s);
 		if (p->ps_key == 0) {
-			if ((error = pread_all(r->r_basefd, buf, r->r_ss,
+			if ((error = cli_pread_all(r->r_basefd, buf, r->r_ss,
 			    s * r->r_ss)) != 0) {
 				cli_err("crash-check: %s: reading sector %"
 				    PRIu64 ": %s", base, s, strerror(error));
@@ -215,7 +185,7 @@ take_write(struct cc_run *r, const char *base, const struct cc_write *w,
 		if (w->w_dataoff == 0) {
 			wsh[i] = r->r_zero;
 		} else {
-			if ((error = pread_all(r->r_logfd, buf, r->r_ss,
+			if ((error = cli_pread_all(r->r_logfd, buf, r->r_ss,
 			    w->w_dataoff + i * r->r_ss)) != 0) {
 				cli_err("crash-check: %s: entry %" PRIu64
 				    ": %s", logfile_path(r->r_lf), w->w_entry,
@@ -325,7 +295,7 @@ check_base(struct cc_run *r, const struct logfile_base *lb,
 	for (off = 0; off < r->r_size && error == 0; off += n) {
 		n = r->r_size - off < (1 << 20) ? (size_t)(r->r_size - off) :
 		    (1 << 20);
-		if ((error = pread_all(r->r_basefd, buf, n, off)) == 0)
+		if ((error = cli_pread_all(r->r_basefd, buf, n, off)) == 0)
 			rb_hash_update(&h, buf, n);
 	}
 	free(buf);
@@ -651,7 +621,7 @@ static uint64_t
 rng_next(uint64_t *s)
 {
 	*s += 0x9e3779b97f4a7c15ull;
-	return mix64(*s);
+	return rb_hash_mix64(*s);
 }
 
 static uint64_t
@@ -938,7 +908,7 @@ cc_gen_start(struct cc_run *r, uint32_t i, enum cc_model model,
 	g->g_r = r;
 	g->g_e = e;
 	g->g_model = model;
-	g->g_rng = mix64(seed) ^ mix64(e->e_no * 0x2545f4914f6cdd1dull);
+	g->g_rng = rb_hash_mix64(seed) ^ rb_hash_mix64(e->e_no * 0x2545f4914f6cdd1dull);
 	g->g_m = -1;
 	if ((g->g_pre = calloc(e->e_nsect + 1, sizeof(*g->g_pre))) == NULL ||
 	    (g->g_cur = calloc(e->e_nsect + 1, sizeof(*g->g_cur))) == NULL ||
@@ -1206,7 +1176,7 @@ put(struct cc_run *r, struct rumpblk *rb, int u, uint64_t s, uint64_t ns,
 
 	if (src == 0)
 		return unit_io(rb, u, RUMPBLK_B_ZERO, s * r->r_ss, NULL, len);
-	if ((error = pread_all(r->r_logfd, buf, len, src)) != 0)
+	if ((error = cli_pread_all(r->r_logfd, buf, len, src)) != 0)
 		return error;
 	return unit_io(rb, u, RUMPBLK_B_WRITE, s * r->r_ss, buf, len);
 }

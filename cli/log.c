@@ -43,58 +43,15 @@ log_err(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s log: ", progname);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	cli_verr("log", fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 static bool
 all_zero(const unsigned char *p, size_t n)
 {
 	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
-}
-
-/* pread until len bytes or the end of the file: 0 and *gotp, or errno. */
-static int
-pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *gotp)
-{
-	unsigned char *p = buf;
-	size_t got = 0;
-	ssize_t r;
-
-	while (got < len) {
-		r = pread(fd, p + got, len - got, (off_t)(off + got));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return errno;
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	*gotp = got;
-	return 0;
-}
-
-static int
-pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
-{
-	const unsigned char *p = buf;
-	ssize_t r;
-
-	while (len > 0) {
-		r = pwrite(fd, p, len, (off_t)off);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return errno;
-		p += r;
-		off += (uint64_t)r;
-		len -= (size_t)r;
-	}
-	return 0;
 }
 
 /*
@@ -508,7 +465,7 @@ hash_image(struct replay *r, int fd, uint64_t size, uint8_t out[16],
 		}
 		for (; pos < hole; pos += n) {
 			n = hole - pos < LOG_CHUNK ? hole - pos : LOG_CHUNK;
-			if ((error = pread_full(fd, r->r_buf, (size_t)n, pos,
+			if ((error = cli_pread_full(fd, r->r_buf, (size_t)n, pos,
 			    &got)) != 0) {
 				log_err("%s: reading byte %" PRIu64 ": %s",
 				    r->r_image, pos, strerror(error));
@@ -544,7 +501,7 @@ copy_rw(struct replay *r, int in, uint64_t off, uint64_t end)
 
 	for (; off < end; off += n) {
 		n = end - off < LOG_CHUNK ? end - off : LOG_CHUNK;
-		if ((error = pread_full(in, r->r_buf, (size_t)n, off,
+		if ((error = cli_pread_full(in, r->r_buf, (size_t)n, off,
 		    &got)) != 0 || got < n) {
 			log_err("%s: reading byte %" PRIu64 ": %s", r->r_image,
 			    off + (error ? 0 : got), error ? strerror(error) :
@@ -553,7 +510,7 @@ copy_rw(struct replay *r, int in, uint64_t off, uint64_t end)
 		}
 		if (all_zero(r->r_buf, (size_t)n))
 			continue;
-		if ((error = pwrite_full(r->r_outfd, r->r_buf, (size_t)n,
+		if ((error = cli_pwrite_full(r->r_outfd, r->r_buf, (size_t)n,
 		    off)) != 0) {
 			log_err("%s: writing byte %" PRIu64 ": %s", r->r_out,
 			    off, strerror(error));
@@ -658,7 +615,7 @@ zero_range(struct replay *r, uint64_t off, uint64_t len)
 	r->r_punch = false;
 	for (; len > 0; off += n, len -= n) {
 		n = len < LOG_CHUNK ? len : LOG_CHUNK;
-		if ((error = pwrite_full(r->r_outfd, zeroes, (size_t)n,
+		if ((error = cli_pwrite_full(r->r_outfd, zeroes, (size_t)n,
 		    off)) != 0) {
 			log_err("%s: writing zeroes at byte %" PRIu64 ": %s",
 			    r->r_out, off, strerror(error));
@@ -693,7 +650,7 @@ apply_write(struct replay *r, const struct logfile_entry *e)
 		if (all_zero(r->r_buf, (size_t)w)) {
 			if (!zero_range(r, at, w))
 				return false;
-		} else if ((error = pwrite_full(r->r_outfd, r->r_buf,
+		} else if ((error = cli_pwrite_full(r->r_outfd, r->r_buf,
 		    (size_t)w, at)) != 0) {
 			log_err("%s: writing byte %" PRIu64 ": %s", r->r_out,
 			    at, strerror(error));

@@ -27,6 +27,7 @@
 
 #include <linux/fs.h>
 
+#include "cli.h"
 #include "logfile.h"
 
 #define LF_KNOWN	(LW_FLUSH | LW_FUA | LW_DISCARD | LW_MARK | LW_METADATA)
@@ -51,31 +52,6 @@ struct logfile {
 	unsigned char	*lf_sector;	/* one sector, then a NUL */
 	char		lf_msg[LF_MSGMAX];
 };
-
-/*
- * pread until len bytes or the end of the file: 0 with the bytes read in
- * *gotp, or an errno.
- */
-static int
-pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *gotp)
-{
-	unsigned char *p = buf;
-	size_t got = 0;
-	ssize_t r;
-
-	while (got < len) {
-		r = pread(fd, p + got, len - got, (off_t)(off + got));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return errno;
-		if (r == 0)
-			break;
-		got += (size_t)r;
-	}
-	*gotp = got;
-	return 0;
-}
 
 /* The size of the open file or block device fd, in bytes, or an errno. */
 static int
@@ -279,7 +255,7 @@ logfile_open(const char *path, struct logfile **lfp, char *msg,
 	 * an entry only once it is in the file, so entries counted by the
 	 * super we read are inside the size we take afterwards.
 	 */
-	if ((error = pread_full(lf->lf_fd, sb, sizeof(sb), 0, &got)) != 0) {
+	if ((error = cli_pread_full(lf->lf_fd, sb, sizeof(sb), 0, &got)) != 0) {
 		open_fail(msg, msglen, path, error, "%s", strerror(error));
 		goto close_fd;
 	}
@@ -326,7 +302,7 @@ logfile_open(const char *path, struct logfile **lfp, char *msg,
 		    strerror(ENOMEM));
 		goto close_fd;
 	}
-	if ((error = pread_full(lf->lf_fd, lf->lf_sector, secsize, 0,
+	if ((error = cli_pread_full(lf->lf_fd, lf->lf_sector, secsize, 0,
 	    &got)) != 0 || got < secsize) {
 		error = open_fail(msg, msglen, path, error ? error : EIO,
 		    "cannot read the super sector: %s", error ?
@@ -488,7 +464,7 @@ logfile_next(struct logfile *lf, struct logfile_entry *e)
 		return entry_fail(lf, i, off, EINVAL, "the super counts %"
 		    PRIu64 " entries, but the file ends at byte %" PRIu64
 		    " (truncated log?)", lf->lf_nr, lf->lf_fsize);
-	if ((error = pread_full(lf->lf_fd, p, S, off, &got)) != 0)
+	if ((error = cli_pread_full(lf->lf_fd, p, S, off, &got)) != 0)
 		return entry_fail(lf, i, off, error, "%s", strerror(error));
 	if (got < S)
 		return entry_fail(lf, i, off, EIO, "short read of the entry "
@@ -554,7 +530,7 @@ logfile_read(struct logfile *lf, const struct logfile_entry *e,
 		    "no data at bytes %" PRIu64 " to %" PRIu64 " of the "
 		    "entry (it has %" PRIu64 ")", off, off + len,
 		    e->e_dataoff ? e->e_len : 0);
-	if ((error = pread_full(lf->lf_fd, buf, len, e->e_dataoff + off,
+	if ((error = cli_pread_full(lf->lf_fd, buf, len, e->e_dataoff + off,
 	    &got)) != 0)
 		return entry_fail(lf, e->e_index, e->e_fileoff, error,
 		    "reading data at byte %" PRIu64 ": %s",

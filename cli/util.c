@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -17,15 +18,75 @@
 const char *progname = "rumpblk";
 
 void
+cli_verr(const char *who, const char *fmt, va_list ap)
+{
+	fprintf(stderr, "%s%s%s: ", progname, who != NULL ? " " : "",
+	    who != NULL ? who : "");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+void
 cli_err(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "%s: ", progname);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	cli_verr(NULL, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+}
+
+int
+cli_pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *gotp)
+{
+	unsigned char *p = buf;
+	size_t got = 0;
+	ssize_t r;
+
+	while (got < len) {
+		r = pread(fd, p + got, len - got, (off_t)(off + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errno;
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	*gotp = got;
+	return 0;
+}
+
+int
+cli_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t got;
+	int error;
+
+	if ((error = cli_pread_full(fd, buf, len, off, &got)) != 0)
+		return error;
+	return got == len ? 0 : EIO;
+}
+
+int
+cli_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
+{
+	const unsigned char *p = buf;
+	ssize_t r;
+
+	while (len > 0) {
+		r = pwrite(fd, p, len, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return errno;
+		if (r == 0)
+			return ENOSPC;
+		p += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+	}
+	return 0;
 }
 
 /*
