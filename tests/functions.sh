@@ -4,6 +4,9 @@
 #   cleanup_fn CMD...      run CMD at exit, last registered first
 #   start_server -P PIDFILE CMD...   start CMD in the background and wait
 #                          (bounded) until PIDFILE exists
+#   expect_one_error RC PATTERN ARGS...
+#                          rumpblk ARGS (bounded in time) exits RC with
+#                          exactly one line on stderr, matching PATTERN
 #   $RUMPBLK               the in-tree rumpblk binary
 #   $TEST_BACKEND          the backend under test (RUMPBLK_TEST_BACKEND)
 #   $tmp                   a scratch directory removed at exit
@@ -58,6 +61,19 @@ requires_kernel_fs() {
 fail() {
 	echo "FAIL [backend $TEST_BACKEND] $0: $*" >&2
 	exit 1
+}
+
+expect_one_error() {
+	local want=$1 pat=$2 rc
+	shift 2
+	timeout -k 5 60 "$RUMPBLK" "$@" >/dev/null 2>"$tmp/err"
+	rc=$?
+	[ "$rc" = "$want" ] ||
+	    fail "rumpblk $*: exit $rc, expected $want: $(cat "$tmp/err")"
+	grep -qE -- "$pat" "$tmp/err" ||
+	    fail "rumpblk $*: the message does not match '$pat': $(cat "$tmp/err")"
+	[ "$(wc -l <"$tmp/err")" = 1 ] ||
+	    fail "rumpblk $*: more than one line: $(cat "$tmp/err")"
 }
 
 # start_server -P PIDFILE CMD...: start, wait up to 30 s for PIDFILE.

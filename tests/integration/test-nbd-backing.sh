@@ -211,22 +211,9 @@ qemu-img compare -f qcow2 -F raw "$tmp/disk.qcow2" "$tmp/data" >/dev/null ||
 
 # --- bad input -------------------------------------------------------
 
-# expect RC PATTERN ARGS...: rumpblk ARGS exits RC with one line matching.
-expect() {
-	local want=$1 pat=$2 rc
-	shift 2
-	timeout -k 5 60 "$RUMPBLK" "$@" >/dev/null 2>"$tmp/err"
-	rc=$?
-	[ "$rc" = "$want" ] ||
-	    fail "rumpblk $*: exit $rc, expected $want: $(cat "$tmp/err")"
-	grep -qE -- "$pat" "$tmp/err" ||
-	    fail "rumpblk $*: the message does not match '$pat': $(cat "$tmp/err")"
-	[ "$(wc -l <"$tmp/err")" = 1 ] ||
-	    fail "rumpblk $*: more than one line: $(cat "$tmp/err")"
-}
-expect 1 "nbd://\[bad: .*parse URI" info 'nbd://[bad'
-expect 1 "nbd://127.0.0.1:1/: .*Connection refused" info nbd://127.0.0.1:1/
-expect 1 "nbd\+unix:///\?socket=$tmp/none.sock: .*(No such file|connect)" \
+expect_one_error 1 "nbd://\[bad: .*parse URI" info 'nbd://[bad'
+expect_one_error 1 "nbd://127.0.0.1:1/: .*Connection refused" info nbd://127.0.0.1:1/
+expect_one_error 1 "nbd\+unix:///\?socket=$tmp/none.sock: .*(No such file|connect)" \
     serve --socket "$tmp/x.sock" "nbd+unix:///?socket=$tmp/none.sock"
 remote_nbdkit
 rm -f "$nk.ro"
@@ -236,8 +223,8 @@ for ((i = 0; i < 100; i++)); do
 	[ -s "$tmp/ro.pid" ] && break
 	sleep 0.1
 done
-expect 1 "write-cache: nbd\+unix:///\?socket=.*nk.sock.ro is read-only" serve --socket "$tmp/x.sock" \
+expect_one_error 1 "write-cache: nbd\+unix:///\?socket=.*nk.sock.ro is read-only" serve --socket "$tmp/x.sock" \
     --write-cache 1M "nbd+unix:///?socket=$nk.ro"
-expect 2 "create makes a local file" serve --socket "$tmp/x.sock" \
+expect_one_error 2 "create makes a local file" serve --socket "$tmp/x.sock" \
     --create --size 1M "$nkuri"
 exit 0

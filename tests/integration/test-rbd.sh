@@ -258,43 +258,30 @@ PY
 
 # --- bad input ---------------------------------------------------------
 
-# expect RC PATTERN ARGS...: rumpblk ARGS exits RC with one line matching.
-expect() {
-	local want=$1 pat=$2 rc
-	shift 2
-	timeout -k 5 60 "$RUMPBLK" "$@" >/dev/null 2>"$tmp/err"
-	rc=$?
-	[ "$rc" = "$want" ] ||
-	    fail "rumpblk $*: exit $rc, expected $want: $(cat "$tmp/err")"
-	grep -qE -- "$pat" "$tmp/err" ||
-	    fail "rumpblk $*: the message does not match '$pat': $(cat "$tmp/err")"
-	[ "$(wc -l <"$tmp/err")" = 1 ] ||
-	    fail "rumpblk $*: more than one line: $(cat "$tmp/err")"
-}
 sum=$(sha256sum <"$tmp/exp")
 x=(serve --socket "$tmp/x.sock" --ceph-conf "$CEPH_CONF")
-expect 1 "rbd:nopool/test: pool 'nopool' does not exist" \
+expect_one_error 1 "rbd:nopool/test: pool 'nopool' does not exist" \
     "${x[@]}" rbd:nopool/test
-expect 1 "rbd:rbd/none: image 'none' not found in pool 'rbd'" \
+expect_one_error 1 "rbd:rbd/none: image 'none' not found in pool 'rbd'" \
     "${x[@]}" rbd:rbd/none
-expect 1 "rbd:rbd/test@s9: image 'test' in pool 'rbd' has no snapshot 's9'" \
+expect_one_error 1 "rbd:rbd/test@s9: image 'test' in pool 'rbd' has no snapshot 's9'" \
     "${x[@]}" rbd:rbd/test@s9
-expect 1 "rbd:rbd/test: cannot read the Ceph configuration $tmp/none.conf" \
+expect_one_error 1 "rbd:rbd/test: cannot read the Ceph configuration $tmp/none.conf" \
     serve --socket "$tmp/x.sock" --ceph-conf "$tmp/none.conf" rbd:rbd/test
 # Credentials (the cluster runs cephx): a client the cluster does not
 # know, and client.admin with a key that is not the cluster's.
-expect 1 "rbd:rbd/test: cannot connect to the cluster as client.nosuch: .*Permission denied" \
+expect_one_error 1 "rbd:rbd/test: cannot connect to the cluster as client.nosuch: .*Permission denied" \
     "${x[@]}" --ceph-id nosuch rbd:rbd/test
 ceph-authtool --create-keyring "$tmp/bad.keyring" --gen-key \
     -n client.admin >/dev/null 2>&1 || fail "ceph-authtool"
 sed "s|^keyring = .*/keyring\$|keyring = $tmp/bad.keyring|" "$CEPH_CONF" \
     >"$tmp/bad.conf"
 grep -q "bad.keyring" "$tmp/bad.conf" || fail "bad.conf"
-expect 1 "rbd:rbd/test: cannot connect to the cluster as client.admin: .*Permission denied" \
+expect_one_error 1 "rbd:rbd/test: cannot connect to the cluster as client.admin: .*Permission denied" \
     serve --socket "$tmp/x.sock" --ceph-conf "$tmp/bad.conf" rbd:rbd/test
-expect 1 "expected rbd:POOL/IMAGE\[@SNAP\]" "${x[@]}" rbd:test
+expect_one_error 1 "expected rbd:POOL/IMAGE\[@SNAP\]" "${x[@]}" rbd:test
 # --write-cache on a snapshot: refused, naming the option and the image.
-expect 1 "write-cache: rbd:rbd/test@s1 is read-only" \
+expect_one_error 1 "write-cache: rbd:rbd/test@s1 is read-only" \
     "${x[@]}" --write-cache 1M rbd:rbd/test@s1
 export_image
 [ "$(sha256sum <"$tmp/exp")" = "$sum" ] ||
