@@ -333,7 +333,6 @@ out_drain(struct nbd_conn *c)
 	bool blocked;
 	int error;
 
-	(void)pthread_setname_np(pthread_self(), "nbd-writer");
 	lock(&c->c_lock);
 	for (;;) {
 		if (c->c_dead) {
@@ -426,6 +425,7 @@ nbd_writer_main(void *arg)
 	bool blocked;
 	int error;
 
+	(void)pthread_setname_np(pthread_self(), "nbd-writer");
 	lock(&c->c_lock);
 	for (;;) {
 		while (!c->c_writer_wanted && !c->c_writer_stop)
