@@ -9,6 +9,11 @@
 # direct, as a ratio of medians and as the median of the per-round
 # ratios.  Target (issue 13): reads >= 0.8.
 #
+# The peers, for scale: the same chain through nbdkit's nbd plugin and
+# through qemu-nbd (its nbd block driver), in front of the same nbdkit,
+# run in the same rounds; their ratios over direct are printed beside
+# rumpblk's.
+#
 # Both servers, fio and the client share the machine: on 2 CPUs the
 # chain's second hop (a server, and libnbd's client in it) competes with
 # fio and nbdkit for them.
@@ -32,9 +37,12 @@ command -v nbdkit >/dev/null || die "nbdkit is needed (debian-packages.txt)"
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine"
 
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/rumpblk-nbdbk.XXXXXX")
-nkpid= srvpid=
+nkpid= srvpid= pkpid= pqpid=
 cleanup() {
-	[ -n "$srvpid" ] && kill "$srvpid" 2>/dev/null && wait "$srvpid" 2>/dev/null
+	local p
+	for p in $srvpid $pkpid $pqpid; do
+		kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+	done
 	[ -n "$nkpid" ] && kill -KILL "$nkpid" 2>/dev/null && wait "$nkpid" 2>/dev/null
 	rm -rf "$work"
 }
@@ -67,6 +75,20 @@ for ((i = 0; i < 300; i++)); do
 done
 [ -S "$sock" ] || die "serve did not start"
 
+# The peers' chains.
+nbdkit -f -U "$work/pk.sock" -P "$work/pk.pid" nbd socket="$nk" \
+    2>"$work/pk.err" &
+pkpid=$!
+qemu-nbd -t -e 8 -k "$work/pq.sock" --cache=none --image-opts \
+    "driver=nbd,server.type=unix,server.path=$nk" 2>"$work/pq.err" &
+pqpid=$!
+for ((i = 0; i < 100; i++)); do
+	[ -S "$work/pk.sock" ] && [ -S "$work/pq.sock" ] && break
+	sleep 0.1
+done
+[ -S "$work/pk.sock" ] || die "nbdkit nbd did not start: $(cat "$work/pk.err")"
+[ -S "$work/pq.sock" ] || die "qemu-nbd did not start: $(cat "$work/pq.err")"
+
 # run SOCKET RW BS DEPTH JOBS: IOPS (4K) or MiB/s (1M) of one fio run.
 run() {
 	fio --name=b --ioengine=nbd --uri="nbd+unix:///?socket=$1" \
@@ -92,31 +114,38 @@ declare -A v
 for r in $(seq "$rounds"); do
 	for p in $profiles; do
 		IFS=: read -r rw bs qd jobs <<<"$p"
-		if [ $((r % 2)) = 1 ]; then order="direct chain"
-		else order="chain direct"; fi
+		if [ $((r % 2)) = 1 ]; then order="direct chain nbdkit qemu"
+		else order="qemu nbdkit chain direct"; fi
 		for o in $order; do
-			s=$nk
-			[ "$o" = chain ] && s=$sock
+			case $o in
+			direct)	s=$nk ;;
+			chain)	s=$sock ;;
+			nbdkit)	s=$work/pk.sock ;;
+			qemu)	s=$work/pq.sock ;;
+			esac
 			v[$p/$o]+="$(run "$s" "$rw" "$bs" "$qd" "$jobs") "
 		done
 	done
 	printf '.' >&2
 done
 echo >&2
-printf '%-24s %12s %12s %8s %9s  %s\n' "profile" "nbdkit" "via rumpblk" \
-    "ratio" "(paired)" "target"
+printf '%-24s %10s %11s %7s %9s %9s %9s  %s\n' "profile" "nbdkit" \
+    "via rumpblk" "ratio" "(paired)" "nbdkit-nbd" "qemu-nbd" "target"
 for p in $profiles; do
 	IFS=: read -r rw bs qd jobs <<<"$p"
 	d=$(echo "${v[$p/direct]}" | median)
 	c=$(echo "${v[$p/chain]}" | median)
 	pr=$(pairmed "${v[$p/direct]}" "${v[$p/chain]}")
+	k=$(echo "${v[$p/nbdkit]}" | median)
+	q=$(echo "${v[$p/qemu]}" | median)
 	unit=IOPS
 	[ "$bs" = 1M ] && unit=MiB/s
 	t=">= 0.8"
 	[ "$rw" = randwrite ] && t="(info)"
 	awk -v n="$rw $bs QD$((qd * jobs)) $unit" -v d="$d" -v c="$c" \
-	    -v p="$pr" -v t="$t" 'BEGIN {
-	    printf "%-24s %12.0f %12.0f %8.3f %9.3f  %s\n", n, d, c,
-	    d ? c / d : 0, p, t }'
+	    -v p="$pr" -v k="$k" -v q="$q" -v t="$t" 'BEGIN {
+	    printf "%-24s %10.0f %11.0f %7.3f %9.3f %9.3f %9.3f  %s\n", n,
+	    d, c, d ? c / d : 0, p, d ? k / d : 0, d ? q / d : 0, t }'
 done
-echo "(medians of $rounds rounds)"
+echo "(medians of $rounds rounds; nbdkit-nbd and qemu-nbd: the same chain" \
+    "through those servers, as ratios over direct)"

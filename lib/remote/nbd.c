@@ -12,9 +12,18 @@
  *   3. the backing kind
  *
  * Requests go asynchronously, with libnbd's aio calls, on one connection,
- * or on NB_MULTI when the server allows multi-conn (a FLUSH on one then
- * covers the writes completed on all, as the protocol says), picked in
- * turn.  Each connection has a poller thread that waits on the socket
+ * or, when the server allows multi-conn (a FLUSH on one then covers the
+ * writes completed on all, as the protocol says), on one data connection
+ * per CPU (2 to NB_MULTI), picked in turn.  The data connections ask for
+ * simple replies: a read's reply is then a header and the data, two
+ * receives, where a structured one is four (header, chunk, offset,
+ * data); measured on 2 CPUs in front of nbdkit memory, 4 KiB random
+ * reads ran about a quarter faster so.  Block status needs structured
+ * replies: it goes on connection 0, which asks for them and for
+ * base:allocation, and which carries everything when there is no
+ * multi-conn.  (Two data connections also beat four on 2 CPUs: fewer
+ * pollers to wake, more replies per wake-up.)  Each connection has a
+ * poller thread that waits on the socket
  * and an eventfd, drives libnbd's state machine (aio_notify_*), and
  * completes what came back.  libnbd calls completion callbacks with the
  * handle's lock held, and completing a request may submit another on
@@ -51,7 +60,7 @@
 
 #include "remote.h"
 
-#define NB_MULTI	4		/* connections when multi-conn */
+#define NB_MULTI	4		/* data connections at most */
 #define NB_RETRIES	5
 #define NB_CONNECT_MS	10000
 #define NB_ZEROBUF	(1u << 20)	/* write-zeroes emulated in chunks */
@@ -63,6 +72,7 @@ static char zeroes[NB_ZEROBUF];		/* write-zeroes, emulated */
 struct nbconn {
 	struct nbdbk	*c_nb;
 	unsigned	c_no;
+	bool		c_structured;	/* ( asks for structured replies */
 	pthread_rwlock_t c_hlock;
 	struct nbd_handle *c_h;		/* hlock */
 	int		c_efd;		/* ( wakes the poller */
@@ -131,7 +141,8 @@ nbd_errno(void)
  * error in *errp and libnbd's message in msg.
  */
 static struct nbd_handle *
-connect_uri(const char *uri, int *errp, char *msg, size_t msglen)
+connect_uri(const char *uri, bool structured, int *errp, char *msg,
+    size_t msglen)
 {
 	struct nbd_handle *h;
 	struct timespec t0;
@@ -143,8 +154,12 @@ connect_uri(const char *uri, int *errp, char *msg, size_t msglen)
 		snprintf(msg, msglen, "%s", nbd_get_error());
 		return NULL;
 	}
-	/* Block status, where the export has it; the name is the URI's. */
-	(void)nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+	/* Block status, where the export has it; the name is the URI's.
+	 * A data connection: simple replies, cheaper to read. */
+	if (structured)
+		(void)nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
+	else if (nbd_set_request_structured_replies(h, false) == -1)
+		goto fail;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (nbd_aio_connect_uri(h, uri) == -1)
 		goto fail;
@@ -257,7 +272,8 @@ lost(struct nbconn *c)
 			usleep(50000);
 		if (atomic_load(&c->c_stop))
 			return false;
-		if ((h = connect_uri(nb->nb_rm.rm_bk.bk_spec, &error, msg,
+		if ((h = connect_uri(nb->nb_rm.rm_bk.bk_spec,
+		    c->c_structured, &error, msg,
 		    sizeof(msg))) == NULL)
 			continue;
 		if ((uint64_t)nbd_get_size(h) != nb->nb_rm.rm_bk.bk_total) {
@@ -485,8 +501,9 @@ static void
 nb_submit(struct rb_stage *st, struct rb_io *io)
 {
 	struct nbdbk *nb = (struct nbdbk *)st->st_unit->u_backing;
-	struct nbconn *c = &nb->nb_conn[atomic_fetch_add_explicit(
-	    &nb->nb_next, 1, memory_order_relaxed) % nb->nb_nconn];
+	struct nbconn *c = &nb->nb_conn[io->io_op == RUMPBLK_B_EXTENTS ||
+	    nb->nb_nconn == 1 ? 0 : 1 + atomic_fetch_add_explicit(
+	    &nb->nb_next, 1, memory_order_relaxed) % (nb->nb_nconn - 1)];
 	struct counters *k;
 	uint64_t off = nb->nb_rm.rm_bk.bk_off + io->io_off, done, n;
 	int op = io->io_op, error = 0;
@@ -645,7 +662,7 @@ nb_open(struct rumpblk *rb, const char *spec,
 	unsigned i, n;
 	int error;
 
-	if ((h = connect_uri(spec, &error, msg, sizeof(msg))) == NULL) {
+	if ((h = connect_uri(spec, true, &error, msg, sizeof(msg))) == NULL) {
 		rb_remote_say(o, "%s", msg);
 		return error;
 	}
@@ -684,7 +701,13 @@ nb_open(struct rumpblk *rb, const char *spec,
 	    LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
 	max = nbd_get_block_size(h, LIBNBD_SIZE_MAXIMUM);
 	nb->nb_maxreq = max > 0 ? (uint64_t)max : 32u << 20;
-	n = nbd_can_multi_conn(h) == 1 ? NB_MULTI : 1;
+	/* Connection 0, then the data connections, if any. */
+	n = 1;
+	if (nbd_can_multi_conn(h) == 1) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+		n += cpus < 2 ? 2 : cpus > NB_MULTI ? NB_MULTI : (unsigned)cpus;
+	}
 	if ((nb->nb_conn = calloc(n, sizeof(*nb->nb_conn))) == NULL) {
 		nbd_close(h);
 		error = ENOMEM;
@@ -695,12 +718,13 @@ nb_open(struct rumpblk *rb, const char *spec,
 
 		c->c_nb = nb;
 		c->c_no = i;
+		c->c_structured = i == 0;
 		c->c_efd = -1;
 		pthread_rwlock_init(&c->c_hlock, NULL);
 		pthread_mutex_init(&c->c_donelock, NULL);
 		if (i == 0)
 			c->c_h = h;
-		else if ((c->c_h = connect_uri(spec, &error, msg,
+		else if ((c->c_h = connect_uri(spec, false, &error, msg,
 		    sizeof(msg))) == NULL) {
 			rb_remote_say(o, "connection %u: %s", i + 1, msg);
 			goto fail_conn;
@@ -735,11 +759,16 @@ static int
 nb_describe(const struct rb_backing *bk, char *buf, size_t len)
 {
 	struct nbdbk *nb = (struct nbdbk *)(void *)(uintptr_t)bk;
-	char msg[sizeof(nb->nb_rm.rm_msg)];
+	char msg[sizeof(nb->nb_rm.rm_msg)], conns[64];
 
 	rb_remote_msg(&nb->nb_rm, msg, sizeof(msg));
-	snprintf(buf, len, "%s; %u connection(s); flush %s, FUA %s, trim "
-	    "%s, write-zeroes %s, block status %s", msg, nb->nb_nconn,
+	if (nb->nb_nconn > 1)
+		snprintf(conns, sizeof(conns), "%u data connections and one "
+		    "for block status", nb->nb_nconn - 1);
+	else
+		snprintf(conns, sizeof(conns), "1 connection");
+	snprintf(buf, len, "%s; %s; flush %s, FUA %s, trim "
+	    "%s, write-zeroes %s, block status %s", msg, conns,
 	    nb->nb_flush ? "yes" : "no", nb->nb_fua ? "yes" : "no",
 	    nb->nb_trim ? "yes" : "no", nb->nb_zero ? "yes" : "emulated",
 	    nb->nb_extents ? "yes" : "no");
