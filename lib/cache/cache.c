@@ -483,9 +483,10 @@ dio_done(struct rb_io *io)
 }
 
 /*
- * Write n queued writes from first to the medium, all handed below
- * before any is waited for (one wake-up for the batch, and a medium
- * that queues may overlap them).  0, or the first error.
+ * Write n queued writes from first, no two of them overlapping, to the
+ * medium, all handed below before any is waited for (one wake-up for the
+ * batch, and a medium that queues may overlap them).  0, or the first
+ * error.
  */
 static int
 destage(struct cache *c, struct cw *first, unsigned n)
@@ -527,6 +528,26 @@ destage(struct cache *c, struct cw *first, unsigned n)
 	return error;
 }
 
+/*
+ * Does cw overlap one of the n queued writes from first?  A batch ends
+ * before such a write: the medium may complete what it is given in any
+ * order (a queue, a pool, a remote server), and an older write to the
+ * same bytes, landing last, would leave stale data under a FLUSH that
+ * reported both.  Batches are written one after the other, so a write
+ * waits only for the batch before it.
+ */
+static bool
+overlaps_batch(const struct cw *first, unsigned n, const struct cw *cw)
+{
+	const struct cw *b = first;
+
+	for (unsigned i = 0; i < n; i++, b = b->cw_next)
+		if (cw->cw_off < b->cw_off + b->cw_len &&
+		    b->cw_off < cw->cw_off + cw->cw_len)
+			return true;
+	return false;
+}
+
 static void *
 destager(void *arg)
 {
@@ -561,7 +582,8 @@ destager(void *arg)
 			c->c_dwaits = false;
 			continue;
 		}
-		for (n = 1, cw = first; n < DBATCH && cw->cw_next != NULL; n++)
+		for (n = 1, cw = first; n < DBATCH && cw->cw_next != NULL &&
+		    !overlaps_batch(first, n, cw->cw_next); n++)
 			cw = cw->cw_next;
 		rb_mutex_unlock(&c->c_lock);
 		error = destage(c, first, n);
