@@ -3,6 +3,11 @@
 # qemu-nbd --aio=io_uring, with fio's nbd engine (ioengine=nbd) over a
 # Unix socket, on the same page-cached image, in the same run.
 #
+# The ceiling: "nbdkit null", which does no storage work at all (reads
+# are zeroes, writes are dropped), run like the others.  It is not a
+# peer: what it reaches is the protocol's and the client's limit on this
+# machine, and every profile prints rumpblk's ratio to it.
+#
 # One server runs at a time.  A round starts each server in turn (the
 # order rotates from round to round), runs every profile against it and
 # stops it; BENCH_ROUNDS rounds (at least 3) are interleaved that way and
@@ -16,13 +21,14 @@
 #   randread-4k-qd32   4 KiB random reads, 2 jobs x iodepth 16
 #   randwrite-4k-qd32  4 KiB random writes, 2 jobs x iodepth 16
 #   seqread-1m         1 MiB sequential reads, one job, iodepth 8
+#   seqread-1m-qd1     1 MiB sequential reads, one job, iodepth 1
 #   seqwrite-1m        1 MiB sequential writes, one job, iodepth 8
 # The QD32 profiles use two fio jobs (two connections) because on 2 cores
 # one fio nbd job saturates a core before a fast server does: with one
 # job the client, not the server, would be measured.
 #
 # Environment: BENCH_SECONDS (5, per run), BENCH_ROUNDS (3),
-# BENCH_SIZE (512M), BENCH_SERVERS ("rumpblk nbdkit qemu-nbd"),
+# BENCH_SIZE (512M), BENCH_SERVERS ("rumpblk nbdkit qemu-nbd ceiling"),
 # BENCH_PROFILES (all), BENCH_DIR (scratch, default /var/tmp),
 # RUMPBLK (default build/cli/rumpblk), RUMPBLK_ARGS (extra serve options,
 # e.g. "--backend pio").  Output: a table per profile with throughput
@@ -33,9 +39,9 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 secs=${BENCH_SECONDS:-5}
 rounds=${BENCH_ROUNDS:-3}
 size=${BENCH_SIZE:-512M}
-servers=${BENCH_SERVERS:-rumpblk nbdkit qemu-nbd}
+servers=${BENCH_SERVERS:-rumpblk nbdkit qemu-nbd ceiling}
 all_profiles="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd32"
-all_profiles="$all_profiles seqread-1m seqwrite-1m"
+all_profiles="$all_profiles seqread-1m seqread-1m-qd1 seqwrite-1m"
 profiles=${BENCH_PROFILES:-$all_profiles}
 RUMPBLK=${RUMPBLK:-$src/build/cli/rumpblk}
 hz=$(getconf CLK_TCK)
@@ -87,6 +93,10 @@ start() {
 		nbdkit -f -U "$sock" -P "$work/pid" file "$img" \
 		    2>"$work/server.log" &
 		;;
+	ceiling)
+		nbdkit -f -U "$sock" -P "$work/pid" null "$bytes" \
+		    2>"$work/server.log" &
+		;;
 	qemu-nbd)
 		# -t: stay up between clients; -e: connections allowed at
 		# once (2 fio jobs); writeback cache like the others (page
@@ -126,6 +136,7 @@ fio_args() {
 	randread-4k-qd32) echo "--rw=randread --bs=4k --iodepth=16 --numjobs=2" ;;
 	randwrite-4k-qd32) echo "--rw=randwrite --bs=4k --iodepth=16 --numjobs=2" ;;
 	seqread-1m) echo "--rw=read --bs=1m --iodepth=8 --numjobs=1" ;;
+	seqread-1m-qd1) echo "--rw=read --bs=1m --iodepth=1 --numjobs=1" ;;
 	seqwrite-1m) echo "--rw=write --bs=1m --iodepth=8 --numjobs=1" ;;
 	*) die "unknown profile $1" ;;
 	esac
@@ -209,12 +220,12 @@ def cpu_req(r):  # microseconds of server CPU per request
 def cpu_gib(r):  # seconds of server CPU per GiB moved
     return float(r["cpu_s"]) / max(int(r["bytes"]) / 2**30, 1e-9)
 
-peers = [s for s in servers if s != "rumpblk"]
+peers = [s for s in servers if s not in ("rumpblk", "ceiling")]
 print("medians over %d rounds; throughput ratio vs the best peer (%s), "
       "CPU ratios vs nbdkit" % (len({r["round"] for r in rows}),
                                 "/".join(peers)))
-hdr = "%-18s %-9s %10s %9s %8s %10s %9s %8s %8s" % (
-    "profile", "server", "IOPS", "MiB/s", "vs best", "CPU us/req",
+hdr = "%-18s %-9s %10s %9s %8s %8s %10s %9s %8s %8s" % (
+    "profile", "server", "IOPS", "MiB/s", "vs best", "vs ceil", "CPU us/req",
     "CPU s/GiB", "req/nbdk", "GiB/nbdk")
 print(hdr)
 print("-" * len(hdr))
@@ -222,16 +233,20 @@ for p in profiles:
     best = max((med(p, s, mibs) for s in peers), default=float("nan"))
     nk_req = med(p, "nbdkit", cpu_req) if "nbdkit" in servers else None
     nk_gib = med(p, "nbdkit", cpu_gib) if "nbdkit" in servers else None
+    ceil = med(p, "ceiling", mibs) if "ceiling" in servers else None
     for s in servers:
         m = med(p, s, mibs)
         cr, cg = med(p, s, cpu_req), med(p, s, cpu_gib)
-        print("%-18s %-9s %10.0f %9.1f %8s %10.1f %9.2f %8s %8s" % (
+        print("%-18s %-9s %10.0f %9.1f %8s %8s %10.1f %9.2f %8s %8s" % (
             p, s, med(p, s, iops), m,
-            "%.2fx" % (m / best) if best else "-", cr, cg,
+            "%.2fx" % (m / best) if best else "-",
+            "%.2fx" % (m / ceil) if ceil else "-", cr, cg,
             "%.2fx" % (cr / nk_req) if nk_req else "-",
             "%.2fx" % (cg / nk_gib) if nk_gib else "-"))
 print("QD32 profiles run 2 fio jobs x iodepth 16: one fio nbd job "
       "saturates a core on 2 cores before the server does.")
+print("ceiling: nbdkit null, no storage work; \"vs ceil\" is each "
+      "server's throughput over it.")
 
 # The goals of issue 5, met or missed on these figures.
 if "rumpblk" in servers and peers:
@@ -248,4 +263,25 @@ if "rumpblk" in servers and peers:
                 r = med(p, "rumpblk", fn) / med(p, "nbdkit", fn)
                 print("  %-18s CPU %s %.2fx nbdkit's (goal <= 0.7): %s"
                       % (p, what, r, "met" if r <= 0.7 else "MISSED"))
+    # Issue 15: large reads, and the ceiling.
+    print("\ngoals (issue 15):")
+    for p in ("seqread-1m-qd1", "seqread-1m"):
+        if p not in profiles:
+            continue
+        best = max(med(p, s, mibs) for s in peers)
+        r = med(p, "rumpblk", mibs) / best if best else float("nan")
+        print("  %-18s throughput %.2fx the best peer (goal >= 1.3): %s"
+              % (p, r, "met" if r >= 1.3 else "MISSED"))
+        if "nbdkit" in servers:
+            c = med(p, "rumpblk", cpu_gib) / med(p, "nbdkit", cpu_gib)
+            print("  %-18s CPU per GiB %.2fx nbdkit's (goal <= 0.6): %s"
+                  % (p, c, "met" if c <= 0.6 else "MISSED"))
+    if "ceiling" in servers:
+        for p in profiles:
+            c = med(p, "ceiling", mibs)
+            r = med(p, "rumpblk", mibs) / c if c else float("nan")
+            goal = p.startswith("randread-4k")
+            print("  %-18s %.2fx the ceiling%s" % (p, r,
+                  (" (goal >= 0.8): " + ("met" if r >= 0.8 else "MISSED"))
+                  if goal else ""))
 PY
