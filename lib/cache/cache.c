@@ -503,7 +503,7 @@ destage(struct cache *c, struct cw *first, unsigned n)
 		memset(io, 0, sizeof(*io));
 		c->c_dio[i].d_c = c;
 		io->io_op = cw->cw_op;
-		io->io_flags = RB_IO_NOSYNC;
+		io->io_flags = RB_IO_NOSYNC | RUMPBLK_B_ASYNC;
 		io->io_off = cw->cw_off;
 		io->io_len = cw->cw_len;
 		io->io_data = cw->cw_data;
