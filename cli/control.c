@@ -1,7 +1,7 @@
 /*
  * The control socket (--control PATH) and its client, rumpblk ctl.
  *
- * One thread polls the listening Unix socket and up to CTL_MAXCLIENTS
+ * One thread polls the listening Unix socket and up to CLI_CTL_MAXCLIENTS
  * connections; each line a client sends is one command, answered by one
  * JSON object on one line:
  *
@@ -24,6 +24,28 @@
  * commands are rare and cheap, so one thread serves every client; a
  * client that does not read its answers is dropped after a send timeout
  * rather than stalling the others for long.
+ *
+ * The socket arms faults and cuts power, so it obeys its owner only
+ * (issue 14).  The guards, each explained where it stands:
+ *   - the socket is mode 0600 from the moment it appears at PATH, whatever
+ *     the umask (listen_unix);
+ *   - PATH is never taken from anything but a stale socket: a regular
+ *     file, a directory or a socket someone listens on is refused
+ *     (clear_path);
+ *   - each connection's peer credentials are checked: the server's uid
+ *     and root only (peer_allowed);
+ *   - a command line is at most CLI_CTL_LINEMAX bytes with its newline, a
+ *     connection sends at most CLI_CTL_MAXCMDS commands, at most
+ *     CLI_CTL_MAXCLIENTS clients are served at once, and a line must be
+ *     UTF-8 text without NULs or control bytes (cli_control_input,
+ *     cli_control_line).  Whatever a client sends, each of its lines gets
+ *     one JSON answer, and the other clients are served on.
+ *
+ * Contents, in order: answers and commands (reply_error ...
+ * cli_control_command); the line reader (cli_control_line,
+ * cli_control_input); the server (peer_allowed, control_main,
+ * clear_path, listen_unix, cli_control_start/_stop); the client
+ * (cmd_ctl).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,30 +62,104 @@
 #include "control.h"
 #include "sendv.h"
 
-#define CTL_MAXCLIENTS	16
-#define CTL_LINEMAX	4096
+/* Answers go to the socket in pieces of about this size. */
+#define CTL_OUTBUF	65536
 
 struct ctl_client {
 	int		cl_fd;		/* -1: free slot */
-	size_t		cl_len;
-	char		cl_buf[CTL_LINEMAX];
+	struct cli_ctl_reader cl_rd;
 };
 
 struct cli_control {
 	struct rumpblk	*cc_rb;
 	int		cc_unit;	/* what reset resets */
 	char		*cc_path;
+	dev_t		cc_dev;		/* the socket file's, so that stop */
+	ino_t		cc_ino;		/* removes it only if still ours */
 	int		cc_lfd;
 	int		cc_pipe[2];	/* written to stop the thread */
 	pthread_t	cc_thread;
-	struct ctl_client cc_cl[CTL_MAXCLIENTS];
+	struct ctl_client cc_cl[CLI_CTL_MAXCLIENTS];
 };
+
+/*
+ * The length of the UTF-8 sequence at p (n bytes available): 1 to 4, or
+ * 0 if it is not well-formed (a stray continuation byte, an overlong
+ * form, a surrogate, past U+10FFFF, or cut short).
+ */
+static size_t
+utf8_len(const unsigned char *p, size_t n)
+{
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t len, i;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		len = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		len = 3;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if (p[0] == 0xe0)
+		lo = 0xa0;		/* overlong */
+	else if (p[0] == 0xed)
+		hi = 0x9f;		/* surrogates */
+	else if (p[0] == 0xf0)
+		lo = 0x90;		/* overlong */
+	else if (p[0] == 0xf4)
+		hi = 0x8f;		/* past U+10FFFF */
+	if (n < len || p[1] < lo || p[1] > hi)
+		return 0;
+	for (i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return 0;
+	return len;
+}
+
+/*
+ * s as a JSON string, escaped as cli_json_string() does, but with any
+ * byte that is not part of well-formed UTF-8 written as U+FFFD: an error
+ * message may quote a client's words, or be cut in the middle of a
+ * character by snprintf, and the answer must still be JSON.
+ */
+static void
+json_text(FILE *f, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n, left = strlen(s);
+
+	fputc('"', f);
+	for (; left > 0; p += n, left -= n) {
+		if ((n = utf8_len(p, left)) == 0) {
+			fputs("\\ufffd", f);
+			n = 1;
+		} else if (n > 1) {
+			fwrite(p, 1, n, f);
+		} else if (*p == '"' || *p == '\\') {
+			fputc('\\', f);
+			fputc(*p, f);
+		} else if (*p == '\n') {
+			fputs("\\n", f);
+		} else if (*p == '\t') {
+			fputs("\\t", f);
+		} else if (*p == '\r') {
+			fputs("\\r", f);
+		} else if (*p < 0x20) {
+			fprintf(f, "\\u%04x", *p);
+		} else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
 
 static void
 reply_error(FILE *f, const char *msg)
 {
 	fprintf(f, "{\"ok\":false,\"error\":");
-	cli_json_string(f, msg);
+	json_text(f, msg);
 	fputc('}', f);
 }
 
@@ -72,7 +168,7 @@ static void
 power_cut(struct rumpblk *rb, int unit, char **save, FILE *f)
 {
 	struct rumpblk_powercut pc;
-	char spec[CTL_LINEMAX], err[600], *tok;
+	char spec[CLI_CTL_LINEMAX], err[600], *tok;
 	int error;
 
 	spec[0] = '\0';
@@ -230,6 +326,138 @@ cli_control_command(struct rumpblk *rb, int unit, char *line, FILE *f)
 	}
 }
 
+/*
+ * What is wrong with a command line as read (len bytes, without its
+ * newline), said in msg; false if nothing.  The parser splits words at
+ * spaces, tabs and CRs and quotes them in its answers, so a line must be
+ * UTF-8 text with no other control bytes: a NUL would cut the command
+ * short without a word (so that "stats\0junk" would pass for "stats"),
+ * and bytes that are not UTF-8 cannot be quoted in JSON.
+ */
+static bool
+line_fault(const unsigned char *p, size_t len, char *msg, size_t msglen)
+{
+	size_t i, n;
+
+	for (i = 0; i < len; i += n) {
+		if ((n = utf8_len(p + i, len - i)) == 0) {
+			snprintf(msg, msglen, "command line: byte 0x%02x at "
+			    "offset %zu is not UTF-8 text", p[i], i);
+			return true;
+		}
+		if (n == 1 && ((p[i] < 0x20 && p[i] != '\t' &&
+		    p[i] != '\r') || p[i] == 0x7f)) {
+			if (p[i] == '\0')
+				snprintf(msg, msglen, "command line: a NUL "
+				    "byte at offset %zu", i);
+			else
+				snprintf(msg, msglen, "command line: control "
+				    "byte 0x%02x at offset %zu", p[i], i);
+			return true;
+		}
+	}
+	return false;
+}
+
+void
+cli_control_line(struct rumpblk *rb, int unit, const char *line, size_t len,
+    FILE *f)
+{
+	char buf[CLI_CTL_LINEMAX], msg[128];
+
+	if (len >= sizeof(buf)) {
+		snprintf(msg, sizeof(msg), "command line too long: more than "
+		    "%d bytes", CLI_CTL_LINEMAX - 1);
+		reply_error(f, msg);
+		return;
+	}
+	if (line_fault((const unsigned char *)line, len, msg, sizeof(msg))) {
+		reply_error(f, msg);
+		return;
+	}
+	memcpy(buf, line, len);
+	buf[len] = '\0';
+	cli_control_command(rb, unit, buf, f);
+}
+
+/*
+ * Answer one line (line NULL: one that was too long) and its newline,
+ * counting it against the connection's bound.  false: close now.
+ */
+static bool
+answer(struct rumpblk *rb, int unit, struct cli_ctl_reader *cr,
+    const char *line, size_t len, FILE *f)
+{
+	char msg[160];
+
+	if (cr->cr_ncmds >= CLI_CTL_MAXCMDS) {
+		snprintf(msg, sizeof(msg), "too many commands on one "
+		    "connection (at most %d): connect again", CLI_CTL_MAXCMDS);
+		reply_error(f, msg);
+		fputc('\n', f);
+		return false;
+	}
+	cr->cr_ncmds++;
+	if (line == NULL) {
+		snprintf(msg, sizeof(msg), "command line too long: more than "
+		    "%d bytes before its newline (the rest of the line is "
+		    "discarded)", CLI_CTL_LINEMAX - 1);
+		reply_error(f, msg);
+	} else
+		cli_control_line(rb, unit, line, len, f);
+	fputc('\n', f);
+	return ferror(f) == 0;
+}
+
+/*
+ * An overlong line is answered once, as soon as CLI_CTL_LINEMAX bytes of
+ * it are in with no newline, and the rest of it, up to its newline, is
+ * read and discarded; the connection then goes on.  That keeps one
+ * answer per line, so a client that sends several commands at once can
+ * pair answers with commands, and it needs no memory beyond the buffer.
+ * (Closing instead would answer, then reset the connection over the
+ * unread rest: the client might never see why.)
+ */
+bool
+cli_control_input(struct rumpblk *rb, int unit, struct cli_ctl_reader *cr,
+    const char *data, size_t len, FILE *f)
+{
+	size_t n, from, start;
+	char *nl;
+
+	while (len > 0) {
+		from = cr->cr_len;
+		n = sizeof(cr->cr_buf) - cr->cr_len;
+		if (n > len)
+			n = len;
+		memcpy(cr->cr_buf + cr->cr_len, data, n);
+		cr->cr_len += n;
+		data += n;
+		len -= n;
+		start = 0;
+		while ((nl = memchr(cr->cr_buf + from, '\n',
+		    cr->cr_len - from)) != NULL) {
+			if (cr->cr_discard)
+				cr->cr_discard = false;	/* answered */
+			else if (!answer(rb, unit, cr, cr->cr_buf + start,
+			    (size_t)(nl - cr->cr_buf) - start, f))
+				return false;
+			start = from = (size_t)(nl - cr->cr_buf) + 1;
+		}
+		if (cr->cr_discard) {
+			start = cr->cr_len;
+		} else if (start == 0 && cr->cr_len == sizeof(cr->cr_buf)) {
+			if (!answer(rb, unit, cr, NULL, 0, f))
+				return false;
+			cr->cr_discard = true;
+			start = cr->cr_len;
+		}
+		memmove(cr->cr_buf, cr->cr_buf + start, cr->cr_len - start);
+		cr->cr_len -= start;
+	}
+	return true;
+}
+
 /* Send all of p on a blocking socket (one with SO_SNDTIMEO, for the
  * server's clients); 0 or errno. */
 static int
@@ -240,38 +468,110 @@ send_all(int fd, const char *p, size_t len)
 	return fe_sendv_all(fd, &iov, 1, 0, NULL, NULL);
 }
 
-/* Answer every full line a client has sent; false: drop it. */
-static bool
-serve_lines(struct cli_control *cc, struct ctl_client *cl)
+/* The answers' stream onto a client's socket (fopencookie). */
+static ssize_t
+client_write(void *cookie, const char *buf, size_t len)
 {
-	char *nl, *out = NULL;
-	size_t outlen = 0, used;
+	int error;
+
+	if ((error = send_all(*(int *)cookie, buf, len)) != 0) {
+		errno = error;
+		return 0;	/* an error, for fopencookie */
+	}
+	return (ssize_t)len;
+}
+
+/* A one-line refusal to a connection not taken, then close it. */
+static void
+refuse(int fd, const char *msg)
+{
+	struct iovec iov;
+	char buf[256];
 	FILE *f;
-	bool ok = true;
 
-	while (ok && (nl = memchr(cl->cl_buf, '\n', cl->cl_len)) != NULL) {
-		*nl = '\0';
-		used = (size_t)(nl - cl->cl_buf) + 1;
-		if ((f = open_memstream(&out, &outlen)) == NULL)
-			return false;
-		cli_control_command(cc->cc_rb, cc->cc_unit, cl->cl_buf, f);
+	/*
+	 * Without waiting: the socket's buffer is empty and takes a line,
+	 * and if it did not, the peer would not hold up the others.
+	 */
+	if ((f = fmemopen(buf, sizeof(buf), "w")) != NULL) {
+		reply_error(f, msg);
 		fputc('\n', f);
-		if (fclose(f) != 0)
-			return false;
-		ok = send_all(cl->cl_fd, out, outlen) == 0;
-		free(out);
-		out = NULL;
-		memmove(cl->cl_buf, cl->cl_buf + used, cl->cl_len - used);
-		cl->cl_len -= used;
+		iov.iov_len = (size_t)ftell(f);
+		fclose(f);
+		iov.iov_base = buf;
+		(void)fe_sendv_all(fd, &iov, 1, MSG_DONTWAIT, NULL, NULL);
 	}
-	if (ok && cl->cl_len == sizeof(cl->cl_buf)) {
-		static const char msg[] = "{\"ok\":false,\"error\":\"command "
-		    "line too long\"}\n";
+	close(fd);
+}
 
-		send_all(cl->cl_fd, msg, sizeof(msg) - 1);
-		ok = false;
+/*
+ * Whether the peer of a new connection may use the socket: its uid is
+ * the server's effective uid (who owns the socket file) or root.  The
+ * file's mode 0600 already keeps others out, but only for as long as
+ * nobody widens it, and not on a file system that ignores modes; the
+ * kernel's SO_PEERCRED (the peer's credentials when it connected) is
+ * checked on every connection all the same.  A refusal is said on the
+ * server's stderr with the peer's pid and uid (one fprintf: a line no
+ * other thread's output splits) and in one JSON line to the peer.
+ * Only processes that can already connect get that far, so the log
+ * needs no rate limit of its own.
+ */
+static bool
+peer_allowed(struct cli_control *cc, int fd)
+{
+	struct ucred uc;
+	socklen_t len = sizeof(uc);
+	uid_t me = geteuid();
+	char msg[160];
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0 ||
+	    len != sizeof(uc)) {
+		fprintf(stderr, "%s: --control %s: refused a connection: no "
+		    "peer credentials: %s\n", progname, cc->cc_path,
+		    strerror(errno));
+		refuse(fd, "refused: no peer credentials");
+		return false;
 	}
-	return ok;
+	if (uc.uid == me || uc.uid == 0)
+		return true;
+	fprintf(stderr, "%s: --control %s: refused a connection from pid "
+	    "%ld uid %ld gid %ld: only uid %ld (the server's) and root may "
+	    "use it\n", progname, cc->cc_path, (long)uc.pid, (long)uc.uid,
+	    (long)uc.gid, (long)me);
+	snprintf(msg, sizeof(msg), "refused: uid %ld may not use this "
+	    "control socket (only uid %ld and root)", (long)uc.uid, (long)me);
+	refuse(fd, msg);
+	return false;
+}
+
+/*
+ * Take one connection from the listening socket, or refuse it.  0, or
+ * accept's errno.
+ */
+static int
+take_client(struct cli_control *cc)
+{
+	struct timeval tv = { 5, 0 };
+	char msg[80];
+	int fd, j;
+
+	if ((fd = accept4(cc->cc_lfd, NULL, NULL, SOCK_CLOEXEC)) < 0)
+		return errno;
+	if (!peer_allowed(cc, fd))
+		return 0;
+	for (j = 0; j < CLI_CTL_MAXCLIENTS; j++)
+		if (cc->cc_cl[j].cl_fd == -1)
+			break;
+	if (j == CLI_CTL_MAXCLIENTS) {
+		snprintf(msg, sizeof(msg), "too many control clients (at most "
+		    "%d at once)", CLI_CTL_MAXCLIENTS);
+		refuse(fd, msg);
+		return 0;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	memset(&cc->cc_cl[j], 0, sizeof(cc->cc_cl[j]));
+	cc->cc_cl[j].cl_fd = fd;
+	return 0;
 }
 
 static void
@@ -279,118 +579,247 @@ client_close(struct ctl_client *cl)
 {
 	close(cl->cl_fd);
 	cl->cl_fd = -1;
-	cl->cl_len = 0;
+}
+
+/* Read what a client sent and answer it; false: drop the client. */
+static bool
+client_serve(struct cli_control *cc, struct ctl_client *cl)
+{
+	static const cookie_io_functions_t io = { .write = client_write };
+	char buf[CLI_CTL_LINEMAX];
+	ssize_t r;
+	FILE *f;
+	bool more;
+
+	if ((r = read(cl->cl_fd, buf, sizeof(buf))) < 0)
+		return errno == EINTR || errno == EAGAIN;
+	if (r == 0)
+		return false;
+	if ((f = fopencookie(&cl->cl_fd, "w", io)) == NULL)
+		return false;
+	setvbuf(f, NULL, _IOFBF, CTL_OUTBUF);
+	more = cli_control_input(cc->cc_rb, cc->cc_unit, &cl->cl_rd, buf,
+	    (size_t)r, f);
+	if (fclose(f) != 0)
+		more = false;
+	return more;
 }
 
 static void *
 control_main(void *arg)
 {
 	struct cli_control *cc = arg;
-	struct pollfd pfd[2 + CTL_MAXCLIENTS];
-	struct ctl_client *map[2 + CTL_MAXCLIENTS];
-	struct timeval tv = { 5, 0 };
-	struct ctl_client *cl;
+	struct pollfd pfd[2 + CLI_CTL_MAXCLIENTS];
+	struct ctl_client *map[2 + CLI_CTL_MAXCLIENTS];
+	bool backoff = false;
 	nfds_t n, i;
-	ssize_t r;
-	int fd, j;
+	int j, r;
 
 	(void)pthread_setname_np(pthread_self(), "rb-control");
 	for (;;) {
+		/*
+		 * When accept failed for want of descriptors or memory, the
+		 * listening socket stays readable: leave it out for 100 ms
+		 * rather than spin on it.
+		 */
 		pfd[0] = (struct pollfd){ cc->cc_pipe[0], POLLIN, 0 };
-		pfd[1] = (struct pollfd){ cc->cc_lfd, POLLIN, 0 };
+		pfd[1] = (struct pollfd){ backoff ? -1 : cc->cc_lfd, POLLIN,
+		    0 };
 		n = 2;
-		for (j = 0; j < CTL_MAXCLIENTS; j++) {
+		for (j = 0; j < CLI_CTL_MAXCLIENTS; j++) {
 			if (cc->cc_cl[j].cl_fd == -1)
 				continue;
 			map[n] = &cc->cc_cl[j];
 			pfd[n++] = (struct pollfd){ cc->cc_cl[j].cl_fd, POLLIN,
 			    0 };
 		}
-		if (poll(pfd, n, -1) < 0) {
+		if ((r = poll(pfd, n, backoff ? 100 : -1)) < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
 		if (pfd[0].revents != 0)
 			break;
+		backoff = false;
 		if (pfd[1].revents & POLLIN) {
-			fd = accept4(cc->cc_lfd, NULL, NULL, SOCK_CLOEXEC);
-			for (j = 0; fd >= 0 && j < CTL_MAXCLIENTS; j++)
-				if (cc->cc_cl[j].cl_fd == -1)
-					break;
-			if (fd >= 0 && j == CTL_MAXCLIENTS) {
-				static const char msg[] = "{\"ok\":false,"
-				    "\"error\":\"too many control clients\"}\n";
-
-				send_all(fd, msg, sizeof(msg) - 1);
-				close(fd);
-			} else if (fd >= 0) {
-				setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv,
-				    sizeof(tv));
-				cc->cc_cl[j].cl_fd = fd;
-				cc->cc_cl[j].cl_len = 0;
-			}
+			r = take_client(cc);
+			backoff = r == EMFILE || r == ENFILE || r == ENOBUFS ||
+			    r == ENOMEM;
 		}
-		for (i = 2; i < n; i++) {
-			if (pfd[i].revents == 0)
-				continue;
-			cl = map[i];
-			r = read(cl->cl_fd, cl->cl_buf + cl->cl_len,
-			    sizeof(cl->cl_buf) - cl->cl_len);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r <= 0) {
-				client_close(cl);
-				continue;
-			}
-			cl->cl_len += (size_t)r;
-			if (!serve_lines(cc, cl))
-				client_close(cl);
-		}
+		for (i = 2; i < n; i++)
+			if (pfd[i].revents != 0 && !client_serve(cc, map[i]))
+				client_close(map[i]);
 	}
 	return NULL;
 }
 
+/*
+ * Make PATH free for the socket: 0 if nothing is there or it held a
+ * stale socket (one nobody listens on: connect is refused), which is
+ * removed; otherwise what is there, as an errno: EISDIR (a directory),
+ * EEXIST (a regular file or anything else but a socket), EADDRINUSE (a
+ * socket someone listens on), or what lstat or connect said (EACCES:
+ * someone else's socket).  Nothing but a stale socket is ever removed.
+ * (Between the probe and the unlink, another process writing to the
+ * same directory could swap the stale socket for something else, which
+ * would then go: unlink cannot be made conditional on the inode.  It
+ * takes a writer racing the server in its own directory.)
+ */
 static int
-listen_unix(const char *path, int *fdp)
+clear_path(const char *path, const struct sockaddr_un *sa)
 {
-	struct sockaddr_un sa;
-	int fd, probe, error;
+	struct stat st;
+	int probe, error;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sa.sun_path))
+	if (lstat(path, &st) != 0)
+		return errno == ENOENT ? 0 : errno;
+	if (S_ISDIR(st.st_mode))
+		return EISDIR;
+	if (!S_ISSOCK(st.st_mode))
+		return EEXIST;
+	/* Non-blocking: a listener with a full backlog says EAGAIN. */
+	if ((probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC |
+	    SOCK_NONBLOCK, 0)) < 0)
+		return errno;
+	error = connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) ==
+	    0 ? EADDRINUSE : errno;
+	close(probe);
+	switch (error) {
+	case ECONNREFUSED:
+		if (unlink(path) != 0 && errno != ENOENT)
+			return errno;
+		return 0;
+	case ENOENT:
+		return 0;		/* gone meanwhile */
+	case EAGAIN:
+	case EINPROGRESS:
+	case EPROTOTYPE:		/* a datagram socket, bound */
+		return EADDRINUSE;
+	default:
+		return error;
+	}
+}
+
+static int
+set_sun(struct sockaddr_un *sa, const char *path)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sa->sun_path))
 		return ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
+	memcpy(sa->sun_path, path, strlen(path) + 1);
+	return 0;
+}
+
+/*
+ * Move the socket file tmp to path, never over anything: rename with
+ * RENAME_NOREPLACE, or where the file system lacks it, link and unlink
+ * (link does not replace either).  0, or an errno (EEXIST: something
+ * came to path meanwhile).
+ */
+static int
+place(const char *tmp, const char *path)
+{
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return errno;
+	if (link(tmp, path) != 0)
+		return errno;
+	unlink(tmp);
+	return 0;
+}
+
+/*
+ * Listen on a new Unix socket at path, mode 0600 from the moment it is
+ * there; its device and inode in *stp.  0 or an errno (see clear_path).
+ *
+ * The umask is the process's, and this server has threads that may
+ * create files meanwhile (the fault log, a write log), so it is left
+ * alone.  Instead:
+ *   - fchmod(0600) before bind: Linux creates the file with the socket
+ *     inode's mode less the umask (unix_bind), so never wider than 0600;
+ *   - and the file is made inside a fresh directory next to path, which
+ *     mkdtemp makes 0700 (and chmod makes searchable by us whatever the
+ *     umask), chmodded to 0600 there (the umask may have taken our own
+ *     bits), set listening, and only then renamed to path.  At path it
+ *     is never wider than 0600 and never refuses a connection, even on a
+ *     system that ignored the fchmod, and the rename does not replace
+ *     what may have come to path since clear_path looked.
+ * The directory's path and "/s" must fit in sun_path; when path's
+ * directory name is too long for that (path itself fits), the socket is
+ * bound at path directly and the fchmod alone keeps it 0600 until the
+ * chmod, which Linux honours (the only system this server runs on).
+ */
+static int
+listen_unix(const char *path, int *fdp, struct stat *stp)
+{
+	struct sockaddr_un sa, tsa;
+	const char *slash = strrchr(path, '/');
+	size_t dirlen = slash != NULL ? (size_t)(slash - path) + 1 : 0;
+	char tdir[sizeof(sa.sun_path)], tsock[sizeof(tdir) + 2];
+	bool direct;
+	int fd, error, tries;
+
+	if ((error = set_sun(&sa, path)) != 0)
+		return error;
+	direct = dirlen + sizeof(".rumpblk-XXXXXX/s") > sizeof(sa.sun_path);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
 		return errno;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	if (fchmod(fd, 0600) != 0) {
 		error = errno;
-		if (error != EADDRINUSE)
-			goto close_fd;
-		/* A leftover socket nobody listens on is replaced. */
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe < 0 || connect(probe, (struct sockaddr *)&sa,
-		    sizeof(sa)) == 0 || errno != ECONNREFUSED) {
-			if (probe >= 0)
-				close(probe);
-			goto close_fd;
-		}
-		close(probe);
-		if (unlink(path) < 0 || bind(fd, (struct sockaddr *)&sa,
-		    sizeof(sa)) < 0) {
-			error = errno;
-			goto close_fd;
-		}
-	}
-	/* The socket can arm faults: its owner only. */
-	if (chmod(path, 0600) < 0 || listen(fd, 8) < 0) {
-		error = errno;
-		unlink(path);
 		goto close_fd;
 	}
+	if (direct) {
+		for (tries = 0;; tries++) {
+			if ((error = clear_path(path, &sa)) != 0)
+				goto close_fd;
+			if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+				break;
+			error = errno;
+			if (error != EADDRINUSE || tries == 2)
+				goto close_fd;
+		}
+		if (listen(fd, 8) != 0 || chmod(path, 0600) != 0 ||
+		    lstat(path, stp) != 0) {
+			error = errno;
+			unlink(path);
+			goto close_fd;
+		}
+		*fdp = fd;
+		return 0;
+	}
+	snprintf(tdir, sizeof(tdir), "%.*s.rumpblk-XXXXXX", (int)dirlen, path);
+	if (mkdtemp(tdir) == NULL) {
+		error = errno;
+		goto close_fd;
+	}
+	snprintf(tsock, sizeof(tsock), "%s/s", tdir);
+	if (chmod(tdir, 0700) != 0 || (error = set_sun(&tsa, tsock)) != 0 ||
+	    bind(fd, (struct sockaddr *)&tsa, sizeof(tsa)) != 0) {
+		error = error != 0 ? error : errno;
+		goto remove_dir;
+	}
+	if (chmod(tsock, 0600) != 0 || lstat(tsock, stp) != 0 ||
+	    listen(fd, 8) != 0) {
+		error = errno;
+		goto remove_sock;
+	}
+	for (tries = 0;; tries++) {
+		if ((error = clear_path(path, &sa)) != 0)
+			goto remove_sock;
+		if ((error = place(tsock, path)) == 0)
+			break;
+		if (error != EEXIST || tries == 2)
+			goto remove_sock;
+	}
+	rmdir(tdir);
 	*fdp = fd;
 	return 0;
+remove_sock:
+	unlink(tsock);
+remove_dir:
+	rmdir(tdir);
 close_fd:
 	close(fd);
 	return error;
@@ -401,13 +830,14 @@ cli_control_start(struct rumpblk *rb, int unit, const char *path,
     struct cli_control **ccp)
 {
 	struct cli_control *cc;
+	struct stat st;
 	int error;
 
 	if ((cc = calloc(1, sizeof(*cc))) == NULL)
 		return ENOMEM;
 	cc->cc_rb = rb;
 	cc->cc_unit = unit;
-	for (int j = 0; j < CTL_MAXCLIENTS; j++)
+	for (int j = 0; j < CLI_CTL_MAXCLIENTS; j++)
 		cc->cc_cl[j].cl_fd = -1;
 	if ((cc->cc_path = strdup(path)) == NULL) {
 		error = ENOMEM;
@@ -417,8 +847,10 @@ cli_control_start(struct rumpblk *rb, int unit, const char *path,
 		error = errno;
 		goto free_path;
 	}
-	if ((error = listen_unix(path, &cc->cc_lfd)) != 0)
+	if ((error = listen_unix(path, &cc->cc_lfd, &st)) != 0)
 		goto close_pipe;
+	cc->cc_dev = st.st_dev;
+	cc->cc_ino = st.st_ino;
 	if ((error = pthread_create(&cc->cc_thread, NULL, control_main,
 	    cc)) != 0)
 		goto close_listen;
@@ -441,16 +873,21 @@ free_cc:
 void
 cli_control_stop(struct cli_control *cc)
 {
+	struct stat st;
+
 	if (cc == NULL)
 		return;
 	while (write(cc->cc_pipe[1], "x", 1) < 0 && errno == EINTR)
 		;
 	pthread_join(cc->cc_thread, NULL);
-	for (int j = 0; j < CTL_MAXCLIENTS; j++)
+	for (int j = 0; j < CLI_CTL_MAXCLIENTS; j++)
 		if (cc->cc_cl[j].cl_fd != -1)
 			close(cc->cc_cl[j].cl_fd);
 	close(cc->cc_lfd);
-	unlink(cc->cc_path);
+	/* Only our socket: another may have been put there meanwhile. */
+	if (lstat(cc->cc_path, &st) == 0 && st.st_dev == cc->cc_dev &&
+	    st.st_ino == cc->cc_ino)
+		unlink(cc->cc_path);
 	close(cc->cc_pipe[0]);
 	close(cc->cc_pipe[1]);
 	free(cc->cc_path);
@@ -512,13 +949,20 @@ cmd_ctl(int argc, char **argv)
 		return 1;
 	}
 	memcpy(sa.sun_path, argv[1], strlen(argv[1]) + 1);
-	for (i = 2; i < argc; i++)
+	for (i = 2; i < argc; i++) {
+		/* One command, one answer read: a newline would send two. */
+		if (strchr(argv[i], '\n') != NULL) {
+			cli_err("ctl: a command is one line: no newline in "
+			    "its words");
+			return 2;
+		}
 		len += strlen(argv[i]) + 1;
+	}
 	if ((buf = malloc(cap)) == NULL) {
 		cli_err("ctl: out of memory");
 		return 1;
 	}
-	if (len >= CTL_LINEMAX || (line = malloc(len + 1)) == NULL) {
+	if (len >= CLI_CTL_LINEMAX || (line = malloc(len + 1)) == NULL) {
 		free(buf);
 		cli_err("ctl: command too long");
 		return 2;
@@ -538,7 +982,13 @@ cmd_ctl(int argc, char **argv)
 		return 1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	if ((error = send_all(fd, line, strlen(line))) != 0) {
+	/*
+	 * A server that refuses us (another uid, too many clients) answers
+	 * at once and closes, maybe before our command is sent: its answer
+	 * is still there to read, and says more than EPIPE would.
+	 */
+	if ((error = send_all(fd, line, strlen(line))) != 0 &&
+	    error != EPIPE && error != ECONNRESET) {
 		cli_err("ctl: %s: %s", argv[1], strerror(error));
 		goto fail;
 	}
@@ -562,6 +1012,10 @@ cmd_ctl(int argc, char **argv)
 			break;
 	}
 	buf[got] = '\0';
+	if (got == 0 && error != 0) {
+		cli_err("ctl: %s: %s", argv[1], strerror(error));
+		goto fail;
+	}
 	if (got == 0 || strchr(buf, '\n') == NULL) {
 		cli_err("ctl: %s: no answer%s%.200s", argv[1],
 		    got ? ": " : "", buf);

@@ -7,6 +7,8 @@
 #define RUMPBLK_CLI_CONTROL_H
 
 #include <getopt.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 
 #include <rumpblk/rumpblk.h>
@@ -87,15 +89,65 @@ void	cli_fault_opts_free(struct cli_fault_opts *);
 extern const char cli_fault_reference[];
 
 /*
+ * The control socket's bounds: a command line's bytes with its newline,
+ * the commands one connection may send, the clients served at once.
+ */
+#define CLI_CTL_LINEMAX		4096
+#define CLI_CTL_MAXCMDS		65536
+#define CLI_CTL_MAXCLIENTS	16
+
+/*
  * The control socket: a thread that accepts on a Unix socket at path and
- * answers each command line with one JSON line; reset resets unit.  An
- * existing socket file nobody listens on is replaced; one in use is
- * EADDRINUSE.
+ * answers each command line with one JSON line; reset resets unit.  The
+ * socket is mode 0600 from its first moment, and only peers with the
+ * server's uid or root are served.  An existing socket file nobody
+ * listens on is replaced; anything else at path is refused: EADDRINUSE
+ * (a socket in use), EISDIR (a directory), EEXIST (a regular file or
+ * anything else), or lstat's or connect's errno (EACCES).  0 or an
+ * errno.
  */
 int	cli_control_start(struct rumpblk *, int unit, const char *path,
 	    struct cli_control **);
+/* Stop the thread, close every connection, remove the socket file (if
+ * it is still the one started). */
 void	cli_control_stop(struct cli_control *);
-/* One command, one answer (no newline) to f.  For the server and tests. */
+/*
+ * One command (NUL-ended, without its newline), one answer (no newline)
+ * to f.  For the server and tests.
+ */
 void	cli_control_command(struct rumpblk *, int unit, char *line, FILE *f);
+/*
+ * One command line as read from a client: len bytes without the newline,
+ * any bytes.  A line of CLI_CTL_LINEMAX bytes or more, or one that is not
+ * UTF-8 text or holds a NUL or a control byte (but tab and CR), is
+ * answered with an error; any other goes to cli_control_command().  One
+ * answer, no newline, to f.
+ */
+void	cli_control_line(struct rumpblk *, int unit, const char *line,
+	    size_t len, FILE *f);
+
+/*
+ * A control connection's line reader, without its socket: the server
+ * keeps one per client, and the fuzz target drives one directly.  Zero
+ * it to start.
+ */
+struct cli_ctl_reader {
+	size_t		cr_len;		/* bytes of a partial line in cr_buf */
+	unsigned long	cr_ncmds;	/* lines answered */
+	bool		cr_discard;	/* dropping an overlong line's rest */
+	char		cr_buf[CLI_CTL_LINEMAX];
+};
+
+/*
+ * Take len bytes a client sent (any bytes, any split into calls) and
+ * write to f one answer line (JSON and a newline) for each line they
+ * complete, through cli_control_line().  A line longer than
+ * CLI_CTL_LINEMAX - 1 bytes is answered with an error once and the rest
+ * of it, up to its newline, is discarded.  true: read on; false: close
+ * the connection now: it sent more than CLI_CTL_MAXCMDS lines (the last
+ * answer says so) or f has an error.
+ */
+bool	cli_control_input(struct rumpblk *, int unit,
+	    struct cli_ctl_reader *, const char *data, size_t len, FILE *f);
 
 #endif
