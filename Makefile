@@ -25,9 +25,14 @@ check: deps
 	$(MAKE) build
 	scripts/run-tests $(BUILD)
 
+# Ctrl-C stops the demo, not make: on a terminal the demo runs as a job
+# of its own in the foreground (bash -m), so the SIGINT reaches the demo
+# alone, which then ends with status 0 and make with it, quietly.  (make
+# itself would die of the SIGINT, and report the recipe.)
 run: deps
 	$(MAKE) build
-	scripts/demo $(BUILD)
+	@if [ -t 0 ]; then bash -mc 'scripts/demo "$$1"; exit $$?' sh $(BUILD); \
+	else scripts/demo $(BUILD); fi
 
 install: $(BUILD)/build.ninja
 	meson configure $(BUILD) -Dprefix=$(PREFIX)

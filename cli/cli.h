@@ -157,8 +157,10 @@ void	cli_default_windows(struct rumpblk_config *, const char *image,
  */
 void	cli_stats_json_members(FILE *, struct rumpblk *,
 	    const struct rumpblk_stats *);
-/* {...}: those members for a snapshot of every unit of rb, and "nbd"
- * from the command's hook if it set one. */
+/* {...}: those members for a snapshot of every unit of rb, the
+ * latency histograms, "units" (each unit's own view, for the watch),
+ * "connections" (front-end connection records, rumpblk_conn_list) and
+ * "connections_ended", and "nbd" from the command's hook if it set one. */
 void	cli_stats_json(FILE *, struct rumpblk *);
 /*
  * The hook: fn(f, arg) writes the value of an "nbd" member (serve: the
@@ -166,6 +168,23 @@ void	cli_stats_json(FILE *, struct rumpblk *);
  * is using the old one; NULL removes it.
  */
 void	cli_stats_set_extra(void (*fn)(FILE *, void *), void *arg);
+/*
+ * The latency histograms (issue 17).  The ops in the order they are
+ * shown, as RUMPBLK_B_ bits, and their names ("read", ... "extents").
+ */
+#define CLI_NOPS	6
+extern const int cli_ops[CLI_NOPS];
+const char *cli_op_name(int op);
+/* One histogram: {"count","timed","sum_ns","max_ns","p50_ns","p90_ns",
+ * "p99_ns","p999_ns","buckets":[[LE_NS,N],...]} (non-empty buckets, by
+ * their inclusive upper bound; null for the last). */
+void	cli_hist_json(FILE *, const struct rumpblk_hist *);
+/* "latency":{"layout":{...},"ops":{"read":H,...},"faults":{CLASS:H,...}},
+ * a member, for a unit or (-1) the instance. */
+void	cli_stats_latency_json(FILE *, struct rumpblk *, int unit);
+/* control.c: rumpblk ctl PATH stats --watch [--interval S]
+ * [--count N] (its arguments from --watch on); the exit status. */
+int	cli_stats_watch(const char *path, int argc, char **argv);
 /* One fault rule: {"id","rule","class","matches","firings","seed"}. */
 void	cli_fault_rule_json(FILE *, const struct rumpblk_fault_info *);
 /* {"model":..,"seed":..,...,"bytes_lost":..}: what a power cut did. */

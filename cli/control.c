@@ -45,10 +45,12 @@
  * cli_control_command); the line reader (cli_control_line,
  * cli_control_input); the server (peer_allowed, control_main,
  * clear_path, listen_unix, cli_control_start/_stop); the client
- * (cmd_ctl).
+ * (cmd_ctl); its live view, stats --watch (a JSON reader, snapshots,
+ * the view, cli_stats_watch).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -56,6 +58,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -910,6 +913,12 @@ ctl_usage(FILE *f)
 	    "  fault clear      disarm every rule\n"
 	    "  stats            the counters, with firings per rule and "
 	    "class\n"
+	    "  stats --watch [--interval S] [--count N]\n"
+	    "                   a live view, like iostat -x, every S seconds\n"
+	    "                   (default 1): per unit and op IOPS, MiB/s,\n"
+	    "                   latency percentiles, aqu-sz; in flight,\n"
+	    "                   unflushed bytes, connections, faults; N views\n"
+	    "                   then exit (default: until interrupted)\n"
 	    "  reset            reset the unit served: 'rumpblk serve' drops "
 	    "every\n"
 	    "                   connection to it at once\n"
@@ -948,6 +957,10 @@ cmd_ctl(int argc, char **argv)
 		cli_err("ctl: %s: %s", argv[1], strerror(ENAMETOOLONG));
 		return 1;
 	}
+	/* stats --watch: a live view, many stats commands (below). */
+	if (strcmp(argv[2], "stats") == 0 && argc > 3 &&
+	    strcmp(argv[3], "--watch") == 0)
+		return cli_stats_watch(argv[1], argc - 3, argv + 3);
 	memcpy(sa.sun_path, argv[1], strlen(argv[1]) + 1);
 	for (i = 2; i < argc; i++) {
 		/* One command, one answer read: a newline would send two. */
@@ -1033,4 +1046,693 @@ fail:
 	free(line);
 	free(buf);
 	return 1;
+}
+
+/*
+ * rumpblk ctl PATH stats --watch [--interval S] [--count N]: a live view
+ * of a running server, refreshed in place, as iostat -x is (issue 17).
+ *
+ * Every interval the client asks the control socket for "stats" (the
+ * JSON of cli/stats-json.c), and shows what changed since the last tick:
+ * for each unit and operation the IOPS, MiB/s, latency percentiles
+ * p50/p90/p99/p99.9 and max of the requests that completed in the tick
+ * (from the difference of two histograms: the maximum is the top
+ * bucket's bound, capped by the maximum so far), and aqu-sz, the average
+ * number of requests in flight over the tick (their summed latency over
+ * the tick's length, as iostat computes it); then the unit's gauges now
+ * (requests in flight, unflushed bytes of the write cache, connections)
+ * and the faults that fired in the tick, by class; then each front-end
+ * connection's IOPS and percentiles.  On a terminal each tick redraws
+ * the screen; otherwise each tick is a block of plain lines, headed by
+ * its time, for logs and pipes.
+ *
+ * Percentiles describe the timed requests: all of them for an NBD
+ * client (the view's usual subject), one in lat_sample for in-process
+ * callers (librumpblk(3)).
+ *
+ * The JSON is read by a small parser of its own (the CLI has no JSON
+ * library and needs none elsewhere): whole numbers are kept exact as
+ * 64-bit integers, as the counters need.
+ */
+
+/* The live view: rumpblk ctl PATH stats --watch.  Its JSON reader. */
+
+enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+
+struct jv {
+	enum jtype	t;
+	uint64_t	u;		/* J_NUM: a whole number >= 0, or 0 */
+	double		d;		/* J_NUM */
+	char		*s;		/* J_STR (in the text, unescaped) */
+	size_t		n;		/* J_ARR, J_OBJ: members */
+	struct jv	*v;		/* their values */
+	char		**k;		/* J_OBJ: their names */
+};
+
+struct jp {
+	char		*p;		/* the text, modified in place */
+	int		depth;
+};
+
+static void
+jv_free(struct jv *v)
+{
+	size_t i;
+
+	for (i = 0; i < v->n; i++)
+		jv_free(&v->v[i]);
+	free(v->v);
+	free(v->k);
+	v->v = NULL;
+	v->k = NULL;
+	v->n = 0;
+}
+
+static void
+skip_ws(struct jp *jp)
+{
+	while (*jp->p == ' ' || *jp->p == '\t' || *jp->p == '\n' ||
+	    *jp->p == '\r')
+		jp->p++;
+}
+
+/* A string at jp->p (past its quote), unescaped in place; NULL: bad. */
+static char *
+parse_str(struct jp *jp)
+{
+	char *out = jp->p, *s = jp->p, *w = jp->p;
+
+	for (;;) {
+		if (*s == '\0')
+			return NULL;
+		if (*s == '"')
+			break;
+		if (*s == '\\') {
+			s++;
+			switch (*s) {
+			case 'n': *w++ = '\n'; break;
+			case 't': *w++ = '\t'; break;
+			case 'r': *w++ = '\r'; break;
+			case 'b': *w++ = '\b'; break;
+			case 'f': *w++ = '\f'; break;
+			case 'u':
+				/* Only labels have them: keep a '?'. */
+				if (strlen(s) < 5)
+					return NULL;
+				*w++ = '?';
+				s += 4;
+				break;
+			case '\0':
+				return NULL;
+			default: *w++ = *s; break;
+			}
+			s++;
+			continue;
+		}
+		*w++ = *s++;
+	}
+	*w = '\0';
+	jp->p = s + 1;
+	return out;
+}
+
+static bool parse_value(struct jp *, struct jv *);
+
+/* Append a member (name k, NULL in an array) to v; its slot or NULL. */
+static struct jv *
+add_member(struct jv *v, char *k)
+{
+	struct jv *nv;
+	char **nk;
+
+	if ((nv = realloc(v->v, (v->n + 1) * sizeof(*nv))) == NULL)
+		return NULL;
+	v->v = nv;
+	if (v->t == J_OBJ) {
+		if ((nk = realloc(v->k, (v->n + 1) * sizeof(*nk))) == NULL)
+			return NULL;
+		v->k = nk;
+		v->k[v->n] = k;
+	}
+	memset(&v->v[v->n], 0, sizeof(v->v[v->n]));
+	return &v->v[v->n++];
+}
+
+static bool
+parse_container(struct jp *jp, struct jv *v, char close)
+{
+	struct jv *m;
+	char *k = NULL;
+
+	v->t = close == '}' ? J_OBJ : J_ARR;
+	if (++jp->depth > 64)
+		return false;
+	skip_ws(jp);
+	if (*jp->p == close) {
+		jp->p++;
+		jp->depth--;
+		return true;
+	}
+	for (;;) {
+		skip_ws(jp);
+		if (v->t == J_OBJ) {
+			if (*jp->p++ != '"' || (k = parse_str(jp)) == NULL)
+				return false;
+			skip_ws(jp);
+			if (*jp->p++ != ':')
+				return false;
+		}
+		if ((m = add_member(v, k)) == NULL || !parse_value(jp, m))
+			return false;
+		skip_ws(jp);
+		if (*jp->p == ',') {
+			jp->p++;
+			continue;
+		}
+		if (*jp->p++ != close)
+			return false;
+		jp->depth--;
+		return true;
+	}
+}
+
+static bool
+parse_value(struct jp *jp, struct jv *v)
+{
+	char *end;
+
+	skip_ws(jp);
+	switch (*jp->p) {
+	case '{':
+		jp->p++;
+		return parse_container(jp, v, '}');
+	case '[':
+		jp->p++;
+		return parse_container(jp, v, ']');
+	case '"':
+		jp->p++;
+		v->t = J_STR;
+		return (v->s = parse_str(jp)) != NULL;
+	case 'n':
+		v->t = J_NULL;
+		if (strncmp(jp->p, "null", 4) != 0)
+			return false;
+		jp->p += 4;
+		return true;
+	case 't':
+	case 'f':
+		v->t = J_BOOL;
+		v->u = *jp->p == 't';
+		if (strncmp(jp->p, v->u ? "true" : "false", v->u ? 4 : 5) != 0)
+			return false;
+		jp->p += v->u ? 4 : 5;
+		return true;
+	}
+	v->t = J_NUM;
+	errno = 0;
+	v->d = strtod(jp->p, &end);
+	if (end == jp->p || errno != 0)
+		return false;
+	if (*jp->p != '-' && strcspn(jp->p, ".eE,]} \n") == (size_t)(end -
+	    jp->p))
+		v->u = strtoull(jp->p, NULL, 10);
+	jp->p = end;
+	return true;
+}
+
+/* Parse text (modified; the values point into it).  false: not JSON. */
+static bool
+json_parse(char *text, struct jv *v)
+{
+	struct jp jp = { .p = text };
+
+	memset(v, 0, sizeof(*v));
+	if (!parse_value(&jp, v)) {
+		jv_free(v);
+		return false;
+	}
+	return true;
+}
+
+/* Member name of an object, or NULL. */
+static const struct jv *
+jget(const struct jv *v, const char *name)
+{
+	size_t i;
+
+	if (v == NULL || v->t != J_OBJ)
+		return NULL;
+	for (i = 0; i < v->n; i++)
+		if (strcmp(v->k[i], name) == 0)
+			return &v->v[i];
+	return NULL;
+}
+
+/* A whole number, member name of v (0 if none). */
+static uint64_t
+jnum(const struct jv *v, const char *name)
+{
+	const struct jv *m = jget(v, name);
+
+	return m != NULL && m->t == J_NUM ? m->u : 0;
+}
+
+/* A string, member name of v ("?" if none). */
+static const char *
+jstr(const struct jv *v, const char *name)
+{
+	const struct jv *m = jget(v, name);
+
+	return m != NULL && m->t == J_STR ? m->s : "?";
+}
+
+/* The live view: snapshots and their differences. */
+
+/* A snapshot: the answer's text and its parse. */
+struct snap {
+	char		*text;
+	struct jv	root;		/* the "stats" object's parent */
+	const struct jv	*stats;
+	uint64_t	t_ns;		/* when it was taken */
+};
+
+static void
+snap_free(struct snap *s)
+{
+	jv_free(&s->root);
+	free(s->text);
+	memset(s, 0, sizeof(*s));
+}
+
+static uint64_t
+mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Fill h from a JSON histogram (cli_hist_json). */
+static void
+hist_from(const struct jv *j, struct rumpblk_hist *h)
+{
+	const struct jv *b = jget(j, "buckets"), *e;
+	size_t i;
+	unsigned k;
+
+	memset(h, 0, sizeof(*h));
+	h->h_count = jnum(j, "count");
+	h->h_timed = jnum(j, "timed");
+	h->h_sum_ns = jnum(j, "sum_ns");
+	h->h_max_ns = jnum(j, "max_ns");
+	for (i = 0; b != NULL && b->t == J_ARR && i < b->n; i++) {
+		e = &b->v[i];
+		if (e->t != J_ARR || e->n != 2)
+			continue;
+		k = e->v[0].t == J_NUM ? rumpblk_hist_bucket(e->v[0].u) :
+		    RUMPBLK_HIST_BUCKETS - 1;
+		h->h_buckets[k] += e->v[1].u;
+	}
+}
+
+/*
+ * d = a - b (b may be NULL: a alone), for one tick.  The tick's maximum
+ * is not known: the top bucket's bound, capped by a's maximum so far.
+ */
+static void
+hist_diff(const struct jv *a, const struct jv *b, struct rumpblk_hist *d)
+{
+	struct rumpblk_hist hb;
+	uint64_t top = 0, bound;
+	unsigned i;
+
+	hist_from(a, d);
+	if (b != NULL) {
+		hist_from(b, &hb);
+		d->h_count -= hb.h_count;
+		d->h_timed -= hb.h_timed;
+		d->h_sum_ns -= hb.h_sum_ns;
+		for (i = 0; i < RUMPBLK_HIST_BUCKETS; i++)
+			d->h_buckets[i] -= hb.h_buckets[i];
+	}
+	for (i = 0; i < RUMPBLK_HIST_BUCKETS; i++)
+		if (d->h_buckets[i] != 0)
+			top = i + 1;
+	if (top == 0) {
+		d->h_max_ns = 0;
+		return;
+	}
+	bound = rumpblk_hist_bound((unsigned)top - 1);
+	if (bound < d->h_max_ns)
+		d->h_max_ns = bound;
+}
+
+/* The element of an array of objects whose member key is id, or NULL. */
+static const struct jv *
+find_by(const struct jv *arr, const char *key, uint64_t id)
+{
+	size_t i;
+
+	for (i = 0; arr != NULL && arr->t == J_ARR && i < arr->n; i++)
+		if (jnum(&arr->v[i], key) == id)
+			return &arr->v[i];
+	return NULL;
+}
+
+/* The live view: what it shows. */
+
+/* A latency, right-aligned in 9 columns. */
+static void
+put_ns(FILE *f, uint64_t ns, bool none)
+{
+	char b[32];
+
+	if (none)
+		snprintf(b, sizeof(b), "-");
+	else if (ns < 1000)
+		snprintf(b, sizeof(b), "%" PRIu64 "ns", ns);
+	else if (ns < 1000000)
+		snprintf(b, sizeof(b), "%.1fus", (double)ns / 1e3);
+	else if (ns < 1000000000)
+		snprintf(b, sizeof(b), "%.2fms", (double)ns / 1e6);
+	else
+		snprintf(b, sizeof(b), "%.2fs", (double)ns / 1e9);
+	fprintf(f, " %9s", b);
+}
+
+/* Bytes, short ("1.5 MiB"). */
+static void
+put_bytes(char *b, size_t len, uint64_t n)
+{
+	if (n < 1024)
+		snprintf(b, len, "%" PRIu64 " B", n);
+	else if (n < 1048576)
+		snprintf(b, len, "%.1f KiB", (double)n / 1024);
+	else if (n < 1073741824)
+		snprintf(b, len, "%.1f MiB", (double)n / 1048576);
+	else
+		snprintf(b, len, "%.1f GiB", (double)n / 1073741824);
+}
+
+/* The counter of bytes an op moves, or NULL. */
+static const char *
+op_bytes(int op)
+{
+	switch (op) {
+	case RUMPBLK_B_READ:	return "bytes_read";
+	case RUMPBLK_B_WRITE:	return "bytes_written";
+	case RUMPBLK_B_TRIM:	return "bytes_trimmed";
+	case RUMPBLK_B_ZERO:	return "bytes_zeroed";
+	default:		return NULL;
+	}
+}
+
+/* One unit's rows. */
+static void
+show_unit(FILE *f, const struct jv *cu, const struct jv *pu, double dt)
+{
+	const struct jv *cl = jget(jget(cu, "latency"), "ops");
+	const struct jv *pl = jget(jget(pu, "latency"), "ops");
+	const struct jv *cf, *pf, *cc, *pc;
+	struct rumpblk_hist d;
+	const char *bn;
+	uint64_t unit = jnum(cu, "unit"), n;
+	char b1[32], b2[32];
+	bool any = false;
+	size_t i;
+	int k;
+
+	for (k = 0; k < CLI_NOPS; k++) {
+		const char *name = cli_op_name(cli_ops[k]);
+		const struct jv *c = jget(cl, name);
+
+		/* Trim, zero and extents only once a client used them. */
+		if (k >= 3 && jnum(c, "count") == 0)
+			continue;
+		hist_diff(c, jget(pl, name), &d);
+		fprintf(f, "%4" PRIu64 " %-8s %10.2f", unit, name,
+		    (double)d.h_count / dt);
+		if ((bn = op_bytes(cli_ops[k])) != NULL)
+			fprintf(f, " %9.2f", (double)(jnum(cu, bn) -
+			    jnum(pu, bn)) / 1048576.0 / dt);
+		else
+			fprintf(f, " %9s", "-");
+		put_ns(f, rumpblk_hist_quantile(&d, 0.5), d.h_timed == 0);
+		put_ns(f, rumpblk_hist_quantile(&d, 0.9), d.h_timed == 0);
+		put_ns(f, rumpblk_hist_quantile(&d, 0.99), d.h_timed == 0);
+		put_ns(f, rumpblk_hist_quantile(&d, 0.999), d.h_timed == 0);
+		put_ns(f, d.h_max_ns, d.h_timed == 0);
+		/* Little's law over the tick, the sample scaled to all. */
+		fprintf(f, " %7.2f\n", d.h_timed == 0 ? 0.0 :
+		    (double)d.h_sum_ns * ((double)d.h_count /
+		    (double)d.h_timed) / (dt * 1e9));
+	}
+	if (jget(cu, "unflushed") != NULL &&
+	    jget(cu, "unflushed")->t == J_NUM) {
+		put_bytes(b1, sizeof(b1), jnum(cu, "unflushed"));
+		put_bytes(b2, sizeof(b2), jnum(cu, "cache_size"));
+	} else {
+		snprintf(b1, sizeof(b1), "-");
+		snprintf(b2, sizeof(b2), "no write cache");
+	}
+	fprintf(f, "unit %" PRIu64 ": in flight %" PRIu64 ", unflushed %s "
+	    "(%s), connections %" PRIu64 ", errors %" PRIu64 ", faults:",
+	    unit, jnum(cu, "inflight"), b1, b2, jnum(cu, "connections"),
+	    jnum(cu, "io_errors") - jnum(pu, "io_errors"));
+	cf = jget(cu, "faults_class");
+	pf = jget(pu, "faults_class");
+	for (i = 0; cf != NULL && cf->t == J_OBJ && i < cf->n; i++) {
+		n = cf->v[i].u - jnum(pf, cf->k[i]);
+		if (n == 0)
+			continue;
+		fprintf(f, " %s %" PRIu64, cf->k[i], n);
+		any = true;
+	}
+	fputs(any ? "\n" : " none\n", f);
+	/* The classes' own latency in the tick: what a rule did to it. */
+	cc = jget(jget(cu, "latency"), "faults");
+	pc = jget(jget(pu, "latency"), "faults");
+	for (i = 0; cc != NULL && cc->t == J_OBJ && i < cc->n; i++) {
+		hist_diff(&cc->v[i], jget(pc, cc->k[i]), &d);
+		if (d.h_count == 0)
+			continue;
+		fprintf(f, "%4" PRIu64 " %-8s %10.2f %9s", unit, cc->k[i],
+		    (double)d.h_count / dt, "fault");
+		put_ns(f, rumpblk_hist_quantile(&d, 0.5), d.h_timed == 0);
+		put_ns(f, rumpblk_hist_quantile(&d, 0.9), d.h_timed == 0);
+		put_ns(f, rumpblk_hist_quantile(&d, 0.99), d.h_timed == 0);
+		put_ns(f, rumpblk_hist_quantile(&d, 0.999), d.h_timed == 0);
+		put_ns(f, d.h_max_ns, d.h_timed == 0);
+		fputc('\n', f);
+	}
+}
+
+/* The connections' rows: all ops of each summed. */
+static void
+show_conns(FILE *f, const struct jv *cs, const struct jv *ps, double dt)
+{
+	const struct jv *c, *p, *cl, *pl;
+	struct rumpblk_hist d, all;
+	size_t i;
+	unsigned j;
+	int k;
+
+	if (cs == NULL || cs->t != J_ARR || cs->n == 0)
+		return;
+	fprintf(f, "conn unit       IOPS       p50       p99  label\n");
+	for (i = 0; i < cs->n; i++) {
+		c = &cs->v[i];
+		p = find_by(ps, "id", jnum(c, "id"));
+		/* A record reused by a new connection starts again. */
+		if (p != NULL && strcmp(jstr(p, "label"), jstr(c, "label")) !=
+		    0)
+			p = NULL;
+		cl = jget(c, "latency");
+		pl = jget(p, "latency");
+		memset(&all, 0, sizeof(all));
+		for (k = 0; k < CLI_NOPS; k++) {
+			hist_diff(jget(cl, cli_op_name(cli_ops[k])),
+			    jget(pl, cli_op_name(cli_ops[k])), &d);
+			all.h_count += d.h_count;
+			all.h_timed += d.h_timed;
+			for (j = 0; j < RUMPBLK_HIST_BUCKETS; j++)
+				all.h_buckets[j] += d.h_buckets[j];
+			if (d.h_max_ns > all.h_max_ns)
+				all.h_max_ns = d.h_max_ns;
+		}
+		fprintf(f, "%4" PRIu64 " %4" PRIu64 " %10.2f", jnum(c, "id"),
+		    jnum(c, "unit"), (double)all.h_count / dt);
+		put_ns(f, rumpblk_hist_quantile(&all, 0.5), all.h_timed == 0);
+		put_ns(f, rumpblk_hist_quantile(&all, 0.99),
+		    all.h_timed == 0);
+		fprintf(f, "  %s\n", jstr(c, "label"));
+	}
+}
+
+static void
+show(FILE *f, const char *path, const struct snap *cur,
+    const struct snap *prev, double interval, bool tty)
+{
+	const struct jv *cu = jget(cur->stats, "units");
+	const struct jv *pu = jget(prev->stats, "units");
+	double dt = (double)(cur->t_ns - prev->t_ns) / 1e9;
+	char when[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	size_t i;
+
+	if (dt <= 0)
+		dt = interval;
+	strftime(when, sizeof(when), "%H:%M:%S", localtime_r(&now, &tm));
+	if (tty)
+		fputs("\033[H\033[J", f);	/* home, clear to the end */
+	fprintf(f, "rumpblk %s: every %.1f s, last %.2f s, %s\n", path,
+	    interval, dt, when);
+	fprintf(f, "unit op             IOPS     MiB/s       p50       p90"
+	    "       p99     p99.9       max  aqu-sz\n");
+	for (i = 0; cu != NULL && cu->t == J_ARR && i < cu->n; i++)
+		show_unit(f, &cu->v[i], find_by(pu, "unit",
+		    jnum(&cu->v[i], "unit")), dt);
+	show_conns(f, jget(cur->stats, "connections"),
+	    jget(prev->stats, "connections"), dt);
+	if (!tty)
+		fputc('\n', f);
+	fflush(f);
+}
+
+/* The live view: the command. */
+
+/*
+ * Ask path for "stats" into s: 0, or 1 with the error said.  A server
+ * that is gone is an error (the watch ends with it).
+ */
+static int
+take(const char *path, struct snap *s)
+{
+	struct sockaddr_un sa;
+	struct pollfd pfd;
+	size_t got = 0, cap = 65536;
+	char *buf, *nb, *nl;
+	ssize_t r;
+	int fd;
+
+	memset(s, 0, sizeof(*s));
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+	    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    send(fd, "stats\n", 6, MSG_NOSIGNAL) != 6) {
+		cli_err("ctl: %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return 1;
+	}
+	if ((buf = malloc(cap)) == NULL)
+		goto nomem;
+	/* One line, up to 64 MiB, within 30 s. */
+	for (;;) {
+		if (got + 1 >= cap) {
+			if (cap >= (64u << 20) ||
+			    (nb = realloc(buf, cap * 2)) == NULL)
+				break;
+			buf = nb;
+			cap *= 2;
+		}
+		pfd = (struct pollfd){ fd, POLLIN, 0 };
+		if (poll(&pfd, 1, 30000) <= 0)
+			break;
+		if ((r = read(fd, buf + got, cap - 1 - got)) < 0 &&
+		    errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+		buf[got] = '\0';
+		if (memchr(buf + got - (size_t)r, '\n', (size_t)r) != NULL)
+			break;
+	}
+	close(fd);
+	fd = -1;
+	buf[got] = '\0';
+	if ((nl = strchr(buf, '\n')) == NULL) {
+		cli_err("ctl: %s: no answer to stats", path);
+		free(buf);
+		return 1;
+	}
+	*nl = '\0';
+	s->t_ns = mono_ns();
+	s->text = buf;
+	if (!json_parse(buf, &s->root) ||
+	    (s->stats = jget(&s->root, "stats")) == NULL) {
+		cli_err("ctl: %s: stats: %.200s", path, buf);
+		snap_free(s);
+		return 1;
+	}
+	return 0;
+nomem:
+	close(fd);
+	cli_err("ctl: out of memory");
+	return 1;
+}
+
+int
+cli_stats_watch(const char *path, int argc, char **argv)
+{
+	struct snap prev, cur;
+	struct timespec ts;
+	double interval = 1;
+	uint64_t count = 0, n;
+	char *end;
+	bool tty = isatty(STDOUT_FILENO);
+	int i;
+
+	for (i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--watch") == 0)
+			continue;
+		if (strcmp(argv[i], "--interval") == 0 && i + 1 < argc) {
+			errno = 0;
+			interval = strtod(argv[++i], &end);
+			if (errno != 0 || end == argv[i] || *end != '\0' ||
+			    !(interval >= 0.1 && interval <= 3600)) {
+				cli_err("ctl: --interval: '%s' is not a time "
+				    "in seconds from 0.1 to 3600", argv[i]);
+				return 2;
+			}
+			continue;
+		}
+		if (strcmp(argv[i], "--count") == 0 && i + 1 < argc) {
+			if (!cli_opt_uint("--count", argv[++i], 1,
+			    UINT32_MAX, &count))
+				return 2;
+			continue;
+		}
+		cli_err("ctl: stats --watch: unknown argument '%s' (want "
+		    "[--interval S] [--count N])", argv[i]);
+		return 2;
+	}
+	if (take(path, &prev) != 0)
+		return 1;
+	if (tty) {
+		fputs("\033[H\033[J", stdout);
+		printf("rumpblk %s: every %.1f s: first figures in %.1f s\n",
+		    path, interval, interval);
+		fflush(stdout);
+	}
+	for (n = 0; count == 0 || n < count; n++) {
+		ts.tv_sec = (time_t)interval;
+		ts.tv_nsec = (long)((interval - (double)ts.tv_sec) * 1e9);
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+		if (take(path, &cur) != 0) {
+			snap_free(&prev);
+			return 1;
+		}
+		show(stdout, path, &cur, &prev, interval, tty);
+		snap_free(&prev);
+		prev = cur;
+	}
+	snap_free(&prev);
+	return 0;
 }

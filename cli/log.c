@@ -1129,8 +1129,9 @@ log_usage(FILE *f)
 int
 cmd_log(int argc, char **argv)
 {
-	char *name;
+	char *name, *word;
 	bool info;
+	int rc;
 
 	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
 	    strcmp(argv[1], "-h") == 0)) {
@@ -1147,9 +1148,20 @@ cmd_log(int argc, char **argv)
 		return 2;
 	}
 	info = strcmp(argv[1], "info") == 0;
-	/* getopt_long's messages then name "rumpblk log info". */
+	/*
+	 * getopt_long's messages then name "rumpblk log info".  The name
+	 * is freed, and argv given back as it came, so that a caller that
+	 * runs the command many times (fuzz/fuzz-log-reader.c) leaks
+	 * nothing.
+	 */
+	word = argv[1];
 	if (asprintf(&name, "%s %s", argv[0], argv[1]) != -1)
 		argv[1] = name;
-	return info ? log_info(argc - 1, argv + 1) :
+	else
+		name = NULL;
+	rc = info ? log_info(argc - 1, argv + 1) :
 	    log_replay(argc - 1, argv + 1);
+	argv[1] = word;
+	free(name);
+	return rc;
 }

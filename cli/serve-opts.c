@@ -9,6 +9,9 @@
  * URI, rbd:POOL/IMAGE[@SNAP] (with --ceph-conf, --ceph-id), overlay:PATH.
  *
  *   --socket PATH          listen on a Unix socket
+ *   --fuse PATH            export the unit as a file in a FUSE mount at
+ *                          PATH (frontend/fuse; PATH/disk for a
+ *                          directory); alone, no NBD listener
  *   --listen ADDR:PORT     listen on TCP (repeatable; default
  *                          127.0.0.1:10809 when neither is given; PORT 0
  *                          picks a free port; IPv6 as [::1]:PORT)
@@ -23,18 +26,27 @@
  *   --winsize N, --wincount N   mmap windows (default: cover the image)
  *   --fail N, --fail-seed S     seed-mode fault injection (RUMP_BLKFAIL)
  *   --stats FILE           counters as JSON at exit
+ *   --metrics ADDR:PORT    Prometheus metrics over HTTP (cli/metrics.c)
  *   --fault RULE, --fault-log FILE, --fault-replay FILE, --control PATH
  *                          fault rules (cli/fault.c, cli/control.c)
  *   --run CMD              captive mode: run sh -c CMD with $uri,
- *                          $unixsocket, $port, $pid; stop when it exits
+ *                          $unixsocket, $port, $fuse, $pid; stop when it exits
  *                          and exit with its status
  *   --pidfile FILE         written once the sockets listen
  *   --threads N            library worker threads for asynchronous I/O
  *                          (default 1; see serve.c)
- *   --max-connections N    default 64
+ *   --max-connections N    clients in transmission (default 64)
+ *   --max-handshakes N     clients in the handshake (default 1024; past
+ *                          it the oldest is closed)
+ *   --handshake-timeout S  a handshake ends within S seconds or is
+ *                          closed (default 10; 0: no limit)
  *   --shutdown-timeout S   give up on clients that do not read replies
  *                          S seconds after SIGINT/SIGTERM (default 10)
  *   --no-lock              do not take the image's OFD lock
+ *   --tls=off|on|require   STARTTLS (frontend/nbd/tls.c), with
+ *   --tls-certificates DIR or --tls-psk FILE, and --tls-verify-peer;
+ *                          how they go together is checked here (a
+ *                          usage error), the files in serve.c
  *   --ceph-conf FILE, --ceph-id NAME   for rbd: specs
  *
  * Sizes take K, M, G, T suffixes (powers of 1024).  Flags override the
@@ -45,7 +57,17 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "nbd.h"
 #include "serve.h"
+
+/*
+ * --fuse PATH, or NULL.  XXX(#16): a field of struct serve_opts belongs
+ * in serve.h, which other work had open when --fuse came; until it moves
+ * there, serve.c reads this.
+ */
+const char *serve_fuse_path;
+/* --metrics ADDR:PORT, or NULL (serve.c starts it: cli/metrics.c). */
+const char *serve_metrics_addr;
 
 static void
 serve_usage(FILE *f)
@@ -58,6 +80,10 @@ serve_usage(FILE *f)
 "image (rbd:POOL/IMAGE[@SNAP]); or overlay:PATH, a copy-on-write view of\n"
 "PATH that is never written.\n\n"
 "  --socket PATH          listen on a Unix socket at PATH\n"
+"  --fuse PATH            also export IMAGE as a file in a FUSE mount on\n"
+"                         PATH, an existing file or directory (then the\n"
+"                         file is PATH/disk); with --fuse alone there is\n"
+"                         no NBD listener\n"
 "  --listen ADDR:PORT     listen on TCP (repeatable; default 127.0.0.1:10809\n"
 "                         when no --socket or --listen is given; PORT 0 picks\n"
 "                         a free port; IPv6 as [::1]:PORT)\n"
@@ -75,18 +101,34 @@ serve_usage(FILE *f)
 "  --fail N               fail N of 10000 reads and writes with EIO\n"
 "  --fail-seed S          seed of those failures (printed either way)\n"
 "  --stats FILE           write the counters as JSON to FILE at exit\n"
+"  --metrics ADDR:PORT    serve counters and latency histograms for\n"
+"                         Prometheus at http://ADDR:PORT/metrics (ADDR\n"
+"                         default 127.0.0.1; PORT 0 picks a free port)\n"
 CLI_FAULT_HELP
 "  --run CMD              captive mode: run 'sh -c CMD' with $uri,\n"
-"                         $unixsocket, $port and $pid set; stop when CMD\n"
-"                         exits, with its exit status\n"
+"                         $unixsocket, $port, $fuse and $pid set; stop\n"
+"                         when CMD exits, with its exit status\n"
 "  --pidfile FILE         write the PID to FILE once the sockets listen\n"
 "  --threads N            worker threads for asynchronous I/O (default 1,\n"
 "                         best for page-cached images; raise it for slow\n"
 "                         storage; 0: the library's default)\n"
-"  --max-connections N    clients served at once (default 64)\n"
+"  --max-connections N    clients served at once (default 64); more are\n"
+"                         refused when their handshake ends\n"
+"  --max-handshakes N     clients in the handshake at once (default 1024);\n"
+"                         past it the oldest of them is closed\n"
+"  --handshake-timeout S  close clients that have not finished the\n"
+"                         handshake S seconds after connecting (default\n"
+"                         10; 0: no limit)\n"
 "  --shutdown-timeout S   at SIGINT/SIGTERM, give up on clients that do\n"
 "                         not read their replies after S seconds (10)\n"
 "  --no-lock              do not lock IMAGE against a second writer\n"
+"  --tls=off|on|require   TLS (NBD STARTTLS): off (default); on: clients\n"
+"                         choose; require: plaintext clients are refused\n"
+"  --tls-certificates DIR ca-cert.pem, server-cert.pem, server-key.pem\n"
+"                         (and ca-crl.pem if present) in DIR\n"
+"  --tls-psk FILE         pre-shared keys, USERNAME:HEXKEY lines (psktool)\n"
+"  --tls-verify-peer      clients must show a certificate ca-cert.pem\n"
+"                         signed\n"
 "  --ceph-conf FILE       the Ceph configuration for rbd: (default: Ceph's)\n"
 "  --ceph-id NAME         the Ceph client id for rbd: (default: admin)\n"
 "Sizes take K, M, G and T suffixes (powers of 1024).\n");
@@ -96,11 +138,16 @@ enum {
 	O_SOCKET = 256, O_LISTEN, O_EXPORT, O_RO, O_OFFSET, O_SIZE, O_CREATE,
 	O_BACKEND, O_SECTOR, O_WINSIZE, O_WINCOUNT, O_FAIL, O_FAILSEED,
 	O_STATS, O_RUN, O_PIDFILE, O_THREADS, O_MAXCONN, O_SHUTDOWN,
-	O_NOLOCK, O_CEPHCONF, O_CEPHID,
+	O_NOLOCK, O_CEPHCONF, O_CEPHID, O_MAXHS, O_HSTIMEOUT,
+	O_TLS, O_TLSCERTS, O_TLSPSK, O_TLSVERIFY,
+	O_FUSE,
+	O_METRICS,
 };
 
 static const struct option serve_longopts[] = {
 	{ "socket", required_argument, NULL, O_SOCKET },
+	{ "fuse", required_argument, NULL, O_FUSE },
+	{ "metrics", required_argument, NULL, O_METRICS },
 	{ "listen", required_argument, NULL, O_LISTEN },
 	{ "export", required_argument, NULL, O_EXPORT },
 	{ "read-only", no_argument, NULL, O_RO },
@@ -118,10 +165,16 @@ static const struct option serve_longopts[] = {
 	{ "pidfile", required_argument, NULL, O_PIDFILE },
 	{ "threads", required_argument, NULL, O_THREADS },
 	{ "max-connections", required_argument, NULL, O_MAXCONN },
+	{ "max-handshakes", required_argument, NULL, O_MAXHS },
+	{ "handshake-timeout", required_argument, NULL, O_HSTIMEOUT },
 	{ "shutdown-timeout", required_argument, NULL, O_SHUTDOWN },
 	{ "no-lock", no_argument, NULL, O_NOLOCK },
 	{ "ceph-conf", required_argument, NULL, O_CEPHCONF },
 	{ "ceph-id", required_argument, NULL, O_CEPHID },
+	{ "tls", required_argument, NULL, O_TLS },
+	{ "tls-certificates", required_argument, NULL, O_TLSCERTS },
+	{ "tls-psk", required_argument, NULL, O_TLSPSK },
+	{ "tls-verify-peer", no_argument, NULL, O_TLSVERIFY },
 	{ "help", no_argument, NULL, 'h' },
 	CLI_FAULT_LONGOPTS,
 	{ NULL, 0, NULL, 0 },
@@ -182,11 +235,15 @@ string_option(struct serve_opts *o, int c)
 {
 	switch (c) {
 	case O_SOCKET:	return &o->so_socket;
+	case O_FUSE:	return &serve_fuse_path;
+	case O_METRICS:	return &serve_metrics_addr;
 	case O_STATS:	return &o->so_stats;
 	case O_RUN:	return &o->so_run;
 	case O_PIDFILE:	return &o->so_pidfile;
 	case O_CEPHCONF: return &o->so_spec.cs_ceph_conf;
 	case O_CEPHID:	return &o->so_spec.cs_ceph_id;
+	case O_TLSCERTS: return &o->so_tls.certdir;
+	case O_TLSPSK:	return &o->so_tls.pskfile;
 	}
 	return NULL;
 }
@@ -199,6 +256,7 @@ flag_option(struct serve_opts *o, int c)
 	case O_RO:	return &o->so_read_only;
 	case O_CREATE:	return &o->so_create;
 	case O_NOLOCK:	return &o->so_no_lock;
+	case O_TLSVERIFY: return &o->so_tls.verify_peer;
 	}
 	return NULL;
 }
@@ -248,6 +306,24 @@ serve_option(void *ctx, int c, const char *arg)
 	case O_SHUTDOWN:
 		return cli_opt_uint("--shutdown-timeout", arg, 0, 86400,
 		    &o->so_shutdown_s) ? 0 : 2;
+	case O_TLS:
+		if (strcmp(arg, "off") == 0)
+			o->so_tls.mode = NBD_TLS_OFF;
+		else if (strcmp(arg, "on") == 0)
+			o->so_tls.mode = NBD_TLS_ON;
+		else if (strcmp(arg, "require") == 0)
+			o->so_tls.mode = NBD_TLS_REQUIRE;
+		else {
+			cli_err("--tls: '%s' is not off, on or require", arg);
+			return 2;
+		}
+		return 0;
+	case O_MAXHS:
+		return cli_opt_uint("--max-handshakes", arg, 1, 100000,
+		    &o->so_max_hs) ? 0 : 2;
+	case O_HSTIMEOUT:
+		return cli_opt_uint("--handshake-timeout", arg, 0, 86400,
+		    &o->so_hs_timeout_s) ? 0 : 2;
 	}
 	return config_option(o, c, arg);
 }
@@ -261,12 +337,16 @@ serve_parse(int argc, char **argv, struct serve_opts *o, int *rcp)
 		.ca_ctx = o, .ca_fault = &o->so_fault,
 		.ca_noperands = 1, .ca_operands = "one IMAGE",
 	};
-	char **operands;
+	char **operands, msg[512];
 
 	memset(o, 0, sizeof(*o));
+	serve_fuse_path = NULL;
+	serve_metrics_addr = NULL;
 	o->so_export = "";
 	o->so_size = RUMPBLK_SIZENOTSET;
 	o->so_max_conn = 64;
+	o->so_max_hs = NBD_DEFAULT_MAX_HANDSHAKES;
+	o->so_hs_timeout_s = NBD_DEFAULT_HANDSHAKE_MS / 1000;
 	o->so_shutdown_s = 10;
 	rumpblk_config_init(&o->so_cfg);
 	rumpblk_config_from_env(&o->so_cfg, stderr);
@@ -285,7 +365,13 @@ serve_parse(int argc, char **argv, struct serve_opts *o, int *rcp)
 		*rcp = 2;
 		goto free_opts;
 	}
-	if (o->so_socket == NULL && o->so_nlisten == 0)
+	if (nbd_tls_check_config(&o->so_tls, msg, sizeof(msg)) != 0) {
+		cli_err("%s", msg);
+		*rcp = 2;
+		goto free_opts;
+	}
+	if (o->so_socket == NULL && o->so_nlisten == 0 &&
+	    serve_fuse_path == NULL)
 		o->so_listen[o->so_nlisten++] = "127.0.0.1:10809";
 	if (o->so_socket != NULL && access(o->so_socket, F_OK) == 0) {
 		cli_err("--socket: %s already exists", o->so_socket);

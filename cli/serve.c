@@ -5,15 +5,20 @@
  * and undoes them:
  *
  *   block_signals      SIGINT, SIGTERM, SIGCHLD to a signalfd
+ *   load_tls           --tls's credentials, read and checked
  *   create_image       --create
  *   create_instance    the rumpblk instance, with the CLI's windows
  *   open_unit          register IMAGE, lock it, say what is odd
  *   (cli_fault_start)  fault rules, log, replay, control socket
+ *   (cli_metrics_start) --metrics: the Prometheus endpoint (metrics.c)
  *   start_listening    the NBD server, its sockets, the URI
+ *   start_fuse         --fuse: mount the FUSE export (its mount point
+ *                      was checked first of all, before the image)
+ *   raise_fd_limit     RLIMIT_NOFILE's soft limit up to the hard one
  *   (pidfile, --run)
  *   serve_run          serve until a signal or the child's exit
- *   stop_listening, cli_fault_stop, close_instance (--stats, durable
- *   data, the lock), then the pidfile
+ *   stop_fuse, stop_listening, cli_fault_stop, close_instance (--stats,
+ *   durable data, the lock), then the pidfile
  *
  * The image is locked with an open file description lock (F_OFD_SETLK,
  * as qemu does): a write lock for a writable export, a read lock for a
@@ -42,6 +47,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -49,8 +55,10 @@
 
 #include "cli.h"
 #include "control.h"
+#include "fuse-export.h"
 #include "nbd.h"
 #include "serve.h"
+#include "metrics.h"
 
 /*
  * What cmd_serve has acquired, released in reverse order (but see the
@@ -65,12 +73,21 @@ struct serve {
 	struct rumpblk_unitinfo sv_ui;
 	int		sv_lockfd;	/* -1: not locked */
 	struct nbd_server *sv_srv;
+	struct nbd_tls	*sv_tls;	/* --tls on or require, or NULL */
 	char		*sv_uri;	/* $uri */
 	int		sv_port;	/* of the first --listen, or -1 */
 	bool		sv_pidfile;	/* --pidfile written */
 	pid_t		sv_child;	/* --run, or -1 */
+	struct rlimit	sv_nofile;	/* RLIMIT_NOFILE as we found it */
+	bool		sv_nofile_raised; /* ... and raised it */
 	char		*sv_audit;	/* the flush audit when the server went */
+	struct cli_metrics *sv_metrics;	/* --metrics, or NULL */
+	struct fuse_export *sv_fuse;	/* --fuse, or NULL */
+	bool		sv_fuse_alone;	/* --fuse, no listener, no --run */
 };
+
+extern const char *serve_fuse_path;	/* serve-opts.c: --fuse PATH */
+extern const char *serve_metrics_addr;	/* serve-opts.c: --metrics */
 
 /* The stats hook: the live server's flush audit, or its last one. */
 static void
@@ -99,19 +116,35 @@ uri_put(FILE *f, const char *s)
 	}
 }
 
-/* The NBD URI of the first socket the server listens on ($uri). */
+/*
+ * The NBD URI of the first socket the server listens on ($uri).  With
+ * --tls on or require it is libnbd's nbds form, with the certificate
+ * directory (its ca-cert.pem checks the server's certificate; a client
+ * certificate for --tls-verify-peer is not in it) or the PSK file and
+ * its first username.
+ */
 static char *
-make_uri(const struct serve_opts *o, int port)
+make_uri(const struct serve_opts *o, int port, const struct nbd_tls *tls)
 {
+	const char *user = nbd_tls_psk_user(tls);
 	char *buf = NULL, host[256];
 	size_t len = 0;
 	const char *a, *colon;
 	FILE *f;
 
+	/* --fuse alone: no NBD listener, no URI. */
+	if (o->so_socket == NULL && o->so_nlisten == 0)
+		return strdup("");
 	if ((f = open_memstream(&buf, &len)) == NULL)
 		return NULL;
+	fputs(tls != NULL ? "nbds" : "nbd", f);
+	fputs(o->so_socket != NULL ? "+unix://" : "://", f);
+	if (user != NULL) {
+		uri_put(f, user);
+		fputc('@', f);
+	}
 	if (o->so_socket != NULL) {
-		fputs("nbd+unix:///", f);
+		fputc('/', f);
 		uri_put(f, o->so_export);
 		fputs("?socket=", f);
 		uri_put(f, o->so_socket);
@@ -130,8 +163,15 @@ make_uri(const struct serve_opts *o, int port)
 			strcpy(host, "127.0.0.1");
 		else if (strcmp(host, "[::]") == 0)
 			strcpy(host, "[::1]");
-		fprintf(f, "nbd://%s:%d/", host, port);
+		fprintf(f, "%s:%d/", host, port);
 		uri_put(f, o->so_export);
+	}
+	if (tls != NULL) {
+		fputs(o->so_socket != NULL ? "&" : "?", f);
+		fputs(o->so_tls.certdir != NULL ? "tls-certificates=" :
+		    "tls-psk-file=", f);
+		uri_put(f, o->so_tls.certdir != NULL ? o->so_tls.certdir :
+		    o->so_tls.pskfile);
 	}
 	fclose(f);
 	return buf;
@@ -240,7 +280,7 @@ child_status(int st)
 /* --run: fork and exec sh -c cmd with $uri and the rest set. */
 static pid_t
 start_child(const char *cmd, const char *uri, const char *sock, int port,
-    const sigset_t *oldmask)
+    const struct serve *sv)
 {
 	char buf[32];
 	pid_t pid;
@@ -248,7 +288,10 @@ start_child(const char *cmd, const char *uri, const char *sock, int port,
 	fflush(NULL);
 	if ((pid = fork()) != 0)
 		return pid;
-	sigprocmask(SIG_SETMASK, oldmask, NULL);
+	sigprocmask(SIG_SETMASK, &sv->sv_oldmask, NULL);
+	/* The child gets the limit we were given (select() users). */
+	if (sv->sv_nofile_raised)
+		(void)setrlimit(RLIMIT_NOFILE, &sv->sv_nofile);
 	signal(SIGPIPE, SIG_DFL);
 	setenv("uri", uri, 1);
 	if (sock != NULL)
@@ -262,6 +305,10 @@ start_child(const char *cmd, const char *uri, const char *sock, int port,
 		unsetenv("port");
 	snprintf(buf, sizeof(buf), "%d", (int)getppid());
 	setenv("pid", buf, 1);
+	if (sv->sv_fuse != NULL)
+		setenv("fuse", fuse_export_file(sv->sv_fuse), 1);
+	else
+		unsetenv("fuse");
 	execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 	_exit(127);
 }
@@ -321,6 +368,26 @@ create_image(const struct serve_opts *o)
 		return 1;
 	}
 	close(fd);
+	return 0;
+}
+
+/*
+ * --tls on or require: read and check the certificates or the PSK file
+ * now, before the image is touched, so that a bad file is one line and
+ * exit status 1 (the options' combinations were checked with the
+ * command line).  0, or 1 said.
+ */
+static int
+load_tls(const struct serve_opts *o, struct serve *sv)
+{
+	char msg[1024];
+
+	if (o->so_tls.mode == NBD_TLS_OFF)
+		return 0;
+	if (nbd_tls_create(&o->so_tls, &sv->sv_tls, msg, sizeof(msg)) != 0) {
+		cli_err("%s", msg);
+		return 1;
+	}
 	return 0;
 }
 
@@ -483,7 +550,11 @@ start_listening(const struct serve_opts *o, struct serve *sv)
 	scfg.description = desc;
 	scfg.read_only = o->so_read_only;
 	scfg.max_connections = (unsigned)o->so_max_conn;
+	scfg.max_handshakes = (unsigned)o->so_max_hs;
+	scfg.handshake_timeout_ms = o->so_hs_timeout_s == 0 ? NBD_NO_TIMEOUT :
+	    (unsigned)(o->so_hs_timeout_s * 1000);
 	scfg.shutdown_timeout_ms = (unsigned)(o->so_shutdown_s * 1000);
+	scfg.tls = sv->sv_tls;
 	if ((error = nbd_server_create(&scfg, &sv->sv_srv)) != 0) {
 		cli_err("serve: %s", strerror(error));
 		return 1;
@@ -505,7 +576,7 @@ start_listening(const struct serve_opts *o, struct serve *sv)
 		if (i == 0)
 			sv->sv_port = port;
 	}
-	if ((sv->sv_uri = make_uri(o, sv->sv_port)) == NULL) {
+	if ((sv->sv_uri = make_uri(o, sv->sv_port, sv->sv_tls)) == NULL) {
 		cli_err("serve: out of memory");
 		goto destroy;
 	}
@@ -515,6 +586,87 @@ destroy:
 	nbd_server_destroy(sv->sv_srv);
 	sv->sv_srv = NULL;
 	return 1;
+}
+
+/*
+ * The FUSE mount went away by other hands (fusermount3 -u): with nothing
+ * else to serve, stop as at SIGTERM (from the export's thread).
+ */
+static void
+fuse_gone(void *arg)
+{
+	struct serve *sv = arg;
+
+	if (sv->sv_fuse_alone)
+		nbd_server_stop(sv->sv_srv);
+}
+
+/*
+ * --fuse PATH: mount the FUSE export of the unit, once the NBD sockets
+ * (if any) listen.  0, or 1 said (and nothing mounted).
+ */
+static int
+start_fuse(const struct serve_opts *o, struct serve *sv)
+{
+	struct fuse_export_config fcfg;
+	char msg[1024];
+
+	memset(&fcfg, 0, sizeof(fcfg));
+	fcfg.rb = sv->sv_rb;
+	fcfg.unit = sv->sv_unit;
+	fcfg.path = serve_fuse_path;
+	fcfg.read_only = o->so_read_only;
+	fcfg.gone = fuse_gone;
+	fcfg.gone_arg = sv;
+	sv->sv_fuse_alone = o->so_socket == NULL && o->so_nlisten == 0 &&
+	    o->so_run == NULL;
+	if (fuse_export_start(&fcfg, &sv->sv_fuse, msg, sizeof(msg)) != 0) {
+		cli_err("%s", msg);
+		return 1;
+	}
+	return 0;
+}
+
+/* Unmount the FUSE export (lazily if busy); none is a no-op. */
+static void
+stop_fuse(struct serve *sv)
+{
+	fuse_export_stop(sv->sv_fuse);
+	sv->sv_fuse = NULL;
+}
+
+/*
+ * Every client costs a descriptor, and --max-handshakes idle ones are
+ * to be held while --max-connections clients are served: take the hard
+ * limit (the soft one is often 1024).  Nothing here uses select(), so
+ * descriptors past FD_SETSIZE are safe; --run's child gets the limit
+ * back.  Too few descriptors are worth a warning, not a refusal: out
+ * of them, the accept loop closes the oldest handshake to make room.
+ */
+static void
+raise_fd_limit(const struct serve_opts *o, struct serve *sv)
+{
+	struct rlimit rl;
+	uint64_t need;
+
+	if (getrlimit(RLIMIT_NOFILE, &sv->sv_nofile) == -1)
+		return;
+	rl = sv->sv_nofile;
+	if (rl.rlim_cur != rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			sv->sv_nofile_raised = true;
+		else
+			rl = sv->sv_nofile;
+	}
+	/* Each client a socket, plus some for listeners, image, logs. */
+	need = o->so_max_hs + o->so_max_conn + 64;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		cli_err("serve: warning: RLIMIT_NOFILE allows %ju file "
+		    "descriptors, fewer than --max-handshakes %ju and "
+		    "--max-connections %ju need (%ju)",
+		    (uintmax_t)rl.rlim_cur, (uintmax_t)o->so_max_hs,
+		    (uintmax_t)o->so_max_conn, (uintmax_t)need);
 }
 
 /*
@@ -589,6 +741,19 @@ cmd_serve(int argc, char **argv)
 	rc = 1;
 	if (block_signals(&sv) != 0)
 		goto free_opts;
+	/* The mount point, before anything is opened (a stale mount of
+	 * ours is cleared here). */
+	if (serve_fuse_path != NULL) {
+		char msg[1024];
+
+		if (fuse_export_check(serve_fuse_path, stderr, msg,
+		    sizeof(msg)) != 0) {
+			cli_err("%s", msg);
+			goto close_sigfd;
+		}
+	}
+	if (load_tls(&o, &sv) != 0)
+		goto close_sigfd;
 	if (o.so_create && create_image(&o) != 0)
 		goto close_sigfd;
 	if (create_instance(&o, &sv) != 0)
@@ -601,9 +766,16 @@ cmd_serve(int argc, char **argv)
 	    stderr)) != 0)
 		goto stop_faults;
 	rc = 1;
+	/* --metrics: a bad address or a port in use stops us here. */
+	if (serve_metrics_addr != NULL && cli_metrics_start(sv.sv_rb,
+	    serve_metrics_addr, &sv.sv_metrics) != 0)
+		goto stop_faults;
 	if (start_listening(&o, &sv) != 0)
 		goto stop_faults;
 	served = true;
+	if (serve_fuse_path != NULL && start_fuse(&o, &sv) != 0)
+		goto stop_listening;
+	raise_fd_limit(&o, &sv);
 	if (o.so_pidfile != NULL &&
 	    (error = write_pidfile(o.so_pidfile)) != 0) {
 		cli_err("--pidfile: %s: %s", o.so_pidfile, strerror(error));
@@ -611,7 +783,7 @@ cmd_serve(int argc, char **argv)
 	}
 	sv.sv_pidfile = o.so_pidfile != NULL;
 	if (o.so_run != NULL && (sv.sv_child = start_child(o.so_run,
-	    sv.sv_uri, o.so_socket, sv.sv_port, &sv.sv_oldmask)) == -1) {
+	    sv.sv_uri, o.so_socket, sv.sv_port, &sv)) == -1) {
 		cli_err("--run: cannot start it: %s", strerror(errno));
 		goto stop_listening;
 	}
@@ -619,8 +791,11 @@ cmd_serve(int argc, char **argv)
 	rc = serve_run(&sv);
 
 stop_listening:
+	stop_fuse(&sv);
 	stop_listening(&sv);
 stop_faults:
+	cli_metrics_stop(sv.sv_metrics);	/* before the instance goes */
+	sv.sv_metrics = NULL;
 	/* Every connection is done: no firing is logged after this. */
 	cli_fault_stop(&o.so_fault, sv.sv_rb);
 close_instance:
@@ -631,6 +806,7 @@ remove_image:
 	if (sv.sv_pidfile)
 		unlink(o.so_pidfile);	/* last: see the head comment */
 close_sigfd:
+	nbd_tls_destroy(sv.sv_tls);	/* no server is left to use it */
 	close(sv.sv_sigfd);
 	cli_stats_set_extra(NULL, NULL);
 	free(sv.sv_audit);

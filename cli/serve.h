@@ -12,6 +12,7 @@
 #include <rumpblk/rumpblk.h>
 
 #include "control.h"
+#include "tls.h"
 
 #define SERVE_MAX_LISTEN	4
 
@@ -31,6 +32,8 @@ struct serve_opts {
 	const char	*so_run;	/* --run CMD, or NULL */
 	const char	*so_pidfile;	/* --pidfile FILE, or NULL */
 	uint64_t	so_max_conn;
+	uint64_t	so_max_hs;	/* --max-handshakes */
+	uint64_t	so_hs_timeout_s; /* --handshake-timeout; 0: none */
 	uint64_t	so_shutdown_s;
 	bool		so_no_lock;
 	bool		so_winsize_set;	/* so_cfg.winsize is a flag's */
@@ -42,6 +45,8 @@ struct serve_opts {
 	struct rumpblk_config so_cfg;
 	struct cli_fault_opts so_fault;	/* --fault, ..., --control */
 	struct cli_spec_opts so_spec;	/* --ceph-conf, --ceph-id */
+	/* --tls, --tls-certificates, --tls-psk, --tls-verify-peer */
+	struct nbd_tls_config so_tls;
 };
 
 /*

@@ -11,6 +11,13 @@
  * counter has the same name and form wherever it appears.  Scripts and
  * tests read these names: a field may be added, none renamed.
  *
+ * The latency histograms (issue 17) come as "latency" objects: per op
+ * and per fault class, each with its counts, p50/p90/p99/p99.9 and its
+ * non-empty buckets by upper bound (cli_hist_json), for the instance,
+ * for each unit under "units" (with the gauges `rumpblk ctl stats
+ * --watch` shows: in flight, unflushed bytes, connections), and for
+ * each front-end connection under "connections".
+ *
  * This is not a JSON library: it writes numbers and names that need no
  * escaping, and cli_json_string() (util.c) for strings from outside.
  * Like rumpblk_stats(), a snapshot makes no promise that the counters
@@ -204,14 +211,210 @@ cli_stats_json_members(FILE *f, struct rumpblk *rb,
 	write_log_json(f, rb);
 }
 
+const int cli_ops[CLI_NOPS] = {
+	RUMPBLK_B_READ, RUMPBLK_B_WRITE, RUMPBLK_B_FLUSH, RUMPBLK_B_TRIM,
+	RUMPBLK_B_ZERO, RUMPBLK_B_EXTENTS,
+};
+
+const char *
+cli_op_name(int op)
+{
+	switch (op) {
+	case RUMPBLK_B_READ:	return "read";
+	case RUMPBLK_B_WRITE:	return "write";
+	case RUMPBLK_B_FLUSH:	return "flush";
+	case RUMPBLK_B_TRIM:	return "trim";
+	case RUMPBLK_B_ZERO:	return "zero";
+	case RUMPBLK_B_EXTENTS:	return "extents";
+	default:		return "?";
+	}
+}
+
+void
+cli_hist_json(FILE *f, const struct rumpblk_hist *h)
+{
+	bool first = true;
+	unsigned i;
+
+	fprintf(f, "{\"count\":%" PRIu64 ",\"timed\":%" PRIu64 ",\"sum_ns\":%"
+	    PRIu64 ",\"max_ns\":%" PRIu64 ",\"p50_ns\":%" PRIu64
+	    ",\"p90_ns\":%" PRIu64 ",\"p99_ns\":%" PRIu64 ",\"p999_ns\":%"
+	    PRIu64 ",\"buckets\":[", h->h_count, h->h_timed, h->h_sum_ns,
+	    h->h_max_ns, rumpblk_hist_quantile(h, 0.5),
+	    rumpblk_hist_quantile(h, 0.9), rumpblk_hist_quantile(h, 0.99),
+	    rumpblk_hist_quantile(h, 0.999));
+	for (i = 0; i < RUMPBLK_HIST_BUCKETS; i++) {
+		if (h->h_buckets[i] == 0)
+			continue;
+		if (i == RUMPBLK_HIST_BUCKETS - 1)
+			fprintf(f, "%s[null,%" PRIu64 "]", first ? "" : ",",
+			    h->h_buckets[i]);
+		else
+			fprintf(f, "%s[%" PRIu64 ",%" PRIu64 "]", first ? "" :
+			    ",", rumpblk_hist_bound(i), h->h_buckets[i]);
+		first = false;
+	}
+	fputs("]}", f);
+}
+
+/* "ops":{...},"faults":{...} of a unit or the instance. */
+static void
+latency_members(FILE *f, struct rumpblk *rb, int unit)
+{
+	struct rumpblk_hist h;
+	bool first = true;
+	int i, c;
+
+	fputs("\"ops\":{", f);
+	for (i = 0; i < CLI_NOPS; i++) {
+		(void)rumpblk_hist_op(rb, unit, cli_ops[i], &h);
+		fprintf(f, "%s\"%s\":", i ? "," : "", cli_op_name(cli_ops[i]));
+		cli_hist_json(f, &h);
+	}
+	/* The classes that fired (a histogram per class, all timed). */
+	fputs("},\"faults\":{", f);
+	for (c = 0; c < RUMPBLK_FAULT_NCLASS; c++) {
+		if (rumpblk_hist_fault(rb, unit, (enum rumpblk_fault_class)c,
+		    &h) != 0 || h.h_count == 0)
+			continue;
+		fprintf(f, "%s\"%s\":", first ? "" : ",",
+		    class_name((enum rumpblk_fault_class)c));
+		cli_hist_json(f, &h);
+		first = false;
+	}
+	fputc('}', f);
+}
+
+void
+cli_stats_latency_json(FILE *f, struct rumpblk *rb, int unit)
+{
+	fprintf(f, "\"latency\":{\"layout\":{\"buckets\":%d,\"sub_buckets\":%d,"
+	    "\"first_le_ns\":%" PRIu64 ",\"last_le_ns\":%" PRIu64 "},",
+	    RUMPBLK_HIST_BUCKETS, RUMPBLK_HIST_SUB, rumpblk_hist_bound(0),
+	    rumpblk_hist_bound(RUMPBLK_HIST_BUCKETS - 2));
+	latency_members(f, rb, unit);
+	fputc('}', f);
+}
+
+/* The connection records of rb (their number), or NULL (0). */
+static struct rumpblk_conn_info *
+conn_list(struct rumpblk *rb, size_t *np)
+{
+	struct rumpblk_conn_info *ci = NULL;
+	size_t n = 0;
+
+	/* The list may grow between the two calls: take what fits. */
+	if (rumpblk_conn_list(rb, NULL, 0, &n) == 0 && n > 0 &&
+	    (ci = calloc(n, sizeof(*ci))) != NULL &&
+	    rumpblk_conn_list(rb, ci, n, &n) == 0) {
+		*np = n;
+		return ci;
+	}
+	free(ci);
+	*np = 0;
+	return NULL;
+}
+
+/*
+ * "units":[{...}]: each live unit's counters that the watch view shows,
+ * its gauges and its histograms.
+ */
+static void
+units_json(FILE *f, struct rumpblk *rb, const struct rumpblk_conn_info *ci,
+    size_t nci)
+{
+	struct rumpblk_config cfg;
+	struct rumpblk_unitinfo ui;
+	struct rumpblk_cache_stats cs;
+	struct rumpblk_stats st;
+	uint64_t inflight;
+	unsigned unit, nconn;
+	bool first = true;
+	size_t i;
+
+	rumpblk_get_config(rb, &cfg);
+	fputs("\"units\":[", f);
+	for (unit = 0; unit < cfg.max_units; unit++) {
+		if (rumpblk_unitinfo(rb, (int)unit, &ui) != 0)
+			continue;
+		rumpblk_stats(rb, (int)unit, &st);
+		(void)rumpblk_inflight(rb, (int)unit, &inflight);
+		for (nconn = 0, i = 0; i < nci; i++)
+			if (ci[i].ci_unit == (int)unit)
+				nconn++;
+		fprintf(f, "%s{\"unit\":%u,\"size\":%" PRIu64 ",\"inflight\":%"
+		    PRIu64 ",\"connections\":%u,", first ? "" : ",", unit,
+		    ui.ui_size, inflight, nconn);
+#define U(n)	fprintf(f, "\"" #n "\":%" PRIu64 ",", st.n)
+		U(io_total); U(io_errors); U(bytes_read); U(bytes_written);
+		U(bytes_trimmed); U(bytes_zeroed); U(faults_injected);
+#undef U
+		fputs("\"faults_class\":", f);
+		by_class_json(f, &st);
+		if (rumpblk_cache_stats(rb, (int)unit, &cs) == 0)
+			fprintf(f, ",\"unflushed\":%" PRIu64 ",\"cache_size\":%"
+			    PRIu64, cs.cs_dirty_bytes, cs.cs_size);
+		else
+			fputs(",\"unflushed\":null,\"cache_size\":null", f);
+		fputs(",\"latency\":{", f);
+		latency_members(f, rb, (int)unit);
+		fputs("}}", f);
+		first = false;
+	}
+	fputc(']', f);
+}
+
+/* "connections":[...],"connections_ended":{...} */
+static void
+connections_json(FILE *f, struct rumpblk *rb,
+    const struct rumpblk_conn_info *ci, size_t nci)
+{
+	struct rumpblk_hist h;
+	size_t i;
+	int k;
+
+	fputs("\"connections\":[", f);
+	for (i = 0; i < nci; i++) {
+		fprintf(f, "%s{\"id\":%d,\"unit\":%d,\"label\":", i ? "," : "",
+		    ci[i].ci_id, ci[i].ci_unit);
+		cli_json_string(f, ci[i].ci_label);
+		fputs(",\"latency\":{", f);
+		for (k = 0; k < CLI_NOPS; k++) {
+			(void)rumpblk_conn_hist(rb, ci[i].ci_id, cli_ops[k],
+			    &h);
+			fprintf(f, "%s\"%s\":", k ? "," : "",
+			    cli_op_name(cli_ops[k]));
+			cli_hist_json(f, &h);
+		}
+		fputs("}}", f);
+	}
+	fputs("],\"connections_ended\":{", f);
+	for (k = 0; k < CLI_NOPS; k++) {
+		(void)rumpblk_conn_hist(rb, RUMPBLK_CONN_ENDED, cli_ops[k], &h);
+		fprintf(f, "%s\"%s\":", k ? "," : "", cli_op_name(cli_ops[k]));
+		cli_hist_json(f, &h);
+	}
+	fputc('}', f);
+}
+
 void
 cli_stats_json(FILE *f, struct rumpblk *rb)
 {
+	struct rumpblk_conn_info *ci;
 	struct rumpblk_stats st;
+	size_t nci;
 
 	rumpblk_stats(rb, -1, &st);
 	fputc('{', f);
 	cli_stats_json_members(f, rb, &st);
+	fputc(',', f);
+	cli_stats_latency_json(f, rb, -1);
+	ci = conn_list(rb, &nci);
+	fputc(',', f);
+	units_json(f, rb, ci, nci);
+	fputc(',', f);
+	connections_json(f, rb, ci, nci);
+	free(ci);
 	pthread_mutex_lock(&extra_lock);
 	if (extra_fn != NULL) {
 		fputs(",\"nbd\":", f);

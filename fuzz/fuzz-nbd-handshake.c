@@ -2,9 +2,13 @@
  * fuzz-nbd-handshake: libFuzzer target for the NBD server's handshake and
  * option parser.  The input is everything a client sends after the
  * server's greeting: client flags, then options (EXPORT_NAME, LIST, INFO,
- * GO, STRUCTURED_REPLY, LIST/SET_META_CONTEXT, unknown ones), and, if the
- * handshake ends, requests.  The first byte picks the read-only server
- * when its low bit is set; the rest goes to the server unchanged.
+ * GO, STRUCTURED_REPLY, LIST/SET_META_CONTEXT, STARTTLS, unknown ones),
+ * and, if the handshake ends, requests.  The servers offer TLS
+ * (fuzz-nbd.c: --tls=on with a PSK), so STARTTLS takes the path that
+ * answers NBD_REP_ACK and starts a TLS handshake, besides its refusals
+ * (data with it, bytes pipelined after it).  The first byte picks the
+ * read-only server when its low bit is set; the rest goes to the server
+ * unchanged.
  *
  * Build with meson -Dfuzz=true and clang (fuzz/run-smoke.sh does it).
  */

@@ -2,6 +2,12 @@
  * The NBD fuzz targets' harness (see fuzz-nbd.h): instance, servers and
  * the socketpair pump.  Set up once, on the first input; the scratch image
  * lives in $TMPDIR (1 MiB, sparse) and is unlinked once registered.
+ *
+ * Both servers run with TLS on (as --tls=on --tls-psk FILE; the PSK file
+ * is made in $TMPDIR at set-up and unlinked once loaded): plaintext
+ * clients are served as without TLS, and an input with NBD_OPT_STARTTLS
+ * reaches the STARTTLS option path, its NBD_REP_ACK and a TLS handshake
+ * over whatever bytes follow (which fails: the fuzzer writes no TLS).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,17 +24,44 @@
 
 #include "fuzz-nbd.h"
 #include "nbd.h"
+#include "tls.h"
 
 #define IMAGE_SIZE	(1u << 20)
 
 static struct rumpblk *rb;
 static struct nbd_server *srv_rw, *srv_ro;
+static struct nbd_tls *tls;
 
 static void
 die(const char *what, int error)
 {
 	fprintf(stderr, "fuzz-nbd: %s: %s\n", what, strerror(error));
 	abort();
+}
+
+/* TLS credentials: a PSK file with one key, made and loaded once. */
+static void
+setup_tls(const char *dir)
+{
+	struct nbd_tls_config tc;
+	char path[4096], msg[512];
+	int fd;
+	static const char line[] = "fuzz:000102030405060708090a0b0c0d0e0f\n";
+
+	snprintf(path, sizeof(path), "%s/fuzz-nbd-psk.XXXXXX", dir);
+	if ((fd = mkstemp(path)) == -1)
+		die("mkstemp", errno);
+	if (write(fd, line, sizeof(line) - 1) != (ssize_t)sizeof(line) - 1)
+		die(path, errno);
+	close(fd);
+	memset(&tc, 0, sizeof(tc));
+	tc.mode = NBD_TLS_ON;
+	tc.pskfile = path;
+	if (nbd_tls_create(&tc, &tls, msg, sizeof(msg)) != 0) {
+		fprintf(stderr, "fuzz-nbd: %s\n", msg);
+		abort();
+	}
+	unlink(path);
 }
 
 static void
@@ -56,6 +89,7 @@ setup(void)
 	    &unit)) != 0)
 		die(path, error);
 	unlink(path);
+	setup_tls(dir != NULL ? dir : "/tmp");
 
 	/* The server's complaints about bad input are expected noise. */
 	devnull = fopen("/dev/null", "w");
@@ -67,6 +101,7 @@ setup(void)
 	sc.max_connections = 4;
 	sc.shutdown_timeout_ms = 1000;
 	sc.log = devnull;
+	sc.tls = tls;
 	if ((error = nbd_server_create(&sc, &srv_rw)) != 0)
 		die("nbd_server_create", error);
 	sc.read_only = true;

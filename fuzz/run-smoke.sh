@@ -3,40 +3,34 @@
 # library and server instrumented for coverage) in a build directory of
 # their own, then run each one for a bounded time from its seed corpus
 # fuzz/corpus/<target>/.  Exit status non-zero if a target finds a crash,
-# a leak or a hang, or does not build.
+# a leak or a hang, or does not build.  The targets are those of
+# fuzz/meson.build (fuzz/lib.sh, shared with fuzz/campaign.sh).
 #
 # usage: fuzz/run-smoke.sh [SECONDS]     (default 60 per target; env
 #        FUZZ_SECONDS overrides too, FUZZ_BUILDDIR the build directory)
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
+prog=run-smoke
 secs=${1:-${FUZZ_SECONDS:-60}}
-build=${FUZZ_BUILDDIR:-$src/build-fuzz}
-targets="fuzz-nbd-handshake fuzz-nbd-request fuzz-fault-rule"
+. "$src/fuzz/lib.sh"
 
-command -v clang >/dev/null || { echo "run-smoke: clang is needed" >&2; exit 1; }
-if [ ! -f "$build/build.ninja" ]; then
-	CC=clang meson setup "$build" "$src" -Dfuzz=true -Dtests=disabled \
-	    -Db_sanitize=address,undefined -Db_lundef=false \
-	    -Dc_args=-fsanitize=fuzzer-no-link \
-	    -Dc_link_args=-fsanitize=fuzzer-no-link >/dev/null
-fi
-ninja -C "$build" $(for t in $targets; do echo "fuzz/$t"; done)
+fuzz_setup
+targets=$(fuzz_targets)
+fuzz_build $targets
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/rumpblk-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+fuzz_env
 rc=0
 for t in $targets; do
 	# New inputs go to a scratch corpus; the committed seeds stay as
 	# they are.  Artifacts (crashes) are kept in the build directory.
 	mkdir -p "$work/$t" "$build/fuzz/artifacts"
 	echo "run-smoke: $t for $secs s"
-	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	ASAN_OPTIONS=detect_leaks=1 \
-	TMPDIR=${TMPDIR:-/tmp} \
-	    "$build/fuzz/$t" -max_total_time="$secs" -timeout=30 \
-	    -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+	"$(fuzz_exe "$t")" -max_total_time="$secs" $FUZZ_OPTS \
+	    -print_final_stats=1 \
 	    -artifact_prefix="$build/fuzz/artifacts/$t-" \
-	    -dict="$src/fuzz/nbd.dict" \
+	    "$(fuzz_dict "$t")" \
 	    "$work/$t" "$src/fuzz/corpus/$t" >"$work/$t.log" 2>&1 || {
 		rc=1
 		echo "run-smoke: $t FAILED; its log:"

@@ -340,12 +340,53 @@ void	rb_genmap_prefetch(struct rb_genmap *, unsigned opbit,
 #define RB_NSTATWORDS	(sizeof(struct rumpblk_stats) / sizeof(uint64_t))
 #define RB_STAT(f)	(offsetof(struct rumpblk_stats, f) / sizeof(uint64_t))
 
+/*
+ * Words of a shard past the public struct: completions of the ops that
+ * struct rumpblk_stats keeps no latency record for (their histograms'
+ * exact counts).  They fit in the shard's last cache line's padding.
+ */
+#define RB_W_TRIMDONE	(RB_NSTATWORDS + 0)
+#define RB_W_ZERODONE	(RB_NSTATWORDS + 1)
+#define RB_W_EXTDONE	(RB_NSTATWORDS + 2)
+#define RB_NSHWORDS	(RB_NSTATWORDS + 3)
+
 struct rb_shard {
-	_Atomic uint64_t sh_w[RB_NSTATWORDS];
+	_Atomic uint64_t sh_w[RB_NSHWORDS];
 } __attribute__((aligned(RB_CACHELINE)));
+
+/*
+ * A log-linear latency histogram (the layout of struct rumpblk_hist).
+ * Shared by every thread and updated with relaxed atomic adds: a unit's
+ * are written for one request in rb_lat_sample (and for requests of a
+ * bound connection or with a fault firing, which cost far more than an
+ * add), so they need no shards.  h_count is kept here only where every
+ * request is timed (faults, connections) and in retired sums; a unit's
+ * op counts are the shards' (exact, and free on the common path).
+ */
+struct rb_hist {
+	_Atomic uint64_t h_count;
+	_Atomic uint64_t h_sum;		/* ns */
+	_Atomic uint64_t h_max;		/* ns */
+	_Atomic uint64_t h_b[RUMPBLK_HIST_BUCKETS];
+};
+
+/* Operations, by the index of their RUMPBLK_B_ bit (READ 0 ... EXTENTS 5). */
+#define RB_NOPS		6
+static inline unsigned
+rb_op_index(int op)
+{
+	return (unsigned)__builtin_ctz((unsigned)op);
+}
+
+/* A unit's histograms: one per op, one per fault class. */
+struct rb_hists {
+	struct rb_hist	hs_op[RB_NOPS];
+	struct rb_hist	hs_fault[RUMPBLK_FAULT_NCLASS];
+};
 
 struct rb_counters {
 	struct rb_shard	cn_shard[RB_NSHARDS];
+	struct rb_hists	cn_hist;
 };
 
 /* This thread's shard, UINT32_MAX before its first update. */
@@ -381,7 +422,38 @@ rb_stat_add(struct rb_counters *cn, size_t word, uint64_t n)
 
 	rb_stat_add_word(&cn->cn_shard[s].sh_w[word], s, n);
 }
-void	rb_stat_latency(struct rb_counters *, int op, uint64_t ns);
+struct rb_conn;
+/*
+ * Count one completed op of a unit; ns == UINT64_MAX means it was not
+ * timed.  A timed op goes into the unit's histogram, and into cx's (a
+ * bound connection's, or NULL).
+ */
+void	rb_stat_latency(struct rb_counters *, int op, uint64_t ns,
+	    struct rb_conn *cx);
+/*
+ * Requests a fault fired on: count (and with ns != UINT64_MAX, time)
+ * one for each class bit (1u << class) of classes.
+ */
+void	rb_stat_fault_latency(struct rb_counters *, unsigned classes,
+	    uint64_t ns);
+
+/* The log-linear bucket of a latency (struct rumpblk_hist's layout). */
+static inline unsigned
+rb_hist_bucket(uint64_t ns)
+{
+	unsigned k, o;
+
+	if (ns <= (1ull << RUMPBLK_HIST_MINSHIFT))
+		return 0;
+	/* Buckets are (lo, hi]: place ns - 1 in [lo, hi). */
+	ns--;
+	k = 63 - (unsigned)__builtin_clzll(ns);
+	o = k - RUMPBLK_HIST_MINSHIFT;
+	if (o >= RUMPBLK_HIST_OCTAVES)
+		return RUMPBLK_HIST_BUCKETS - 1;
+	return 1 + o * RUMPBLK_HIST_SUB + (unsigned)((ns >> (k -
+	    RUMPBLK_HIST_SUBBITS)) & (RUMPBLK_HIST_SUB - 1));
+}
 
 /* The bucket of a latency: [2^b, 2^(b+1)) ns, 0 ns in bucket 0. */
 static inline unsigned
@@ -408,13 +480,64 @@ rb_stat_latency_count(struct rb_counters *cn, int op)
 	case RUMPBLK_B_READ:	base = RB_STAT(lat_read); break;
 	case RUMPBLK_B_WRITE:	base = RB_STAT(lat_write); break;
 	case RUMPBLK_B_FLUSH:	base = RB_STAT(lat_flush); break;
+	case RUMPBLK_B_TRIM:	base = RB_W_TRIMDONE; break;
+	case RUMPBLK_B_ZERO:	base = RB_W_ZERODONE; break;
+	case RUMPBLK_B_EXTENTS:	base = RB_W_EXTDONE; break;
 	default:		return;
 	}
-	rb_stat_add(cn, base + RB_LAT_W(count), 1);
+	if (base < RB_NSTATWORDS)
+		base += RB_LAT_W(count);
+	rb_stat_add(cn, base, 1);
 }
 void	rb_stats_snapshot(const struct rb_counters *, struct rumpblk_stats *);
 void	rb_stats_accumulate(struct rumpblk_stats *, const struct rumpblk_stats *);
 uint64_t rb_now_ns(void);
+
+/*
+ * A front-end connection's record (rumpblk_conn_open).  Records are
+ * never freed before the instance: a closed one waits in the table for
+ * the next connection, so a late completion or a stale binding touches
+ * memory that is still there.  A thread's binding is the record and
+ * its generation; closing bumps the generation, which ends every
+ * binding to it at once.
+ * Locks: h = rb_histlock, a = atomic, ( = set when allocated.
+ */
+struct rb_conn {
+	struct rumpblk	*cx_rb;			/* ( */
+	int		cx_id;			/* ( */
+	_Atomic uint32_t cx_gen;		/* h, a */
+	bool		cx_open;		/* h */
+	int		cx_unit;		/* h */
+	char		cx_label[RUMPBLK_CONN_LABELMAX]; /* h */
+	struct rb_hist	cx_h[RB_NOPS];		/* a */
+};
+
+extern _Thread_local struct rb_conn *rb_my_conn
+    __attribute__((tls_model("initial-exec")));
+extern _Thread_local uint32_t rb_my_conn_gen
+    __attribute__((tls_model("initial-exec")));
+
+/* The record the calling thread is bound to for rb, or NULL (one
+ * thread-local load on the common path). */
+static inline struct rb_conn *
+rb_conn_mine(struct rumpblk *rb)
+{
+	struct rb_conn *cx = rb_my_conn;
+
+	if (RB_LIKELY(cx == NULL))
+		return NULL;
+	if (cx->cx_rb != rb || atomic_load_explicit(&cx->cx_gen,
+	    memory_order_relaxed) != rb_my_conn_gen)
+		return NULL;
+	return cx;
+}
+
+/* Instance create/destroy: the histogram lock and connection records. */
+int	rb_stats_init(struct rumpblk *);
+void	rb_stats_fini(struct rumpblk *);
+/* A unit is torn down (rb_lock held, or destroy): fold its counters and
+ * histograms into the instance's retired ones, and zero them. */
+void	rb_counters_retire(struct rumpblk *, struct rb_counters *);
 
 /* ------------------------------------------------------------------ */
 /* Units and instances (rumpblk.c, unit.c)                             */
@@ -557,6 +680,7 @@ struct rb_unit {
 /*
  * Locks: i = rb_lock, a = atomic, ( = set at create, then read-only.
  * Lock order: rb_lock, rb_stacklock, rb_gracelock, rb_pool.pl_lock.
+ * rb_histlock is never held with another lock.
  */
 struct rb_pool;
 struct rb_host_seam;
@@ -571,6 +695,11 @@ struct rumpblk {
 	struct rb_unit	*rb_units;		/* ( rb_cfg.max_units slots */
 	struct rb_counters *rb_counters;	/* a: requests to no unit */
 	struct rumpblk_stats rb_retired;	/* i: deregistered units */
+	struct rb_hists	rb_retired_hist;	/* i: ... their histograms */
+	pthread_mutex_t	rb_histlock;		/* connection records */
+	struct rb_conn	**rb_conns;		/* rb_histlock: by id */
+	unsigned	rb_nconns;		/* rb_histlock: allocated */
+	struct rb_hist	rb_conn_ended[RB_NOPS];	/* rb_histlock: closed ones */
 	struct rb_pool	*rb_pool;		/* ( async workers */
 	struct rb_timers *rb_timers;		/* ( the timer (timer.c) */
 	void		*rb_fault;		/* i: rule engine (lib/fault) */

@@ -236,6 +236,7 @@ rumpblk_create(const struct rumpblk_config *ucfg, struct rumpblk **rbp)
 	}
 	pthread_mutex_init(&rb->rb_stacklock, NULL);
 	pthread_mutex_init(&rb->rb_gracelock, NULL);
+	(void)rb_stats_init(rb);	/* a default mutex: cannot fail */
 	rb->rb_cfg = cfg;
 	rb->rb_lat_sample = cfg.lat_sample ? cfg.lat_sample : 64;
 	atomic_init(&rb->rb_randstate, cfg.fail_seed);
@@ -271,6 +272,7 @@ free_counters:
 free_units:
 	free(rb->rb_units);
 destroy_lock:
+	rb_stats_fini(rb);
 	pthread_mutex_destroy(&rb->rb_gracelock);
 	pthread_mutex_destroy(&rb->rb_stacklock);
 	pthread_rwlock_destroy(&rb->rb_evlock);
@@ -313,6 +315,7 @@ rumpblk_destroy(struct rumpblk *rb)
 	free(rb->rb_counters);
 	free(rb->rb_units);
 	rb_event_fini(rb);
+	rb_stats_fini(rb);
 	pthread_mutex_destroy(&rb->rb_gracelock);
 	pthread_mutex_destroy(&rb->rb_stacklock);
 	pthread_mutex_destroy(&rb->rb_lock);

@@ -12,7 +12,8 @@
  * call it, and it calls the top stage of the unit.  It is written for the
  * common case of a valid request with no seed-mode faults: one reference
  * on the unit, a handful of compares, two relaxed counter updates, and the
- * clock read only for one request in rb_lat_sample.
+ * clock read only for one request in rb_lat_sample (and for every request
+ * of a front-end connection, lib/stats.c).
  */
 #include <errno.h>
 #include <limits.h>
@@ -34,6 +35,7 @@ struct rb_bufpriv {
 	struct rb_io	bp_io;
 	uint64_t	bp_t0;		/* start time, 0 if not timed */
 	struct rumpblk	*bp_rb;
+	struct rb_conn	*bp_conn;	/* the submitter's connection record */
 	_Atomic uint32_t bp_state;	/* BP_*, a futex */
 };
 
@@ -145,7 +147,8 @@ strategy_done(struct rb_io *io)
 	if (RB_UNLIKELY(error != 0))
 		rb_stat_add(cn, RB_STAT(io_errors), 1);
 	if (RB_UNLIKELY(p->bp_t0 != 0))
-		rb_stat_latency(cn, io->io_op, rb_now_ns() - p->bp_t0);
+		rb_stat_latency(cn, io->io_op, rb_now_ns() - p->bp_t0,
+		    p->bp_conn);
 	else
 		rb_stat_latency_count(cn, io->io_op);
 	/*
@@ -202,6 +205,8 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	 * whole routine, and the draw order is its contract.
 	 */
 	if (RB_UNLIKELY(rb->rb_cfg.fail != 0) && rw && rb_seedfail_draw(rb)) {
+		uint64_t t0 = rb_now_ns();
+
 		u = rb_unit_hold(rb, bp->b_unit, &ep);
 		cn = u != NULL ? u->u_counters : rb->rb_counters;
 		rb_stat_add(cn, RB_STAT(io_total), 1);
@@ -209,6 +214,9 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 			rb_stat_add(cn, RB_STAT(io_async), 1);
 		rb_stat_add(cn, RB_STAT(faults_injected), 1);
 		rb_stat_add(cn, RB_STAT(faults_class[RUMPBLK_FAULT_SEED]), 1);
+		/* A firing is timed always: here, up to the refusal. */
+		rb_stat_fault_latency(cn, 1u << RUMPBLK_FAULT_SEED,
+		    rb_now_ns() - t0);
 		buf_reject(rb, cn, bp, EIO);
 		if (u != NULL)
 			rb_unit_rele(u, ep);
@@ -289,7 +297,14 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 		}
 	}
 
-	if (RB_UNLIKELY(--sample_left == 0 || sample_left > rb->rb_lat_sample)) {
+	/*
+	 * Time one request in rb_lat_sample, and every request of a bound
+	 * front-end connection (stats.c says why).
+	 */
+	if (RB_UNLIKELY((p->bp_conn = rb_conn_mine(rb)) != NULL))
+		p->bp_t0 = rb_now_ns();
+	else if (RB_UNLIKELY(--sample_left == 0 ||
+	    sample_left > rb->rb_lat_sample)) {
 		sample_left = rb->rb_lat_sample;
 		p->bp_t0 = rb_now_ns();
 	}

@@ -214,7 +214,6 @@ static int
 unit_teardown(struct rb_unit *u)
 {
 	struct rumpblk *rb = u->u_rb;
-	struct rumpblk_stats st;
 	int error, e;
 
 	/* The library's own flush: through every layer (a cache destages),
@@ -228,9 +227,7 @@ unit_teardown(struct rb_unit *u)
 	u->u_backing = NULL;
 	u->u_host = NULL;
 	/* Fold the counters into the instance's, then start afresh. */
-	rb_stats_snapshot(u->u_counters, &st);
-	rb_stats_accumulate(&rb->rb_retired, &st);
-	memset(u->u_counters, 0, sizeof(*u->u_counters));
+	rb_counters_retire(rb, u->u_counters);
 	memset(&u->u_label, 0, sizeof(u->u_label));
 	atomic_fetch_and(&u->u_state, ~(RB_U_LIVE | RB_U_DRAIN));
 	return error;
@@ -592,7 +589,7 @@ rumpblk_ioctl(struct rumpblk *rb, int unit, unsigned long cmd, void *arg)
 		error = rb_unit_sync(u);
 		rb_stat_add(u->u_counters, RB_STAT(flushes), 1);
 		rb_stat_latency(u->u_counters, RUMPBLK_B_FLUSH,
-		    rb_now_ns() - t0);
+		    rb_now_ns() - t0, rb_conn_mine(rb));
 		if (error != 0)
 			rb_stat_add(u->u_counters, RB_STAT(io_errors), 1);
 		break;

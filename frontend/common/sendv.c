@@ -2,7 +2,9 @@
  * The one sendmsg() loop of the tree's front ends: the NBD server sends
  * its replies (a batch of iovecs, without waiting) and its handshake
  * (everything, waiting for room) through it, and the CLI's control
- * socket its answers (everything, on a blocking socket).
+ * socket its answers (everything, on a blocking socket).  The same loop
+ * also drives a sender other than sendmsg() (fe_sendv_all_fn): the NBD
+ * server's TLS sessions, whose sends keep fe_sendmsg()'s contract.
  *
  * It is not a buffered writer and has no policy of its own: it never
  * polls, and how long a full socket is waited for is the caller's wait
@@ -36,19 +38,19 @@ fe_sendmsg(int fd, struct iovec *iov, int iovcnt, int flags, size_t *sentp)
 }
 
 int
-fe_sendv_all(int fd, struct iovec *iov, int iovcnt, int flags,
-    int (*wait)(void *), void *arg)
+fe_sendv_all_fn(fe_send_fn *send, void *sarg, struct iovec *iov,
+    int iovcnt, int (*wait)(void *), void *warg)
 {
 	size_t n;
 	int error;
 
 	while (iovcnt > 0) {
-		if ((error = fe_sendmsg(fd, iov, iovcnt, flags, &n)) != 0) {
+		if ((error = send(sarg, iov, iovcnt, &n)) != 0) {
 			if (error != EAGAIN && error != EWOULDBLOCK)
 				return error;
 			if (wait == NULL)
 				return EAGAIN;
-			if ((error = wait(arg)) != 0)
+			if ((error = wait(warg)) != 0)
 				return error;
 			continue;
 		}
@@ -63,4 +65,28 @@ fe_sendv_all(int fd, struct iovec *iov, int iovcnt, int flags,
 		}
 	}
 	return 0;
+}
+
+/* fe_sendmsg() as an fe_send_fn, for fe_sendv_all(). */
+struct sock {
+	int	fd;
+	int	flags;
+};
+
+static int
+sock_send(void *arg, const struct iovec *iov, int iovcnt, size_t *sentp)
+{
+	struct sock *so = arg;
+
+	return fe_sendmsg(so->fd, (struct iovec *)iov, iovcnt, so->flags,
+	    sentp);
+}
+
+int
+fe_sendv_all(int fd, struct iovec *iov, int iovcnt, int flags,
+    int (*wait)(void *), void *arg)
+{
+	struct sock so = { .fd = fd, .flags = flags };
+
+	return fe_sendv_all_fn(sock_send, &so, iov, iovcnt, wait, arg);
 }

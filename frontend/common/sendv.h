@@ -31,4 +31,23 @@ int	fe_sendmsg(int fd, struct iovec *iov, int iovcnt, int flags,
 int	fe_sendv_all(int fd, struct iovec *iov, int iovcnt, int flags,
 	    int (*wait)(void *), void *arg);
 
+/*
+ * A sender other than sendmsg() on a socket (the NBD server's TLS
+ * sessions, frontend/nbd/tls.c), with fe_sendmsg()'s contract: one try
+ * at iov[0..iovcnt), not waiting; 0 with *sentp the bytes taken (maybe
+ * fewer than asked, maybe 0 only for an empty iov); EAGAIN when nothing
+ * could be taken now; another errno when the peer is gone.  iov is not
+ * changed.
+ */
+typedef int fe_send_fn(void *arg, const struct iovec *iov, int iovcnt,
+    size_t *sentp);
+
+/*
+ * fe_sendv_all() through send(sarg, ...) instead of sendmsg(): the same
+ * loop, iov used up the same way, wait(warg) called when the sender says
+ * EAGAIN.
+ */
+int	fe_sendv_all_fn(fe_send_fn *send, void *sarg, struct iovec *iov,
+	    int iovcnt, int (*wait)(void *), void *warg);
+
 #endif

@@ -65,6 +65,8 @@ nbd_conn_new(struct nbd_server *s, int fd, bool tcp)
 		return NULL;
 	}
 	c->c_srv = s;
+	c->c_hs_expire = s->s_hs_timeout_ns != 0 ?
+	    nbd_now_ns() + s->s_hs_timeout_ns : UINT64_MAX;
 	snprintf(c->c_peer, sizeof(c->c_peer), "%s", tcp ? "tcp" : "unix");
 	c->c_fd = fd;
 	c->c_is_tcp = tcp;
@@ -89,20 +91,50 @@ nbd_conn_serve(struct nbd_conn *c)
 	struct nbd_request rq;
 	unsigned batch = 0;
 	int error;
+	int hid = -1;			/* its latency histograms (issue 17) */
 
-	/* The handshake must finish in bounded time; a receive timeout
-	 * lets the reader look at the clock and at shutdown. */
-	c->c_hs_deadline = nbd_now_ns() + NBD_HANDSHAKE_SECS * 1000000000ull;
-	set_rcvtimeo(c->c_fd, 1);
-	if ((error = nbd_handshake(c)) != 0)
+	/*
+	 * The handshake must finish by c_hs_expire.  A client of the
+	 * accept loop is watched by it (server.c), which shuts the socket
+	 * down at the deadline and at shutdown, so its reader just waits
+	 * (a thousand idle handshakes cost no wakeups).  nbd_serve_fd has
+	 * no accept loop: there a receive timeout lets the reader look at
+	 * the clock and at shutdown itself.
+	 */
+	c->c_hs_deadline = UINT64_MAX;
+	if (!c->c_has_reader) {
+		c->c_hs_deadline = c->c_hs_expire;
+		set_rcvtimeo(c->c_fd, 1);
+	}
+	error = nbd_handshake(c);
+	/* handshake.c admits at GO and EXPORT_NAME; this is the backstop
+	 * (without a word to the client) for any other way out. */
+	if (error == 0 && !nbd_conn_admit(c))
+		error = EBUSY;
+	if (error != 0)
 		goto hangup;
 	c->c_hs_deadline = UINT64_MAX;
-	set_rcvtimeo(c->c_fd, 0);
+	if (!c->c_has_reader)
+		set_rcvtimeo(c->c_fd, 0);
 	if (pthread_create(&c->c_writer, NULL, nbd_writer_main, c) != 0) {
 		nbd_log(s, "cannot start a writer thread; dropping a client");
 		goto hangup;
 	}
 	c->c_has_writer = true;
+	/*
+	 * This reader makes every strategy call of the connection: bound
+	 * to a record of the library, each is timed and counted there
+	 * (librumpblk(3), rumpblk_conn_open).  A client without one (out
+	 * of memory) is served all the same.
+	 */
+	{
+		char label[96];	/* the library keeps 63 bytes */
+
+		snprintf(label, sizeof(label), "nbd#%u %s", c->c_id, c->c_peer);
+		if (rumpblk_conn_open(s->s_cfg.rb, s->s_cfg.unit, label,
+		    &hid) == 0)
+			(void)rumpblk_conn_bind(s->s_cfg.rb, hid);
+	}
 
 	for (;;) {
 		if (atomic_load(&s->s_stopping) || atomic_load(&c->c_reset))
@@ -152,6 +184,9 @@ nbd_conn_serve(struct nbd_conn *c)
 		pthread_join(c->c_writer, NULL);
 		c->c_has_writer = false;
 	}
+	/* Every request has completed: the record goes to the ended sum. */
+	if (hid != -1)
+		(void)rumpblk_conn_close(s->s_cfg.rb, hid);
 hangup:
 	shutdown(c->c_fd, SHUT_RDWR);
 	free(c->c_rbuf);
@@ -206,6 +241,7 @@ nbd_conn_free(struct nbd_conn *c)
 		free(r);
 	}
 	free(c->c_rbuf);
+	nbd_tls_conn_free(c);		/* its threads are gone */
 	close(c->c_fd);
 	pthread_cond_destroy(&c->c_cv);
 	pthread_mutex_destroy(&c->c_lock);

@@ -153,7 +153,7 @@ req_done(struct rumpblk_buf *bp)
 	int error = bp->b_error;
 
 	if (r->r_locked) {
-		nbd_rl_unlock(&s->s_rl, &r->r_range);
+		fe_rl_unlock(&s->s_rl, &r->r_range);
 		r->r_locked = false;
 	}
 	switch (r->r_type) {
@@ -256,11 +256,11 @@ rmw(struct nbd_conn *c, uint64_t off, uint32_t len, const char *src,
 	struct nbd_server *s = c->c_srv;
 	uint64_t sec = s->s_secsize, a = off & ~(sec - 1);
 	uint64_t e = (off + len + sec - 1) & ~(sec - 1);
-	struct nbd_range rg;
+	struct fe_range rg;
 	char *buf;
 	int error = 0;
 
-	nbd_rl_lock(&s->s_rl, &rg, a, e, true);
+	fe_rl_lock(&s->s_rl, &rg, a, e, true);
 	if (src == NULL && e - a > 4 * sec) {
 		/* Zeroes over a large range: the edges by read-modify-write,
 		 * the aligned middle with one ZERO. */
@@ -311,7 +311,7 @@ rmw(struct nbd_conn *c, uint64_t off, uint32_t len, const char *src,
 	}
 	free(buf);
 out:
-	nbd_rl_unlock(&s->s_rl, &rg);
+	fe_rl_unlock(&s->s_rl, &rg);
 	return error;
 }
 
@@ -475,7 +475,7 @@ nbd_dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 			finish_now(r, error);
 			return 0;
 		}
-		nbd_rl_lock(&s->s_rl, &r->r_range, off, off + len, false);
+		fe_rl_lock(&s->s_rl, &r->r_range, off, off + len, false);
 		r->r_locked = true;
 		req_submit(r, RUMPBLK_B_WRITE | RUMPBLK_B_ASYNC | fua, off, len,
 		    r->r_data);
@@ -499,7 +499,7 @@ flush:
 			finish_now(r, 0);
 			return 0;
 		}
-		nbd_rl_lock(&s->s_rl, &r->r_range, a, e, false);
+		fe_rl_lock(&s->s_rl, &r->r_range, a, e, false);
 		r->r_locked = true;
 		req_submit(r, RUMPBLK_B_TRIM | RUMPBLK_B_ASYNC | fua, a, e - a,
 		    NULL);
@@ -517,7 +517,7 @@ flush:
 			finish_now(r, error);
 			return 0;
 		}
-		nbd_rl_lock(&s->s_rl, &r->r_range, off, off + len, false);
+		fe_rl_lock(&s->s_rl, &r->r_range, off, off + len, false);
 		r->r_locked = true;
 		req_submit(r, bflags, off, len, NULL);
 		return 0;

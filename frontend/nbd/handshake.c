@@ -10,9 +10,17 @@
  *
  * Abuse is bounded: at most NBD_MAX_OPTIONS options, option data of at
  * most NBD_MAX_OPTLEN bytes (more is a denial of service, answered by a
- * hard disconnect, as proto.md allows), NBD_HANDSHAKE_SECS seconds in
- * all.  Malformed options get NBD_REP_ERR_INVALID, unknown ones
- * NBD_REP_ERR_UNSUP, and haggling goes on.
+ * hard disconnect, as proto.md allows), and the time of the whole
+ * handshake (server.c).  Malformed options get NBD_REP_ERR_INVALID,
+ * unknown ones NBD_REP_ERR_UNSUP, and haggling goes on.  A GO while
+ * max_connections clients are in transmission gets NBD_REP_ERR_POLICY
+ * (an EXPORT_NAME, which cannot fail, a hang-up).
+ *
+ * TLS (--tls): STARTTLS is answered with NBD_REP_ACK and the TLS
+ * handshake (tls.c), after which haggling starts over, forgetting what
+ * came before; with --tls=require every other option but ABORT is
+ * refused with NBD_REP_ERR_TLS_REQD until then.  Without --tls,
+ * STARTTLS gets NBD_REP_ERR_UNSUP.
  */
 #include <endian.h>
 #include <errno.h>
@@ -20,6 +28,7 @@
 #include <string.h>
 
 #include "nbd-int.h"
+#include "tls.h"
 
 static int
 send_reply(struct nbd_conn *c, uint32_t opt, uint32_t type,
@@ -123,6 +132,9 @@ opt_info(struct nbd_conn *c, uint32_t opt, const unsigned char *d,
 		}
 	}
 
+	if (opt == NBD_OPT_GO && !nbd_conn_admit(c))
+		return send_error(c, opt, NBD_REP_ERR_POLICY, "too many "
+		    "clients connected (--max-connections); try again later");
 	flags = nbd_server_tflags(s, c->c_structured);
 	size = htobe64(s->s_size);
 	memcpy(ex, &size, 8);
@@ -225,6 +237,54 @@ skip(struct nbd_conn *c, uint32_t len)
 	return 0;
 }
 
+/*
+ * STARTTLS (proto.md "TLS support"): NBD_REP_ACK, then the TLS handshake
+ * on the same socket, then haggling starts over inside TLS.  0 to go on
+ * haggling (TLS on, or refused with an error reply), or an errno to hang
+ * up.
+ */
+static int
+opt_starttls(struct nbd_conn *c, uint32_t len)
+{
+	struct nbd_server *s = c->c_srv;
+	int error;
+
+	if (nbd_tls_get_mode(s->s_cfg.tls) == NBD_TLS_OFF) {
+		if ((error = skip(c, len)) != 0)
+			return error;
+		return send_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_UNSUP,
+		    "TLS is off on this server (rumpblk serve --tls)");
+	}
+	if (len != 0) {
+		if ((error = skip(c, len)) != 0)
+			return error;
+		return send_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+		    "STARTTLS takes no data");
+	}
+	if (c->c_tls != NULL)
+		return send_error(c, NBD_OPT_STARTTLS, NBD_REP_ERR_INVALID,
+		    "TLS is on already");
+	/*
+	 * Bytes the client sent after STARTTLS, before our reply, would be
+	 * taken as if they had come through TLS: plaintext injection
+	 * (nbdkit's CVE-2021-3716).  A client must wait for the reply.
+	 */
+	if (c->c_rpos != c->c_rlen) {
+		nbd_log(s, "client %s sent data after STARTTLS before the "
+		    "reply; disconnecting it", c->c_peer);
+		return EPROTO;
+	}
+	if ((error = send_reply(c, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL,
+	    0)) != 0)
+		return error;
+	if ((error = nbd_tls_start(c)) != 0)
+		return error;
+	/* proto.md: no negotiation state survives STARTTLS. */
+	c->c_structured = false;
+	c->c_meta_base = false;
+	return 0;
+}
+
 int
 nbd_handshake(struct nbd_conn *c)
 {
@@ -280,7 +340,33 @@ nbd_handshake(struct nbd_conn *c)
 				break;
 			continue;
 		}
+		/*
+		 * --tls=require: before TLS, every option but STARTTLS and
+		 * ABORT is refused, and EXPORT_NAME, which has no error
+		 * reply, ends the connection (proto.md, FORCEDTLS).
+		 */
+		if (c->c_tls == NULL && opt != NBD_OPT_STARTTLS &&
+		    opt != NBD_OPT_ABORT &&
+		    nbd_tls_get_mode(s->s_cfg.tls) == NBD_TLS_REQUIRE) {
+			if (opt == NBD_OPT_EXPORT_NAME) {
+				nbd_log(s, "client %s asked for the export "
+				    "without TLS, which is required "
+				    "(--tls=require); disconnecting it",
+				    c->c_peer);
+				error = EACCES;
+				goto out;
+			}
+			if ((error = skip(c, len)) != 0 ||
+			    (error = send_error(c, opt, NBD_REP_ERR_TLS_REQD,
+			    "TLS is required: send STARTTLS first")) != 0)
+				goto out;
+			continue;
+		}
 		switch (opt) {
+		case NBD_OPT_STARTTLS:
+			if ((error = opt_starttls(c, len)) != 0)
+				goto out;
+			break;
 		case NBD_OPT_EXPORT_NAME: {
 			struct {
 				uint64_t	size;
@@ -290,6 +376,10 @@ nbd_handshake(struct nbd_conn *c)
 
 			if ((error = skip(c, len)) != 0)
 				goto out;
+			if (!nbd_conn_admit(c)) {
+				error = EBUSY;
+				goto out;
+			}
 			c->c_obey_bs = false;
 			c->c_tflags = nbd_server_tflags(s, c->c_structured);
 			memset(&ex, 0, sizeof(ex));
@@ -360,7 +450,6 @@ nbd_handshake(struct nbd_conn *c)
 				goto out;
 			break;
 		default:
-			/* STARTTLS included: we operate without TLS. */
 			if ((error = skip(c, len)) != 0 ||
 			    (error = send_error(c, opt, NBD_REP_ERR_UNSUP,
 			    "option not supported by rumpblk")) != 0)

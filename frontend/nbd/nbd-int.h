@@ -4,9 +4,10 @@
  *   conn.c       a connection's life: handshake, the request loop
  *   handshake.c  the fixed newstyle handshake
  *   wire.c       the socket as bytes: buffered reads, blocking sends
+ *   tls.c        STARTTLS's session: TLS handshake, records (tls.h)
  *   dispatch.c   one request → strategy calls; unaligned requests
  *   reply.c      requests in flight, building and sending replies
- *   rangelock.c  the range lock over the export
+ *   (frontend/common/rangelock.c: the range lock over the export)
  *   errno.c      errno → NBD error (declared in nbd.h)
  *
  * Threading (designed for a 2-core machine shared with the client):
@@ -27,10 +28,17 @@
  *     connection's writer thread, the only thread that ever waits for a
  *     client to read: a slow reader stalls its own connection only, and
  *     never a library worker that other connections need.
+ *   - TLS (tls.c): after STARTTLS every byte goes through the
+ *     connection's GnuTLS session, which takes one receiving thread and
+ *     one sending thread at a time: the reader receives, and the socket
+ *     ownership above (c_owner) is what keeps senders to one.
  *   - Bytes in flight per connection are capped (c_inflight); the reader
  *     stops reading requests while over the cap, so memory is bounded by
  *     max_connections × (max_inflight + 4 MiB of cached request buffers
- *     + the 256 KiB receive buffer).
+ *     + the 256 KiB receive buffer), plus max_handshakes × (the receive
+ *     buffer + 64 KiB of option data) for clients still negotiating:
+ *     admission (server.c) keeps those apart from clients in
+ *     transmission.
  *   - A unit reset drops connections from whichever thread raised the
  *     event (server.c's callback, nbd_conn_reset): it sets c_reset and
  *     shuts the socket down, and each connection's own threads then end
@@ -54,40 +62,31 @@
 #include <sys/uio.h>
 
 #include "nbd.h"
+#include "rangelock.h"
 #include "nbd-proto.h"
 
 #define NBD_MAX_LISTENERS	8
 #define NBD_RBUF_SIZE		(256u << 10)	/* receive buffer */
 #define NBD_MAX_OPTIONS		256	/* per connection, then hang up */
 #define NBD_MAX_OPTLEN		(64u << 10)	/* option data, then hang up */
-#define NBD_HANDSHAKE_SECS	60	/* a handshake must end by then */
 #define NBD_INLINE_READ_MAX	(128u << 10)	/* reads done in the reader */
 #define NBD_REQ_OVERHEAD	512	/* charged per request in flight */
 #define NBD_CORK_MAX		64	/* replies held back per batch */
 
 struct nbd_conn;
 
-/*
- * A range lock over the export (shared by every connection).  Aligned
- * writes, trims and zeroes hold their range shared from submission to
- * completion; a read-modify-write of unaligned edges holds its covering
- * range exclusive, so that it is atomic against every other write.
- *
- * Locks: l = rl_lock.
- */
-struct nbd_range {
-	uint64_t	rg_start;	/* bytes, inclusive */
-	uint64_t	rg_end;		/* bytes, exclusive */
-	bool		rg_excl;
-	struct nbd_range *rg_prev, *rg_next;
+/* Where a connection stands with admission (server.c). */
+enum nbd_adm {
+	NBD_ADM_HANDSHAKE = 0,	/* negotiating */
+	NBD_ADM_CLOSED,		/* closed by the deadline or for a newer one */
+	NBD_ADM_ADMITTED,	/* counted in transmission (s_ntrans) */
 };
 
-struct nbd_rangelock {
-	pthread_mutex_t	rl_lock;
-	pthread_cond_t	rl_cv;		/* l: a range was released */
-	struct nbd_range *rl_shared;	/* l: held shared */
-	struct nbd_range *rl_excl;	/* l: held exclusive */
-	unsigned	rl_waiters;	/* l: threads in nbd_rl_lock's wait */
+/* A log line kind's rate limit (server.c); s_lock. */
+struct nbd_lograte {
+	uint64_t	lr_sec;		/* the second counted */
+	unsigned	lr_lines;	/* lines logged in it */
+	unsigned	lr_quiet;	/* lines not logged since the last */
 };
 
 /* A connection's flush audit (audit.c); the server's sum of ended ones. */
@@ -122,7 +121,7 @@ struct nbd_server {
 	bool		s_can_trim;	/* ( */
 	bool		s_async_reads;	/* ( every read through the pool */
 	size_t		s_max_inflight;	/* ( */
-	struct nbd_rangelock s_rl;
+	struct fe_rangelock s_rl;
 	int		s_lfd[NBD_MAX_LISTENERS]; /* ( listeners */
 	char		*s_lpath[NBD_MAX_LISTENERS]; /* ( Unix paths */
 	int		s_nlfd;		/* ( */
@@ -134,6 +133,13 @@ struct nbd_server {
 	struct nbd_conn	*s_conns;	/* s: live and ended connections,
 					   and those of nbd_serve_fd */
 	unsigned	s_nconns;	/* s: live ones */
+	/* Admission (server.c): handshakes apart from transmission. */
+	uint64_t	s_hs_timeout_ns; /* ( a handshake's time; 0 none */
+	struct nbd_conn	*s_hs_head;	/* s: handshakes, oldest first */
+	struct nbd_conn	**s_hs_tail;	/* s */
+	unsigned	s_nhs;		/* s: how many */
+	unsigned	s_ntrans;	/* s: admitted to transmission */
+	struct nbd_lograte s_lr_timeout, s_lr_evict, s_lr_refuse; /* s */
 	unsigned	s_nextid;	/* s: ids of connections */
 	unsigned	s_nended;	/* s: connections that ended */
 	unsigned	s_left_unflushed; /* s: ... with writes never flushed */
@@ -153,7 +159,7 @@ struct nbd_req {
 	size_t		r_cap;		/* bytes at r_data */
 	size_t		r_skip;		/* client's bytes start here */
 	size_t		r_charge;	/* bytes charged to c_inflight */
-	struct nbd_range r_range;
+	struct fe_range r_range;
 	bool		r_locked;	/* r_range is held */
 	bool		r_failed;	/* its reply is an error */
 	uint64_t	r_flbytes;	/* FLUSH: the bytes it covers */
@@ -184,7 +190,8 @@ struct nbd_req {
 /*
  * Locks: c = c_lock, R = reader thread only, ( = set before the reader
  * starts, h = set by the handshake (reader) before any request, s = the
- * server's s_lock, a = atomic.
+ * server's s_lock, a = atomic, o = the thread that owns the socket for
+ * sending (c_owner; the reader during the handshake).
  */
 struct nbd_conn {
 	struct nbd_server *c_srv;	/* ( */
@@ -202,6 +209,10 @@ struct nbd_conn {
 	uint16_t	c_tflags;	/* h */
 	unsigned	c_nopts;	/* R */
 	uint64_t	c_hs_deadline;	/* R: handshake ends by then (ns) */
+	/* TLS (tls.c), after STARTTLS; NULL: plaintext. */
+	struct gnutls_session_int *c_tls; /* h */
+	char		*c_tls_buf;	/* o: a record's gather buffer */
+	_Atomic bool	c_tls_logged;	/* a: its one TLS error is logged */
 	/* Receive buffer. */
 	char		*c_rbuf;	/* R */
 	size_t		c_rpos;		/* R: next byte to parse */
@@ -228,6 +239,11 @@ struct nbd_conn {
 	struct nbd_audit c_audit;	/* c */
 	unsigned	c_id;		/* ( the server's count of clients */
 	char		c_peer[64];	/* ( "unix" or ADDR:PORT */
+	/* Admission (server.c). */
+	uint64_t	c_hs_expire;	/* ( deadline of the handshake (ns) */
+	enum nbd_adm	c_adm;		/* s */
+	struct nbd_conn	*c_hs_next;	/* s: the server's handshake queue */
+	struct nbd_conn	**c_hs_prevp;	/* s: NULL when not on it */
 	/* Server list. */
 	bool		c_ended;	/* s */
 	struct nbd_conn	*c_next;	/* s */
@@ -247,6 +263,17 @@ unlock(pthread_mutex_t *m)
 	if (pthread_mutex_unlock(m) != 0)
 		abort();
 }
+
+/* server.c */
+/*
+ * Admit a connection whose client asked to start transmission (GO,
+ * EXPORT_NAME): true, and it counts against max_connections from now
+ * on and is no longer under the handshake's deadline; or false (logged)
+ * when max_connections clients are in transmission already, or it was
+ * closed for its deadline or a newer handshake.  Again true once
+ * admitted.  Reader thread.
+ */
+bool	nbd_conn_admit(struct nbd_conn *);
 
 /* conn.c */
 /* CLOCK_MONOTONIC, in nanoseconds. */
@@ -351,14 +378,27 @@ void	nbd_audit_reply_locked(struct nbd_req *);
 /* A connection ended: log it if it left writes unflushed, sum it. */
 void	nbd_audit_conn_end(struct nbd_conn *);
 
-/* rangelock.c */
-void	nbd_rl_init(struct nbd_rangelock *);
-void	nbd_rl_fini(struct nbd_rangelock *);
-/* Hold [start, end) (bytes) shared or exclusive, waiting for ranges in
- * the way; rg is the caller's until nbd_rl_unlock(). */
-void	nbd_rl_lock(struct nbd_rangelock *, struct nbd_range *,
-	    uint64_t start, uint64_t end, bool excl);
-void	nbd_rl_unlock(struct nbd_rangelock *, struct nbd_range *);
+/* tls.c (and tls.h for the credentials) */
+/*
+ * After NBD_REP_ACK to STARTTLS: the TLS handshake on the socket,
+ * bounded by the handshake's deadline.  0 with c_tls set (every byte
+ * from now on goes through it), or an errno to hang up (logged once,
+ * with the peer and GnuTLS's reason).  Reader, during the handshake.
+ */
+int	nbd_tls_start(struct nbd_conn *);
+/* recv(2) on the session: bytes (at most one record's), 0 when the
+ * client left, or -1 with errno (EAGAIN: the receive timeout ticked;
+ * EPROTO: a TLS error, logged).  Reader. */
+ssize_t	nbd_tls_recv(struct nbd_conn *, void *, size_t);
+/* fe_sendmsg()'s contract on the session (an fe_send_fn; arg is the
+ * connection): never waits.  The socket's owner only. */
+int	nbd_tls_sendmsg(void *, const struct iovec *, int iovcnt,
+	    size_t *sentp);
+/* Send close_notify, waiting 1 s at most.  The last thread to send. */
+void	nbd_tls_bye(struct nbd_conn *);
+/* Free the session (none is fine); no thread of the connection is
+ * left. */
+void	nbd_tls_conn_free(struct nbd_conn *);
 
 /* handshake.c: 0 when transmission may start, or an errno to hang up
  * (the client aborted, misbehaved or left). */

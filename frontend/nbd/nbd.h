@@ -28,13 +28,28 @@
  * size (DESIGN.md §6). */
 #define NBD_MAX_PAYLOAD		(32u << 20)
 
+/* Admission defaults (struct nbd_server_config), and "no time limit". */
+#define NBD_DEFAULT_MAX_HANDSHAKES	1024
+#define NBD_DEFAULT_HANDSHAKE_MS	10000
+#define NBD_NO_TIMEOUT			0xffffffffu
+
+struct nbd_tls;
+
 struct nbd_server_config {
 	struct rumpblk	*rb;		/* the instance; the caller owns it */
 	int		unit;		/* the exported unit */
 	const char	*name;		/* export name LIST reports ("") */
 	const char	*description;	/* NBD_INFO_DESCRIPTION, or NULL */
 	bool		read_only;	/* refuse writes even if the unit can */
-	unsigned	max_connections; /* 0: 64 */
+	unsigned	max_connections; /* clients in transmission; 0: 64 */
+	/*
+	 * Admission (server.c): connections still in the handshake are
+	 * bounded apart from max_connections, and past the bound the
+	 * oldest of them is closed; each must end its handshake within
+	 * the timeout (milliseconds, in all) or is closed.
+	 */
+	unsigned	max_handshakes;	/* 0: NBD_DEFAULT_MAX_HANDSHAKES */
+	unsigned	handshake_timeout_ms; /* 0: 10 s; NBD_NO_TIMEOUT none */
 	size_t		max_inflight;	/* bytes in flight per connection;
 					   0: one maximum request */
 	unsigned	shutdown_timeout_ms; /* give up on slow readers */
@@ -48,6 +63,11 @@ struct nbd_server_config {
 	 * does), and libnbd would refuse those against a sector minimum.
 	 */
 	bool		byte_granular;
+	/*
+	 * TLS (tls.h): NULL for none, STARTTLS refused; else its mode and
+	 * credentials, the caller's, alive until nbd_server_destroy().
+	 */
+	const struct nbd_tls *tls;
 };
 
 struct nbd_server;

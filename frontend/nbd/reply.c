@@ -15,7 +15,10 @@
  * without waiting, so the common case costs no handoff and no context
  * switch; the price is the ownership protocol below (one sender at a
  * time, c_owner) and a writer thread per connection, which only a client
- * that reads its replies slowly ever wakes.  See nbd-int.h.
+ * that reads its replies slowly ever wakes.  See nbd-int.h.  That same
+ * protocol is what a TLS session needs (tls.c): GnuTLS takes one sender
+ * at a time, and send_some(), the one place replies are sent, runs only
+ * in the thread that owns the socket.
  */
 #include <endian.h>
 #include <errno.h>
@@ -245,7 +248,12 @@ send_some(struct nbd_conn *c, struct nbd_req *list, struct nbd_req **donep,
 				skip = 0;
 			}
 		}
-		error = fe_sendmsg(c->c_fd, iov, cnt, MSG_DONTWAIT, &sent);
+		/* The caller owns the socket: the one sender TLS allows. */
+		if (c->c_tls != NULL)
+			error = nbd_tls_sendmsg(c, iov, cnt, &sent);
+		else
+			error = fe_sendmsg(c->c_fd, iov, cnt, MSG_DONTWAIT,
+			    &sent);
 		if (error != 0) {
 			if (error == EAGAIN || error == EWOULDBLOCK)
 				*blocked = true;
@@ -422,7 +430,7 @@ nbd_writer_main(void *arg)
 {
 	struct nbd_conn *c = arg;
 	struct nbd_req *list, *done, *rest;
-	bool blocked;
+	bool blocked, bye;
 	int error;
 
 	(void)pthread_setname_np(pthread_self(), "nbd-writer");
@@ -461,6 +469,14 @@ nbd_writer_main(void *arg)
 		c->c_writer_wanted = false;
 		c->c_owner = false;
 	}
+	/*
+	 * Stopped: every reply is sent or dropped and no thread but this
+	 * one will send again, so a TLS session ends here, as proto.md
+	 * asks after NBD_CMD_DISC (close_notify, then the socket goes).
+	 */
+	bye = !c->c_dead && c->c_tls != NULL;
 	unlock(&c->c_lock);
+	if (bye)
+		nbd_tls_bye(c);
 	return NULL;
 }

@@ -11,6 +11,9 @@
  * It knows nothing of NBD messages: dispatch.c and handshake.c decode
  * them, reply.c queues and sends the replies of requests.  This file and
  * reply.c send through the one sendmsg() loop, frontend/common/sendv.c.
+ * After STARTTLS (c_tls set) the same reads and sends go through the
+ * connection's TLS session (tls.c) instead of recv() and sendmsg(): one
+ * pointer test per system call is all a plaintext connection pays.
  * The trade-off is in the receive buffer: one recv() brings many
  * pipelined request headers, a system call saved per request, for a copy
  * of small payloads; payloads of 4 KiB or more skip the buffer and go
@@ -60,6 +63,9 @@ wait_cb(void *arg)
 int
 nbd_conn_sendv(struct nbd_conn *c, struct iovec *iov, int iovcnt)
 {
+	if (c->c_tls != NULL)
+		return fe_sendv_all_fn(nbd_tls_sendmsg, c, iov, iovcnt,
+		    wait_cb, c);
 	return fe_sendv_all(c->c_fd, iov, iovcnt, MSG_DONTWAIT, wait_cb, c);
 }
 
@@ -81,8 +87,12 @@ fill(struct nbd_conn *c)
 		c->c_rpos = 0;
 	}
 	for (;;) {
-		n = recv(c->c_fd, c->c_rbuf + c->c_rlen,
-		    NBD_RBUF_SIZE - c->c_rlen, 0);
+		if (c->c_tls != NULL)
+			n = nbd_tls_recv(c, c->c_rbuf + c->c_rlen,
+			    NBD_RBUF_SIZE - c->c_rlen);
+		else
+			n = recv(c->c_fd, c->c_rbuf + c->c_rlen,
+			    NBD_RBUF_SIZE - c->c_rlen, 0);
 		if (n > 0) {
 			c->c_rlen += (size_t)n;
 			return 0;
@@ -128,7 +138,10 @@ nbd_conn_read(struct nbd_conn *c, void *buf, size_t n)
 	/* Large payloads go straight to their buffer. */
 	nbd_out_uncork(c);
 	while (n > 0) {
-		got = recv(c->c_fd, p, n, MSG_WAITALL);
+		if (c->c_tls != NULL)
+			got = nbd_tls_recv(c, p, n);	/* one record */
+		else
+			got = recv(c->c_fd, p, n, MSG_WAITALL);
 		if (got > 0) {
 			p += got;
 			n -= (size_t)got;

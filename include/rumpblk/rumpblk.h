@@ -492,6 +492,144 @@ struct rumpblk_stats {
  */
 void rumpblk_stats(struct rumpblk *, int unit, struct rumpblk_stats *);
 
+/*
+ * Latency histograms (librumpblk(3), STATISTICS).  Log-linear, as
+ * HdrHistogram's: each power-of-two range of nanoseconds from 128 ns to
+ * 2^37 ns (137 s) is split into RUMPBLK_HIST_SUB equal sub-buckets, so
+ * a bucket is never wider than 1/8 of its values (percentiles within
+ * 6.25% once interpolated), in fixed memory.  Bucket i holds latencies
+ * in (rumpblk_hist_bound(i - 1), rumpblk_hist_bound(i)] nanoseconds, as
+ * Prometheus's "le" buckets do: bucket 0 is [0, 128], the last one
+ * everything above 2^37 ns.
+ */
+#define RUMPBLK_HIST_SUBBITS	3
+#define RUMPBLK_HIST_SUB	(1 << RUMPBLK_HIST_SUBBITS)
+#define RUMPBLK_HIST_MINSHIFT	7	/* bucket 0 ends at 2^7 ns */
+#define RUMPBLK_HIST_OCTAVES	30	/* up to 2^(7 + 30) ns */
+#define RUMPBLK_HIST_BUCKETS	(RUMPBLK_HIST_OCTAVES * RUMPBLK_HIST_SUB + 2)
+
+/*
+ * One histogram.  h_count is exact: every request it describes.  Only
+ * timed requests are in h_buckets, h_sum_ns and h_max_ns: h_timed, the
+ * sum of h_buckets, is h_count for requests of a front-end connection
+ * (rumpblk_conn_bind) and fault firings, and one request in lat_sample
+ * per thread for the others (struct rumpblk_config).
+ */
+struct rumpblk_hist {
+	uint64_t	h_count;	/* requests */
+	uint64_t	h_timed;	/* of them timed: the sum of h_buckets */
+	uint64_t	h_sum_ns;	/* their latencies, summed */
+	uint64_t	h_max_ns;	/* the largest of them */
+	uint64_t	h_reserved[4];
+	uint64_t	h_buckets[RUMPBLK_HIST_BUCKETS];
+};
+
+/* The bucket of a latency of ns nanoseconds. */
+unsigned rumpblk_hist_bucket(uint64_t ns);
+
+/* The upper bound (inclusive, ns) of bucket i; UINT64_MAX for the last
+ * bucket and past it. */
+uint64_t rumpblk_hist_bound(unsigned i);
+
+/*
+ * The q-quantile (0 <= q <= 1) of the timed latencies, in ns: the
+ * bucket holding the rank ceil(q * h_timed), interpolated linearly
+ * inside it (the rank's midpoint), never above h_max_ns; q = 1 gives
+ * h_max_ns.  0 when nothing was timed.
+ */
+uint64_t rumpblk_hist_quantile(const struct rumpblk_hist *, double q);
+
+/*
+ * The latency histogram of one operation (one RUMPBLK_B_ op bit: READ,
+ * WRITE, FLUSH, TRIM, ZERO or EXTENTS) on a unit, or on the whole
+ * instance (every unit ever registered) with unit -1.  A request counts
+ * once it completes from the unit's stack (a request refused by the
+ * checks of rumpblk_strategy does not); its latency runs from
+ * rumpblk_strategy to its completion.  0, ENXIO (no such unit), EINVAL
+ * (op).  Threads: any; a snapshot, as rumpblk_stats.
+ */
+int rumpblk_hist_op(struct rumpblk *, int unit, int op,
+    struct rumpblk_hist *);
+
+/*
+ * The latency histogram of the requests a fault of class c fired on
+ * (each request once per class that fired on it), on a unit or (-1) the
+ * instance.  Every such request is timed, from the fault layer to its
+ * completion (a delay's included), but a power cut's (counted, not
+ * timed: the cut completes it) and seed mode's (timed to the refusal).
+ * 0, ENXIO, EINVAL (c).  Threads: any.
+ */
+int rumpblk_hist_fault(struct rumpblk *, int unit,
+    enum rumpblk_fault_class c, struct rumpblk_hist *);
+
+/*
+ * Requests in flight on a unit now (submitted, not yet completed), or on
+ * every unit with -1: a gauge, read without stopping I/O.  0, ENXIO.
+ */
+int rumpblk_inflight(struct rumpblk *, int unit, uint64_t *n);
+
+/*
+ * Front-end connections: the requests of a client (an NBD connection)
+ * counted apart, in a histogram per operation, while the connection
+ * lasts; when it closes they go into one sum of every ended connection
+ * (RUMPBLK_CONN_ENDED).  A front end opens a record per connection and
+ * binds it to each thread that submits the connection's requests; every
+ * request such a thread submits to the instance is then timed and
+ * counted in the record (two clock reads, nothing next to a socket's
+ * round trip).  Memory: a record is about 12 KiB, kept for reuse until
+ * the instance goes.
+ */
+#define RUMPBLK_CONN_LABELMAX	64	/* a label, with its NUL */
+#define RUMPBLK_CONN_ENDED	(-1)	/* rumpblk_conn_hist: the ended sum */
+
+struct rumpblk_conn_info {
+	int		ci_id;
+	int		ci_unit;	/* the unit it uses, as opened */
+	char		ci_label[RUMPBLK_CONN_LABELMAX]; /* "nbd#3 unix" */
+	uint64_t	ci_reserved[4];
+};
+
+/*
+ * Open a record for a connection to unit with a label (cut to
+ * RUMPBLK_CONN_LABELMAX - 1 bytes); its id in *idp.  0, ENOMEM.
+ * Threads: any.
+ */
+int rumpblk_conn_open(struct rumpblk *, int unit, const char *label,
+    int *idp);
+
+/*
+ * Count the requests the calling thread submits to this instance from
+ * now on in record id (-1: in none).  A thread is bound to one record
+ * at a time.  0, ENOENT (no open record id).  Threads: the caller's own
+ * binding only.
+ */
+int rumpblk_conn_bind(struct rumpblk *, int id);
+
+/*
+ * Close record id: its counts go into the RUMPBLK_CONN_ENDED sum, the
+ * calling thread's binding to it ends, and a request another thread
+ * still bound to it submits counts nowhere.  Close once the requests
+ * of the connection have completed (a request completing later is
+ * counted in the ended sum, or in the record's next connection), and
+ * before rumpblk_destroy.  0, ENOENT.  Threads: any.
+ */
+int rumpblk_conn_close(struct rumpblk *, int id);
+
+/*
+ * The open records, in order of id: up to max of them into info, their
+ * number into *count (which may exceed max).  0.  Threads: any.
+ */
+int rumpblk_conn_list(struct rumpblk *, struct rumpblk_conn_info *info,
+    size_t max, size_t *count);
+
+/*
+ * The histogram of one operation (a RUMPBLK_B_ op bit) of record id, or
+ * of every ended connection (RUMPBLK_CONN_ENDED).  h_count is h_timed.
+ * 0, ENOENT, EINVAL (op).  Threads: any.
+ */
+int rumpblk_conn_hist(struct rumpblk *, int id, int op,
+    struct rumpblk_hist *);
+
 /* ------------------------------------------------------------------ */
 /* Fault rules (DESIGN.md §9; librumpblk(3), FAULT INJECTION)          */
 /* ------------------------------------------------------------------ */

@@ -85,6 +85,8 @@ struct fault_req {
 	size_t		fq_moved;
 	void		*fq_copy;	/* corrupt write: the flipped data */
 	struct rb_timer	fq_tm;		/* delay */
+	uint64_t	fq_t0;		/* when it fired (rb_now_ns) */
+	unsigned	fq_classes;	/* 1u << class of each firing */
 };
 
 static void
@@ -114,6 +116,10 @@ req_complete(struct fault_req *fq)
 	int error = fq->fq_error;
 	size_t moved = fq->fq_moved;
 
+	/* The firing classes' histograms (lib/stats.c): every firing is
+	 * timed, from the firing to here, a delay included. */
+	rb_stat_fault_latency(orig->io_unit->u_counters, fq->fq_classes,
+	    rb_now_ns() - fq->fq_t0);
 	/* Once the original completes, the unit may go away: free first. */
 	req_free(fq);
 	rb_io_complete(orig, error, moved);
@@ -227,6 +233,8 @@ act_powercut(struct fault_layer *fl, struct rb_io *io, struct decision *d)
 	for (i = 0; i < d->d_n; i++)
 		if ((int)i != d->d_data)
 			rb_fault_fire_release(&d->d_fire[i]);
+	/* Counted, not timed: the cut completes the request. */
+	rb_stat_fault_latency(u->u_counters, 1u << fi->fi_class, UINT64_MAX);
 	if ((c = rb_cache_of(u)) == NULL) {
 		log_fire(fl->fl_fe, fi);
 		rb_io_complete(io, EIO, 0);
@@ -264,6 +272,10 @@ act(struct fault_layer *fl, struct rb_io *io, struct decision *d)
 	fq->fq_fl = fl;
 	fq->fq_delay_ns = d->d_delay_ns;
 	fq->fq_io = *io;
+	fq->fq_t0 = rb_now_ns();
+	fq->fq_classes = 0;
+	for (i = 0; i < d->d_n; i++)
+		fq->fq_classes |= 1u << d->d_fire[i].fi_class;
 	for (i = 0; i < d->d_n; i++) {
 		if ((int)i == d->d_data) {
 			fq->fq_fire = d->d_fire[i];
