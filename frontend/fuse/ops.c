@@ -605,10 +605,12 @@ static int
 seek_extents(struct fuse_export *fx, uint64_t gen, uint64_t off, int whence,
     uint64_t *resp)
 {
-	struct {
-		struct rumpblk_extents ex;
-		struct rumpblk_extent ext[FX_SEEK_EXTENTS];
-	} q;
+	/* The query and room for its extents (a struct with a flexible
+	 * array may not sit inside another struct). */
+	_Alignas(struct rumpblk_extents) unsigned char
+	    qbuf[sizeof(struct rumpblk_extents) +
+	    FX_SEEK_EXTENTS * sizeof(struct rumpblk_extent)];
+	struct rumpblk_extents *ex = (struct rumpblk_extents *)(void *)qbuf;
 	uint64_t sec = fx->fx_secsize, pos, s, e, len;
 	uint32_t i;
 	bool data;
@@ -619,23 +621,23 @@ seek_extents(struct fuse_export *fx, uint64_t gen, uint64_t off, int whence,
 	pos = off & ~(sec - 1);
 	while (pos < fx->fx_size) {
 		len = (fx->fx_size - pos + sec - 1) & ~(sec - 1);
-		memset(&q.ex, 0, sizeof(q.ex));
-		q.ex.ex_max = FX_SEEK_EXTENTS;
+		memset(ex, 0, sizeof(*ex));
+		ex->ex_max = FX_SEEK_EXTENTS;
 		error = sio(fx, gen, RUMPBLK_B_EXTENTS, pos, (size_t)len,
-		    &q.ex, NULL);
-		if (error == EOPNOTSUPP || (error == 0 && q.ex.ex_count == 0))
+		    ex, NULL);
+		if (error == EOPNOTSUPP || (error == 0 && ex->ex_count == 0))
 			break;			/* everything is data */
 		if (error != 0)
 			return error;
-		for (i = 0; i < q.ex.ex_count && pos < fx->fx_size; i++) {
+		for (i = 0; i < ex->ex_count && pos < fx->fx_size; i++) {
 			s = pos;
-			e = pos + q.ex.ex_ext[i].e_length;
+			e = pos + ex->ex_ext[i].e_length;
 			if (e <= s)
 				goto all_data;	/* no progress: give up */
 			pos = e;
 			if (e <= off)
 				continue;
-			data = !(q.ex.ex_ext[i].e_flags & RUMPBLK_EXTENT_HOLE);
+			data = !(ex->ex_ext[i].e_flags & RUMPBLK_EXTENT_HOLE);
 			if (data == (whence == SEEK_DATA)) {
 				*resp = s > off ? s : off;
 				if (*resp > fx->fx_size)
