@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "fuse-int.h"
+#include "say.h"
 
 #define FX_KICK_SIGNAL	SIGUSR2
 #define FX_KICK_MS	20	/* between kicks while the loop stops */
@@ -39,15 +40,11 @@
 void
 fx_log(const struct fuse_export *fx, const char *fmt, ...)
 {
-	FILE *f = fx->fx_cfg.log != NULL ? fx->fx_cfg.log : stderr;
-	char msg[1024];
 	va_list ap;
 
-	/* One line, written whole, whatever other threads log. */
 	va_start(ap, fmt);
-	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	fe_vlog(fx->fx_cfg.log, fmt, ap);
 	va_end(ap);
-	fprintf(f, "rumpblk serve: %s\n", msg);
 }
 
 const char *
@@ -152,6 +149,19 @@ fill(struct fuse_export *fx, const struct fuse_export_config *cfg,
 	return 0;
 }
 
+/* The last of an export: its locks and names (the loop, the session and
+ * the key are gone). */
+static void
+free_export(struct fuse_export *fx)
+{
+	fe_rl_fini(&fx->fx_rl);
+	pthread_cond_destroy(&fx->fx_cv);
+	pthread_mutex_destroy(&fx->fx_lock);
+	free(fx->fx_file);
+	free(fx->fx_mnt);
+	free(fx);
+}
+
 int
 fuse_export_start(const struct fuse_export_config *cfg,
     struct fuse_export **fxp, char *msg, size_t len)
@@ -225,12 +235,7 @@ destroy_session:
 delete_key:
 	pthread_key_delete(fx->fx_bufkey);
 fini_locks:
-	fe_rl_fini(&fx->fx_rl);
-	pthread_cond_destroy(&fx->fx_cv);
-	pthread_mutex_destroy(&fx->fx_lock);
-	free(fx->fx_file);
-	free(fx->fx_mnt);
-	free(fx);
+	free_export(fx);
 	return error;
 }
 
@@ -273,10 +278,5 @@ fuse_export_stop(struct fuse_export *fx)
 	 * connection now. */
 	fuse_session_destroy(fx->fx_se);
 	pthread_key_delete(fx->fx_bufkey);
-	fe_rl_fini(&fx->fx_rl);
-	pthread_cond_destroy(&fx->fx_cv);
-	pthread_mutex_destroy(&fx->fx_lock);
-	free(fx->fx_file);
-	free(fx->fx_mnt);
-	free(fx);
+	free_export(fx);
 }

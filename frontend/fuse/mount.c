@@ -27,7 +27,6 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -36,6 +35,7 @@
 #include <unistd.h>
 
 #include "fuse-int.h"
+#include "say.h"
 
 #define FX_FSTYPE	"fuse.rumpblk"
 #define FX_FUSERMOUNT	"fusermount3"
@@ -135,21 +135,6 @@ out:
 
 /* 2. Checks. */
 
-static int
-say(char *msg, size_t len, int error, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int
-say(char *msg, size_t len, int error, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	(void)vsnprintf(msg, len, fmt, ap);
-	va_end(ap);
-	return error;
-}
-
 /* Run fusermount3 -u [-z] -q path; its exit status, or -1. */
 static int
 fusermount_u(const char *path, bool lazy)
@@ -197,12 +182,12 @@ fuse_export_check(const char *path, FILE *log, char *msg, size_t len)
 	int error;
 
 	if ((abs = abs_path(path)) == NULL)
-		return say(msg, len, errno, "--fuse: %s: %s", path,
+		return fe_say(msg, len, errno, "--fuse: %s: %s", path,
 		    strerror(errno));
 	if (stat(path, &st) == -1 && errno == ENOTCONN) {
 		if (!mounted_at(abs, type, source, sizeof(type)) ||
 		    strcmp(type, FX_FSTYPE) != 0 || detach_stale(abs) != 0) {
-			error = say(msg, len, ENOTCONN, "--fuse: %s: a stale "
+			error = fe_say(msg, len, ENOTCONN, "--fuse: %s: a stale "
 			    "FUSE mount (Transport endpoint is not connected) "
 			    "left by a server that is gone; clear it with "
 			    "'fusermount3 -u %s'", path, path);
@@ -213,34 +198,34 @@ fuse_export_check(const char *path, FILE *log, char *msg, size_t len)
 		    "that is gone\n", path);
 	}
 	if (stat(path, &st) == -1) {
-		error = say(msg, len, errno, "--fuse: %s: %s%s", path,
+		error = fe_say(msg, len, errno, "--fuse: %s: %s%s", path,
 		    strerror(errno), errno == ENOENT ? " (the mount point, a "
 		    "file or a directory, must exist)" : "");
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
-		error = say(msg, len, EINVAL, "--fuse: %s: not a regular file "
+		error = fe_say(msg, len, EINVAL, "--fuse: %s: not a regular file "
 		    "or a directory", path);
 		goto out;
 	}
 	free(abs);
 	if ((abs = realpath(path, NULL)) == NULL)
-		return say(msg, len, errno, "--fuse: %s: %s", path,
+		return fe_say(msg, len, errno, "--fuse: %s: %s", path,
 		    strerror(errno));
 	if (mounted_at(abs, type, source, sizeof(type))) {
-		error = say(msg, len, EBUSY, "--fuse: %s: already a mount "
+		error = fe_say(msg, len, EBUSY, "--fuse: %s: already a mount "
 		    "point (%s from %s); unmount it or choose another path",
 		    path, type, source);
 		goto out;
 	}
 	if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == -1) {
-		error = say(msg, len, errno, "--fuse: %s: not writable: %s "
+		error = fe_say(msg, len, errno, "--fuse: %s: not writable: %s "
 		    "(a mount point must be writable by the user who mounts)",
 		    path, strerror(errno));
 		goto out;
 	}
 	if (stat("/dev/fuse", &st) == -1 || !S_ISCHR(st.st_mode)) {
-		error = say(msg, len, ENODEV, "--fuse: %s: cannot mount it: "
+		error = fe_say(msg, len, ENODEV, "--fuse: %s: cannot mount it: "
 		    "the host has no /dev/fuse (load the fuse module, or give "
 		    "the container the device)", path);
 		goto out;
@@ -267,7 +252,7 @@ mount_own(struct fuse_export *fx, char *msg, size_t len)
 	if ((fd = open("/dev/fuse", O_RDWR | O_CLOEXEC)) == -1) {
 		if (errno == EACCES || errno == EPERM)
 			return EPERM;
-		return say(msg, len, errno, "--fuse: %s: cannot mount it: "
+		return fe_say(msg, len, errno, "--fuse: %s: cannot mount it: "
 		    "/dev/fuse: %s", fx->fx_cfg.path, strerror(errno));
 	}
 	snprintf(opts, sizeof(opts), "fd=%d,rootmode=%o,user_id=%u,"
@@ -281,7 +266,7 @@ mount_own(struct fuse_export *fx, char *msg, size_t len)
 		close(fd);
 		if (error == EPERM)
 			return EPERM;
-		return say(msg, len, error, "--fuse: %s: cannot mount it: %s",
+		return fe_say(msg, len, error, "--fuse: %s: cannot mount it: %s",
 		    fx->fx_cfg.path, strerror(error));
 	}
 	/* libfuse takes the descriptor as it is (and closes it). */
@@ -289,7 +274,7 @@ mount_own(struct fuse_export *fx, char *msg, size_t len)
 	if (fuse_session_mount(fx->fx_se, fdpath) != 0) {
 		close(fd);
 		(void)umount2(fx->fx_mnt, MNT_DETACH | UMOUNT_NOFOLLOW);
-		return say(msg, len, EIO, "--fuse: %s: cannot mount it: "
+		return fe_say(msg, len, EIO, "--fuse: %s: cannot mount it: "
 		    "libfuse refused the device", fx->fx_cfg.path);
 	}
 	fx->fx_own_mount = true;
@@ -305,7 +290,7 @@ fx_mount(struct fuse_export *fx, char *msg, size_t len)
 		return error;
 	/* Not privileged: fusermount3 mounts for us (it is setuid). */
 	if (fuse_session_mount(fx->fx_se, fx->fx_mnt) != 0)
-		return say(msg, len, EPERM, "--fuse: %s: cannot mount it "
+		return fe_say(msg, len, EPERM, "--fuse: %s: cannot mount it "
 		    "(neither mount(2) nor fusermount3 would; see above)",
 		    fx->fx_cfg.path);
 	return 0;

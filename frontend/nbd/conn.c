@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "nbd-int.h"
+#include "say.h"
 
 /* 1. Helpers. */
 
@@ -40,15 +41,11 @@ nbd_now_ns(void)
 void
 nbd_log(struct nbd_server *s, const char *fmt, ...)
 {
-	FILE *f = s->s_cfg.log != NULL ? s->s_cfg.log : stderr;
-	char msg[512];
 	va_list ap;
 
-	/* One line, written whole, whatever other threads log. */
 	va_start(ap, fmt);
-	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	fe_vlog(s->s_cfg.log, fmt, ap);
 	va_end(ap);
-	fprintf(f, "rumpblk serve: %s\n", msg);
 }
 
 /* 2. The connection's life. */

@@ -63,6 +63,7 @@
 #include <gnutls/x509.h>
 
 #include "nbd-int.h"
+#include "say.h"
 #include "sendv.h"
 #include "tls.h"
 
@@ -103,22 +104,6 @@ struct nbd_tls {
 
 /* 1. Credentials. */
 
-static int
-say(char *msg, size_t len, int error, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-/* msg = the formatted line; returns error. */
-static int
-say(char *msg, size_t len, int error, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	(void)vsnprintf(msg, len, fmt, ap);
-	va_end(ap);
-	return error;
-}
-
 /*
  * The whole of a credential file, NUL-terminated, in d (gnutls_free it).
  * 0, or an errno with the message "OPT: PATH: why".
@@ -135,27 +120,27 @@ read_file(const char *opt, const char *path, gnutls_datum_t *d, char *msg,
 	d->data = NULL;
 	d->size = 0;
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
-		return say(msg, msglen, errno, "%s: %s: %s", opt, path,
+		return fe_say(msg, msglen, errno, "%s: %s: %s", opt, path,
 		    strerror(errno));
 	if (fstat(fd, &sb) == -1) {
-		error = say(msg, msglen, errno, "%s: %s: %s", opt, path,
+		error = fe_say(msg, msglen, errno, "%s: %s: %s", opt, path,
 		    strerror(errno));
 		goto close_fd;
 	}
 	if (!S_ISREG(sb.st_mode)) {
-		error = say(msg, msglen, S_ISDIR(sb.st_mode) ? EISDIR : EINVAL,
+		error = fe_say(msg, msglen, S_ISDIR(sb.st_mode) ? EISDIR : EINVAL,
 		    "%s: %s: %s", opt, path, S_ISDIR(sb.st_mode) ?
 		    strerror(EISDIR) : "not a regular file");
 		goto close_fd;
 	}
 	if (sb.st_size > NBD_TLS_FILE_MAX) {
-		error = say(msg, msglen, EFBIG, "%s: %s: larger than %u "
+		error = fe_say(msg, msglen, EFBIG, "%s: %s: larger than %u "
 		    "bytes, not a credential file", opt, path,
 		    NBD_TLS_FILE_MAX);
 		goto close_fd;
 	}
 	if ((d->data = gnutls_malloc((size_t)sb.st_size + 1)) == NULL) {
-		error = say(msg, msglen, ENOMEM, "%s: %s: out of memory", opt,
+		error = fe_say(msg, msglen, ENOMEM, "%s: %s: out of memory", opt,
 		    path);
 		goto close_fd;
 	}
@@ -164,7 +149,7 @@ read_file(const char *opt, const char *path, gnutls_datum_t *d, char *msg,
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			error = say(msg, msglen, n == 0 ? EIO : errno,
+			error = fe_say(msg, msglen, n == 0 ? EIO : errno,
 			    "%s: %s: %s", opt, path, n == 0 ?
 			    "shorter than its size" : strerror(errno));
 			goto free_data;
@@ -207,25 +192,25 @@ nbd_tls_check_config(const struct nbd_tls_config *cfg, char *msg,
 {
 	if (cfg->mode == NBD_TLS_OFF) {
 		if (cfg->certdir != NULL)
-			return say(msg, msglen, EINVAL, "--tls-certificates: "
+			return fe_say(msg, msglen, EINVAL, "--tls-certificates: "
 			    "TLS is off; add --tls=on or --tls=require");
 		if (cfg->pskfile != NULL)
-			return say(msg, msglen, EINVAL, "--tls-psk: TLS is "
+			return fe_say(msg, msglen, EINVAL, "--tls-psk: TLS is "
 			    "off; add --tls=on or --tls=require");
 		if (cfg->verify_peer)
-			return say(msg, msglen, EINVAL, "--tls-verify-peer: "
+			return fe_say(msg, msglen, EINVAL, "--tls-verify-peer: "
 			    "TLS is off; add --tls=on or --tls=require");
 		return 0;
 	}
 	if (cfg->certdir != NULL && cfg->pskfile != NULL)
-		return say(msg, msglen, EINVAL, "--tls-psk and "
+		return fe_say(msg, msglen, EINVAL, "--tls-psk and "
 		    "--tls-certificates: give one of them, not both");
 	if (cfg->certdir == NULL && cfg->pskfile == NULL)
-		return say(msg, msglen, EINVAL, "--tls=%s: needs "
+		return fe_say(msg, msglen, EINVAL, "--tls=%s: needs "
 		    "--tls-certificates DIR or --tls-psk FILE",
 		    cfg->mode == NBD_TLS_ON ? "on" : "require");
 	if (cfg->verify_peer && cfg->certdir == NULL)
-		return say(msg, msglen, EINVAL, "--tls-verify-peer: needs "
+		return fe_say(msg, msglen, EINVAL, "--tls-verify-peer: needs "
 		    "--tls-certificates DIR (client certificates are checked "
 		    "against its ca-cert.pem)");
 	return 0;
@@ -237,7 +222,7 @@ cert_path(char *buf, size_t len, const char *dir, const char *name,
     char *msg, size_t msglen)
 {
 	if ((size_t)snprintf(buf, len, "%s/%s", dir, name) >= len)
-		return say(msg, msglen, ENAMETOOLONG, "--tls-certificates: "
+		return fe_say(msg, msglen, ENAMETOOLONG, "--tls-certificates: "
 		    "%s: %s", dir, strerror(ENAMETOOLONG));
 	return 0;
 }
@@ -263,10 +248,10 @@ load_certificates(struct nbd_tls *t, const char *dir, char *msg,
 	int r, error;
 
 	if (stat(dir, &sb) == -1)
-		return say(msg, msglen, errno, "%s: %s: %s", opt, dir,
+		return fe_say(msg, msglen, errno, "%s: %s: %s", opt, dir,
 		    strerror(errno));
 	if (!S_ISDIR(sb.st_mode))
-		return say(msg, msglen, ENOTDIR, "%s: %s: %s", opt, dir,
+		return fe_say(msg, msglen, ENOTDIR, "%s: %s: %s", opt, dir,
 		    strerror(ENOTDIR));
 	if ((error = cert_path(ca, sizeof(ca), dir, "ca-cert.pem", msg,
 	    msglen)) != 0 || (error = cert_path(crl, sizeof(crl), dir,
@@ -284,40 +269,40 @@ load_certificates(struct nbd_tls *t, const char *dir, char *msg,
 		goto out;
 
 	if ((r = gnutls_certificate_allocate_credentials(&t->t_x509)) < 0) {
-		error = say(msg, msglen, ENOMEM, "%s: %s", opt,
+		error = fe_say(msg, msglen, ENOMEM, "%s: %s", opt,
 		    gnutls_strerror(r));
 		goto out;
 	}
 	error = EINVAL;
 	if ((r = gnutls_certificate_set_x509_trust_mem(t->t_x509, &d_ca,
 	    GNUTLS_X509_FMT_PEM)) <= 0) {
-		say(msg, msglen, error, "%s: %s: %s", opt, ca, r == 0 ?
+		fe_say(msg, msglen, error, "%s: %s: %s", opt, ca, r == 0 ?
 		    "no PEM certificate in it" : gnutls_strerror(r));
 		goto out;
 	}
 	if (d_crl.data != NULL && (r = gnutls_certificate_set_x509_crl_mem(
 	    t->t_x509, &d_crl, GNUTLS_X509_FMT_PEM)) < 0) {
-		say(msg, msglen, error, "%s: %s: %s", opt, crl,
+		fe_say(msg, msglen, error, "%s: %s: %s", opt, crl,
 		    gnutls_strerror(r));
 		goto out;
 	}
 	if ((r = gnutls_x509_crt_list_import2(&crts, &ncrts, &d_cert,
 	    GNUTLS_X509_FMT_PEM, 0)) < 0 || ncrts == 0) {
-		say(msg, msglen, error, "%s: %s: %s", opt, cert, r < 0 ?
+		fe_say(msg, msglen, error, "%s: %s: %s", opt, cert, r < 0 ?
 		    gnutls_strerror(r) : "no PEM certificate in it");
 		goto out;
 	}
 	if ((r = gnutls_x509_privkey_init(&pk)) < 0 ||
 	    (r = gnutls_x509_privkey_import2(pk, &d_key, GNUTLS_X509_FMT_PEM,
 	    NULL, 0)) < 0) {
-		say(msg, msglen, error, "%s: %s: %s", opt, key,
+		fe_say(msg, msglen, error, "%s: %s: %s", opt, key,
 		    r == GNUTLS_E_DECRYPTION_FAILED ? "the key is encrypted "
 		    "(rumpblk takes no password)" : gnutls_strerror(r));
 		goto out;
 	}
 	if ((r = gnutls_certificate_set_x509_key_mem2(t->t_x509, &d_cert,
 	    &d_key, GNUTLS_X509_FMT_PEM, NULL, 0)) < 0) {
-		say(msg, msglen, error, "%s: %s and %s: %s", opt, cert, key,
+		fe_say(msg, msglen, error, "%s: %s and %s: %s", opt, cert, key,
 		    gnutls_strerror(r));
 		goto out;
 	}
@@ -362,38 +347,38 @@ psk_line(struct nbd_tls *t, const char *path, unsigned lineno, char *line,
 	size_t ulen, hlen, i;
 
 	if ((colon = memchr(line, ':', len)) == NULL || colon == line)
-		return say(msg, msglen, EINVAL, "%s: %s:%u: expected "
+		return fe_say(msg, msglen, EINVAL, "%s: %s:%u: expected "
 		    "USERNAME:HEXKEY (as psktool writes it)", opt, path,
 		    lineno);
 	ulen = (size_t)(colon - line);
 	hlen = len - ulen - 1;
 	if (ulen > NBD_PSK_USER_MAX)
-		return say(msg, msglen, EINVAL, "%s: %s:%u: the username is "
+		return fe_say(msg, msglen, EINVAL, "%s: %s:%u: the username is "
 		    "longer than %d bytes", opt, path, lineno,
 		    NBD_PSK_USER_MAX);
 	for (i = 0; i < ulen; i++)
 		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
-			return say(msg, msglen, EINVAL, "%s: %s:%u: a control "
+			return fe_say(msg, msglen, EINVAL, "%s: %s:%u: a control "
 			    "character in the username", opt, path, lineno);
 	if (hlen == 0 || hlen % 2 != 0 || hlen > 2 * NBD_PSK_KEY_MAX)
-		return say(msg, msglen, EINVAL, "%s: %s:%u: the key must be "
+		return fe_say(msg, msglen, EINVAL, "%s: %s:%u: the key must be "
 		    "2 to %d hex digits, an even number", opt, path, lineno,
 		    2 * NBD_PSK_KEY_MAX);
 	for (i = 0; i < hlen; i++)
 		if (hexval((unsigned char)colon[1 + i]) < 0)
-			return say(msg, msglen, EINVAL, "%s: %s:%u: '%c' in "
+			return fe_say(msg, msglen, EINVAL, "%s: %s:%u: '%c' in "
 			    "the key is not a hex digit", opt, path, lineno,
 			    colon[1 + i]);
 	for (i = 0; i < t->t_nkeys; i++)
 		if (strlen(t->t_keys[i].k_user) == ulen &&
 		    memcmp(t->t_keys[i].k_user, line, ulen) == 0)
-			return say(msg, msglen, EINVAL, "%s: %s:%u: user "
+			return fe_say(msg, msglen, EINVAL, "%s: %s:%u: user "
 			    "'%.*s' has a key already", opt, path, lineno,
 			    (int)ulen, line);
 
 	if ((keys = realloc(t->t_keys, (t->t_nkeys + 1) *
 	    sizeof(*keys))) == NULL)
-		return say(msg, msglen, ENOMEM, "%s: out of memory", opt);
+		return fe_say(msg, msglen, ENOMEM, "%s: out of memory", opt);
 	t->t_keys = keys;
 	k = &keys[t->t_nkeys];
 	k->k_len = hlen / 2;
@@ -402,7 +387,7 @@ psk_line(struct nbd_tls *t, const char *path, unsigned lineno, char *line,
 	if (k->k_user == NULL || k->k_key == NULL) {
 		free(k->k_user);
 		free(k->k_key);
-		return say(msg, msglen, ENOMEM, "%s: out of memory", opt);
+		return fe_say(msg, msglen, ENOMEM, "%s: out of memory", opt);
 	}
 	for (i = 0; i < k->k_len; i++)
 		k->k_key[i] = (unsigned char)(hexval((unsigned char)
@@ -479,7 +464,7 @@ load_psk(struct nbd_tls *t, const char *path, char *msg, size_t msglen)
 		if (len == 0 || line[0] == '#')
 			continue;
 		if (memchr(line, '\0', len) != NULL) {
-			error = say(msg, msglen, EINVAL, "--tls-psk: %s:%u: a "
+			error = fe_say(msg, msglen, EINVAL, "--tls-psk: %s:%u: a "
 			    "NUL byte; not a PSK file", path, lineno);
 			goto out;
 		}
@@ -488,13 +473,13 @@ load_psk(struct nbd_tls *t, const char *path, char *msg, size_t msglen)
 			goto out;
 	}
 	if (t->t_nkeys == 0) {
-		error = say(msg, msglen, EINVAL, "--tls-psk: %s: no "
+		error = fe_say(msg, msglen, EINVAL, "--tls-psk: %s: no "
 		    "USERNAME:HEXKEY line in it (psktool -u NAME -p %s makes "
 		    "one)", path, path);
 		goto out;
 	}
 	if ((r = gnutls_psk_allocate_server_credentials(&t->t_psk)) < 0) {
-		error = say(msg, msglen, ENOMEM, "--tls-psk: %s",
+		error = fe_say(msg, msglen, ENOMEM, "--tls-psk: %s",
 		    gnutls_strerror(r));
 		goto out;
 	}
@@ -516,9 +501,9 @@ nbd_tls_create(const struct nbd_tls_config *cfg, struct nbd_tls **tp,
 	if ((error = nbd_tls_check_config(cfg, msg, msglen)) != 0)
 		return error;
 	if (cfg->mode == NBD_TLS_OFF)
-		return say(msg, msglen, EINVAL, "--tls=off: nothing to load");
+		return fe_say(msg, msglen, EINVAL, "--tls=off: nothing to load");
 	if ((t = calloc(1, sizeof(*t))) == NULL)
-		return say(msg, msglen, ENOMEM, "--tls: out of memory");
+		return fe_say(msg, msglen, ENOMEM, "--tls: out of memory");
 	t->t_mode = cfg->mode;
 	t->t_verify = cfg->verify_peer;
 	if (cfg->certdir != NULL) {
@@ -531,7 +516,7 @@ nbd_tls_create(const struct nbd_tls_config *cfg, struct nbd_tls **tp,
 	if (error != 0)
 		goto fail;
 	if ((r = gnutls_priority_init(&t->t_prio, prio, NULL)) < 0) {
-		error = say(msg, msglen, EINVAL, "--tls: GnuTLS priorities "
+		error = fe_say(msg, msglen, EINVAL, "--tls: GnuTLS priorities "
 		    "'%s': %s", prio, gnutls_strerror(r));
 		goto fail;
 	}
@@ -587,15 +572,13 @@ tls_log(struct nbd_conn *c, const char *fmt, ...)
 static void
 tls_log(struct nbd_conn *c, const char *fmt, ...)
 {
-	char line[400];
 	va_list ap;
 
 	if (atomic_exchange(&c->c_tls_logged, true))
 		return;
 	va_start(ap, fmt);
-	(void)vsnprintf(line, sizeof(line), fmt, ap);
+	fe_vlog(c->c_srv->s_cfg.log, fmt, ap);
 	va_end(ap);
-	nbd_log(c->c_srv, "%s", line);
 }
 
 /* What an error adds to gnutls_strerror(): the alert the client sent,
