@@ -104,15 +104,6 @@ tv_s(const struct timeval *tv)
 }
 
 static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t
 next_block(struct bthread *t)
 {
 	uint64_t x;
@@ -224,15 +215,6 @@ bench_iodone(struct rumpblk_buf *bp)
 /* Requests of one slice of --lat-compare: about a millisecond. */
 #define AB_SLICE	2000
 
-static uint64_t
-thread_cpu_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /*
  * --lat-compare: slices of AB_SLICE requests, on the instance that
  * times nothing and on the one that samples, in turn, each slice timed
@@ -251,8 +233,8 @@ bench_compare(struct bthread *t)
 	for (k = 0; !atomic_load_explicit(&b->b_stop, memory_order_relaxed);
 	    k++) {
 		side = (int)(k & 1);
-		c0 = thread_cpu_ns();
-		w0 = now_ns();
+		c0 = cli_clock_ns(CLOCK_THREAD_CPUTIME_ID);
+		w0 = cli_clock_ns(CLOCK_MONOTONIC);
 		for (n = 0; n < AB_SLICE; n++) {
 			prep(t, bp, t->t_mem);
 			bp->b_unit = side ? b->b_unit2 : b->b_unit;
@@ -262,8 +244,9 @@ bench_compare(struct bthread *t)
 				return;
 			}
 		}
-		t->t_ab_wall_ns[side] += now_ns() - w0;
-		t->t_ab_cpu_ns[side] += thread_cpu_ns() - c0;
+		t->t_ab_wall_ns[side] += cli_clock_ns(CLOCK_MONOTONIC) - w0;
+		t->t_ab_cpu_ns[side] += cli_clock_ns(CLOCK_THREAD_CPUTIME_ID) -
+		    c0;
 		t->t_ab_ops[side] += AB_SLICE;
 		atomic_store_explicit(&t->t_ops, atomic_load_explicit(&t->t_ops,
 		    memory_order_relaxed) + AB_SLICE, memory_order_relaxed);
@@ -782,7 +765,7 @@ cmd_bench(int argc, char **argv)
 
 	tty = isatty(STDERR_FILENO);
 	getrusage(RUSAGE_SELF, &ru0);
-	t0 = now_ns();
+	t0 = cli_clock_ns(CLOCK_MONOTONIC);
 	for (i = 0; i < threads; i++) {
 		if ((error = pthread_create(&th[i].t_thread, NULL,
 		    bench_thread, &th[i])) != 0) {
@@ -799,7 +782,7 @@ cmd_bench(int argc, char **argv)
 		uint64_t now;
 
 		nanosleep(&ts, NULL);
-		now = now_ns();
+		now = cli_clock_ns(CLOCK_MONOTONIC);
 		if (atomic_load(&b.b_stop) ||
 		    (double)(now - t0) >= o.bo_seconds * 1e9)
 			break;
@@ -820,7 +803,7 @@ cmd_bench(int argc, char **argv)
 join:
 	for (i = 0; i < started; i++)
 		pthread_join(th[i].t_thread, NULL);
-	t1 = now_ns();
+	t1 = cli_clock_ns(CLOCK_MONOTONIC);
 	getrusage(RUSAGE_SELF, &ru1);
 	if (tty && started > 0)
 		fprintf(stderr, "\r%*s\r", 70, "");

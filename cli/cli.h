@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #include <rumpblk/rumpblk.h>
 
@@ -27,6 +28,8 @@ void	cli_verr(const char *who, const char *fmt, va_list)
  * the end of the file).  cli_pwrite_full: all of it, or an errno.
  */
 int	cli_pread_full(int fd, void *, size_t len, uint64_t off, size_t *gotp);
+/* Nanoseconds on clock id (CLOCK_MONOTONIC, CLOCK_THREAD_CPUTIME_ID). */
+uint64_t cli_clock_ns(clockid_t id);
 int	cli_pread_all(int fd, void *, size_t len, uint64_t off);
 int	cli_pwrite_full(int fd, const void *, size_t len, uint64_t off);
 

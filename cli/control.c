@@ -1324,15 +1324,6 @@ snap_free(struct snap *s)
 	memset(s, 0, sizeof(*s));
 }
 
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Fill h from a JSON histogram (cli_hist_json). */
 static void
 hist_from(const struct jv *j, struct rumpblk_hist *h)
@@ -1662,7 +1653,7 @@ take(const char *path, struct snap *s)
 		return 1;
 	}
 	*nl = '\0';
-	s->t_ns = mono_ns();
+	s->t_ns = cli_clock_ns(CLOCK_MONOTONIC);
 	s->text = buf;
 	if (!json_parse(buf, &s->root) ||
 	    (s->stats = jget(&s->root, "stats")) == NULL) {

@@ -189,7 +189,22 @@ static void
 gauges(FILE *f, struct rumpblk *rb, const int *units, unsigned nu,
     const struct rumpblk_conn_info *ci, size_t nci)
 {
-	struct rumpblk_cache_stats cs;
+	static const struct {
+		const char	*name, *type, *help;
+		size_t		off;
+	} wc[] = {
+#define W(n, t, f, h)	{ n, t, h, offsetof(struct rumpblk_cache_stats, f) }
+		W("rumpblk_write_cache_dirty_bytes", "gauge", cs_dirty_bytes,
+		    "Write cache: bytes acknowledged and not yet durable "
+		    "(unflushed)."),
+		W("rumpblk_write_cache_size_bytes", "gauge", cs_size,
+		    "Write cache: the most it holds."),
+		W("rumpblk_write_cache_durable_bytes_total", "counter",
+		    cs_bytes_durable, "Write cache: bytes made durable "
+		    "(flush, FUA, destaging)."),
+#undef W
+	};
+	struct rumpblk_cache_stats *cs;
 	struct rumpblk_unitinfo ui;
 	uint64_t n;
 	unsigned i, nc;
@@ -216,25 +231,22 @@ gauges(FILE *f, struct rumpblk *rb, const int *units, unsigned nu,
 		fprintf(f, "rumpblk_connections{unit=\"%d\"} %u\n", units[i],
 		    nc);
 	}
-	family(f, "rumpblk_write_cache_dirty_bytes", "gauge", "Write "
-	    "cache: bytes acknowledged and not yet durable (unflushed).");
+	/* The write cache: one snapshot a unit for all its families. */
+	if ((cs = calloc(nu, sizeof(*cs))) == NULL)
+		return;
 	for (i = 0; i < nu; i++)
-		if (rumpblk_cache_stats(rb, units[i], &cs) == 0)
-			fprintf(f, "rumpblk_write_cache_dirty_bytes{unit=\"%d\"} %"
-			    PRIu64 "\n", units[i], cs.cs_dirty_bytes);
-	family(f, "rumpblk_write_cache_size_bytes", "gauge", "Write "
-	    "cache: the most it holds.");
-	for (i = 0; i < nu; i++)
-		if (rumpblk_cache_stats(rb, units[i], &cs) == 0)
-			fprintf(f, "rumpblk_write_cache_size_bytes{unit=\"%d\"} %"
-			    PRIu64 "\n", units[i], cs.cs_size);
-	family(f, "rumpblk_write_cache_durable_bytes_total", "counter",
-	    "Write cache: bytes made durable (flush, FUA, destaging).");
-	for (i = 0; i < nu; i++)
-		if (rumpblk_cache_stats(rb, units[i], &cs) == 0)
-			fprintf(f, "rumpblk_write_cache_durable_bytes_total{unit="
-			    "\"%d\"} %" PRIu64 "\n", units[i],
-			    cs.cs_bytes_durable);
+		if (rumpblk_cache_stats(rb, units[i], &cs[i]) != 0)
+			cs[i].cs_size = 0;	/* no cache: not reported */
+	for (k = 0; k < sizeof(wc) / sizeof(wc[0]); k++) {
+		family(f, wc[k].name, wc[k].type, wc[k].help);
+		for (i = 0; i < nu; i++)
+			if (cs[i].cs_size != 0)
+				fprintf(f, "%s{unit=\"%d\"} %" PRIu64 "\n",
+				    wc[k].name, units[i],
+				    *(const uint64_t *)(const void *)
+				    ((const char *)&cs[i] + wc[k].off));
+	}
+	free(cs);
 }
 
 /* The per-op request counts and the histograms. */

@@ -396,3 +396,12 @@ cli_default_windows(struct rumpblk_config *cfg, const char *image,
 	cfg->winsize = winsize;
 	cfg->wincount = wincount > UINT32_MAX ? UINT32_MAX : (unsigned)wincount;
 }
+
+uint64_t
+cli_clock_ns(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
