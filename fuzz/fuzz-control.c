@@ -25,6 +25,7 @@
 
 #include <rumpblk/rumpblk.h>
 
+#include "fuzz-util.h"
 #include "control.h"
 
 #define IMAGE_SIZE	(1u << 20)
@@ -33,39 +34,15 @@ static struct rumpblk *rb;
 static int unit;
 
 static void
-die(const char *what, int error)
-{
-	fprintf(stderr, "fuzz-control: %s: %s\n", what, strerror(error));
-	abort();
-}
-
-static void
 setup(void)
 {
-	struct rumpblk_config cfg;
-	const char *dir = getenv("TMPDIR");
-	char path[4096];
-	int fd, error;
+	int error;
 
-	snprintf(path, sizeof(path), "%s/fuzz-control.XXXXXX",
-	    dir != NULL ? dir : "/tmp");
-	if ((fd = mkstemp(path)) == -1)
-		die("mkstemp", errno);
-	if (ftruncate(fd, IMAGE_SIZE) == -1)
-		die("ftruncate", errno);
-	close(fd);
-	rumpblk_config_init(&cfg);
-	cfg.fail_seed_set = true;	/* no random seed message */
-	if ((error = rumpblk_create(&cfg, &rb)) != 0)
-		die("rumpblk_create", error);
-	if ((error = rumpblk_register(rb, path, 0, RUMPBLK_SIZENOTSET,
-	    &unit)) != 0)
-		die(path, error);
-	unlink(path);
+	rb = fuzz_instance(IMAGE_SIZE, &unit);
 	if ((error = rumpblk_write_cache(rb, unit, 64 << 10)) != 0)
-		die("rumpblk_write_cache", error);
+		fuzz_die("rumpblk_write_cache", error);
 	if ((error = rumpblk_fault_enable(rb)) != 0)
-		die("rumpblk_fault_enable", error);
+		fuzz_die("rumpblk_fault_enable", error);
 }
 
 /* A JSON validator (RFC 8259, UTF-8), over p[0..end). */

@@ -45,6 +45,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fuzz-util.h"
 #include "cli.h"
 #include "control.h"
 #include "logfile.h"
@@ -83,13 +84,6 @@ struct walk {
 
 static char dir[4096], logpath[4200], basepath[4200], outpath[4200];
 static unsigned char model[MODEL_MAX], outbuf[MODEL_MAX];
-
-static void
-die(const char *what, int error)
-{
-	fprintf(stderr, "fuzz-log-reader: %s: %s\n", what, strerror(error));
-	abort();
-}
 
 /*
  * The log commands never take fault options, so util.c's calls of these
@@ -131,7 +125,7 @@ LLVMFuzzerInitialize(int *argcp, char ***argvp)
 	snprintf(dir, sizeof(dir), "%s/rumpblk-fuzz-log.XXXXXX",
 	    tmp != NULL ? tmp : "/tmp");
 	if (mkdtemp(dir) == NULL)
-		die(dir, errno);
+		fuzz_die(dir, errno);
 	snprintf(logpath, sizeof(logpath), "%s/log", dir);
 	snprintf(basepath, sizeof(basepath), "%s/base", dir);
 	snprintf(outpath, sizeof(outpath), "%s/out", dir);
@@ -146,12 +140,12 @@ LLVMFuzzerInitialize(int *argcp, char ***argvp)
 	 * (through cli_verr) is replaced.
 	 */
 	if ((fd = open("/dev/null", O_WRONLY | O_CLOEXEC)) == -1)
-		die("/dev/null", errno);
+		fuzz_die("/dev/null", errno);
 	if (dup2(fd, STDOUT_FILENO) == -1)
-		die("dup2", errno);
+		fuzz_die("dup2", errno);
 	close(fd);
 	if ((devnull = fopen("/dev/null", "w")) == NULL)
-		die("/dev/null", errno);
+		fuzz_die("/dev/null", errno);
 	stderr = devnull;
 	return 0;
 }
@@ -163,9 +157,9 @@ put_file(const char *path, const uint8_t *data, size_t size)
 
 	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 	    0600)) == -1)
-		die(path, errno);
+		fuzz_die(path, errno);
 	if (size > 0 && cli_pwrite_full(fd, data, size, 0) != 0)
-		die(path, EIO);
+		fuzz_die(path, EIO);
 	close(fd);
 }
 
@@ -315,7 +309,7 @@ walk(const uint8_t *data, size_t size, struct walk *wk)
 		wk->wk_basesize = b->bs_size;
 	}
 	if ((wk->wk_ent = calloc(size / S + 1, sizeof(*wk->wk_ent))) == NULL)
-		die("calloc", ENOMEM);
+		fuzz_die("calloc", ENOMEM);
 	walk_once(lf, data, size, wk, &wk->wk_nvalid, &wk->wk_error);
 	logfile_rewind(lf);
 	walk_once(lf, data, size, NULL, &n2, &error2);
@@ -417,13 +411,13 @@ replay(const struct walk *wk, const uint8_t *data, const char *to,
 		CHECK(wk->wk_error == ENOENT);
 	CHECK(k != UINT64_MAX && k <= wk->wk_nvalid);
 	if ((fd = open(outpath, O_RDONLY | O_CLOEXEC)) == -1)
-		die(outpath, errno);
+		fuzz_die(outpath, errno);
 	if (fstat(fd, &st) == -1)
-		die(outpath, errno);
+		fuzz_die(outpath, errno);
 	CHECK((uint64_t)st.st_size == size);
 	if (size <= MODEL_MAX) {
 		if (cli_pread_full(fd, outbuf, (size_t)size, 0, &got) != 0)
-			die(outpath, EIO);
+			fuzz_die(outpath, EIO);
 		CHECK(got == size);
 		model_replay(wk, data, k, size);
 		CHECK(memcmp(model, outbuf, (size_t)size) == 0);
@@ -496,7 +490,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			goto out;
 		put_file(basepath, NULL, 0);
 		if (truncate(basepath, (off_t)unit) == -1)
-			die(basepath, errno);
+			fuzz_die(basepath, errno);
 	} else if (unit > SPARSE_MAX)
 		goto out;
 	replay(&wk, data, NULL, wk.wk_nvalid, unit, base, false);

@@ -22,6 +22,7 @@
 
 #include <rumpblk/rumpblk.h>
 
+#include "fuzz-util.h"
 #include "fuzz-nbd.h"
 #include "nbd.h"
 #include "tls.h"
@@ -31,13 +32,6 @@
 static struct rumpblk *rb;
 static struct nbd_server *srv_rw, *srv_ro;
 static struct nbd_tls *tls;
-
-static void
-die(const char *what, int error)
-{
-	fprintf(stderr, "fuzz-nbd: %s: %s\n", what, strerror(error));
-	abort();
-}
 
 /* TLS credentials: a PSK file with one key, made and loaded once. */
 static void
@@ -50,9 +44,9 @@ setup_tls(const char *dir)
 
 	snprintf(path, sizeof(path), "%s/fuzz-nbd-psk.XXXXXX", dir);
 	if ((fd = mkstemp(path)) == -1)
-		die("mkstemp", errno);
+		fuzz_die("mkstemp", errno);
 	if (write(fd, line, sizeof(line) - 1) != (ssize_t)sizeof(line) - 1)
-		die(path, errno);
+		fuzz_die(path, errno);
 	close(fd);
 	memset(&tc, 0, sizeof(tc));
 	tc.mode = NBD_TLS_ON;
@@ -67,28 +61,12 @@ setup_tls(const char *dir)
 static void
 setup(void)
 {
-	struct rumpblk_config cfg;
 	struct nbd_server_config sc;
 	const char *dir = getenv("TMPDIR");
-	char path[4096];
-	int fd, unit, error;
+	int unit, error;
 	FILE *devnull;
 
-	snprintf(path, sizeof(path), "%s/fuzz-nbd.XXXXXX",
-	    dir != NULL ? dir : "/tmp");
-	if ((fd = mkstemp(path)) == -1)
-		die("mkstemp", errno);
-	if (ftruncate(fd, IMAGE_SIZE) == -1)
-		die("ftruncate", errno);
-	close(fd);
-	rumpblk_config_init(&cfg);
-	cfg.fail_seed_set = true;	/* no random seed message */
-	if ((error = rumpblk_create(&cfg, &rb)) != 0)
-		die("rumpblk_create", error);
-	if ((error = rumpblk_register(rb, path, 0, RUMPBLK_SIZENOTSET,
-	    &unit)) != 0)
-		die(path, error);
-	unlink(path);
+	rb = fuzz_instance(IMAGE_SIZE, &unit);
 	setup_tls(dir != NULL ? dir : "/tmp");
 
 	/* The server's complaints about bad input are expected noise. */
@@ -103,10 +81,10 @@ setup(void)
 	sc.log = devnull;
 	sc.tls = tls;
 	if ((error = nbd_server_create(&sc, &srv_rw)) != 0)
-		die("nbd_server_create", error);
+		fuzz_die("nbd_server_create", error);
 	sc.read_only = true;
 	if ((error = nbd_server_create(&sc, &srv_ro)) != 0)
-		die("nbd_server_create (read-only)", error);
+		fuzz_die("nbd_server_create (read-only)", error);
 }
 
 struct pump {
@@ -177,14 +155,14 @@ fuzz_nbd_run(const uint8_t *prefix, size_t plen, const uint8_t *data,
 	if (rb == NULL)
 		setup();
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
-		die("socketpair", errno);
+		fuzz_die("socketpair", errno);
 	p.p_fd = sv[0];
 	p.p_pre = prefix;
 	p.p_plen = plen;
 	p.p_data = data;
 	p.p_size = size;
 	if ((error = pthread_create(&t, NULL, pump_main, &p)) != 0)
-		die("pthread_create", error);
+		fuzz_die("pthread_create", error);
 	/* Serves until the client leaves; closes sv[1]. */
 	nbd_serve_fd(read_only ? srv_ro : srv_rw, sv[1]);
 	pthread_join(t, NULL);
