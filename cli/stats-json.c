@@ -193,7 +193,7 @@ cli_stats_json_members(FILE *f, struct rumpblk *rb,
 	U(io_total); U(io_async); U(bytes_read); U(bytes_written);
 	U(bytes_written_async); U(win_hits); U(win_busy); U(win_misses);
 	U(faults_injected); U(io_errors); U(flushes); U(trims); U(zeroes);
-	U(extent_queries); U(bytes_trimmed); U(bytes_zeroed);
+	U(extent_queries); U(bytes_trimmed); U(bytes_zeroed); U(bytes_lent);
 #undef U
 	fputs("\"faults_class\":", f);
 	by_class_json(f, st);
@@ -347,7 +347,8 @@ units_json(FILE *f, struct rumpblk *rb, const struct rumpblk_conn_info *ci,
 		    ui.ui_size, inflight, nconn);
 #define U(n)	fprintf(f, "\"" #n "\":%" PRIu64 ",", st.n)
 		U(io_total); U(io_errors); U(bytes_read); U(bytes_written);
-		U(bytes_trimmed); U(bytes_zeroed); U(faults_injected);
+		U(bytes_trimmed); U(bytes_zeroed); U(bytes_lent);
+		U(faults_injected);
 #undef U
 		fputs("\"faults_class\":", f);
 		by_class_json(f, &st);

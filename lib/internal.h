@@ -81,6 +81,13 @@ struct rb_io {
 	size_t		io_moved;	/* out: bytes moved */
 	struct rb_io	*io_next;	/* queue link, owned by the queue */
 	rb_io_fn	*io_work;	/* work for a worker (rb_pool) */
+	/*
+	 * Out, a READ with RUMPBLK_B_LOAN in io_flags (strategy passes the
+	 * flag only to a backend on top of its stack): the bytes the
+	 * backend lent instead of copying, its handle for the unloan op
+	 * left in io_ctx.  NULL: copied into io_data.
+	 */
+	const char	*io_lent;
 };
 
 /*
@@ -180,6 +187,21 @@ struct rb_ops {
 	 * rb_stacklock held; may not wait for requests.
 	 */
 	void	(*reset)(struct rb_stage *);
+	/*
+	 * Optional, a backend that lends (RUMPBLK_B_LOAN): the consumer of
+	 * a loan is done with it; handle is the io_ctx it left.  Any
+	 * thread, any time before the backend is destroyed (the unit's
+	 * drain waits for loans).
+	 */
+	void	(*unloan)(struct rb_stage *, void *handle);
+	/*
+	 * A layer: true if a READ that it passes down as it came (no frame
+	 * of its own) may carry RUMPBLK_B_LOAN to the backend, because the
+	 * layer neither holds nor changes read data on that path; frames
+	 * of its own never carry the flag.  A unit with any layer without
+	 * it lends nothing (strategy strips the flag; u_noloan).
+	 */
+	bool	lends_through;
 };
 
 /* A stage; backends and layers embed it as their first member. */
@@ -565,6 +587,10 @@ void	rb_counters_retire(struct rumpblk *, struct rb_counters *);
  * through a futex on it, so no completion touches the unit after its
  * decrement but for that word.  u_refs is allocated with the slot and
  * never reset, so a late caller's add and back-out always balance.
+ * A lent read (RUMPBLK_B_LOAN) trades its reference for one in u_loans
+ * when it completes: the drain waits for both, a grace period (which
+ * only layers need, and only the backend lends) for u_refs alone, so a
+ * client that is slow to take its reply holds back no layer change.
  */
 #define RB_U_LIVE	0x1u
 #define RB_U_DRAIN	0x2u
@@ -657,6 +683,7 @@ struct rb_unit {
 	_Atomic uint32_t u_epoch;		/* a: grace periods (stack.c) */
 	_Atomic(struct rb_stage *) u_top;	/* s, a: top of the stack */
 	_Atomic(struct rb_stage *) u_prefetch;	/* s, a: highest with prefetch */
+	_Atomic bool	u_noloan;		/* s, a: a layer bars loans */
 	struct rb_stage	*u_backend;		/* ( bottom of the stack */
 	struct rumpblk	*u_rb;			/* ( */
 	int		u_index;		/* ( unit number */
@@ -672,6 +699,7 @@ struct rb_unit {
 	struct rb_counters *u_counters;		/* a: this unit's counters */
 	struct rb_ref	*u_refs;		/* a: 2 x RB_NSHARDS, in flight */
 	_Atomic uint32_t u_drainseq;		/* a: futex, bumped on wakes */
+	_Atomic uint64_t u_loans;		/* a: reads lent, not back */
 };
 
 /* u_refs of epoch parity e, shard i. */
@@ -718,6 +746,10 @@ void	rb_unit_rele(struct rb_unit *, unsigned ep);
 /* One more reference on a unit the caller already holds one on (through
  * a request in flight, say), of that one's epoch. */
 void	rb_unit_ref(struct rb_unit *, unsigned ep);
+/* A lent read completes: its reference becomes a loan (u_loans); the
+ * loan's return (rumpblk_unloan). */
+void	rb_unit_lend(struct rb_unit *, unsigned ep);
+void	rb_unit_unlend(struct rb_unit *);
 /*
  * A grace period: wait until every request that held a reference on the
  * unit when this was called has released it (stack.c, rb_stack_remove;

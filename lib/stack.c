@@ -40,12 +40,14 @@ rb_stage_init(struct rb_stage *st, const struct rb_ops *ops,
 
 /*
  * Point u_prefetch at the highest stage that prefetches, and every
- * stage's st_pfnext at the next one below it that does.
+ * stage's st_pfnext at the next one below it that does; u_noloan says
+ * whether a layer bars loans (rb_ops, lends_through).
  */
 static void
 prefetch_update_locked(struct rb_unit *u)
 {
 	struct rb_stage *st, *next = NULL, *chain[64];
+	bool noloan = false;
 	int n = 0;
 
 	rb_assert_held(&u->u_rb->rb_stacklock);
@@ -57,8 +59,12 @@ prefetch_update_locked(struct rb_unit *u)
 		    memory_order_release);
 		if (chain[n]->st_ops->prefetch != NULL)
 			next = chain[n];
+		if (chain[n]->st_rank != RB_RANK_BACKEND &&
+		    !chain[n]->st_ops->lends_through)
+			noloan = true;
 	}
 	atomic_store_explicit(&u->u_prefetch, next, memory_order_release);
+	atomic_store_explicit(&u->u_noloan, noloan, memory_order_relaxed);
 }
 
 void

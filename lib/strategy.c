@@ -34,7 +34,6 @@
 struct rb_bufpriv {
 	struct rb_io	bp_io;
 	uint64_t	bp_t0;		/* start time, 0 if not timed */
-	struct rumpblk	*bp_rb;
 	struct rb_conn	*bp_conn;	/* the submitter's connection record */
 	_Atomic uint32_t bp_state;	/* BP_*, a futex */
 };
@@ -129,6 +128,11 @@ strategy_done(struct rb_io *io)
 	switch (io->io_op) {
 	case RUMPBLK_B_READ:
 		rb_stat_add(cn, RB_STAT(bytes_read), moved);
+		if (io->io_lent != NULL) {
+			rb_stat_add(cn, RB_STAT(bytes_lent), moved);
+			bp->b_data = (void *)(uintptr_t)io->io_lent;
+			bp->b_flags |= RUMPBLK_B_LOANED;
+		}
 		break;
 	case RUMPBLK_B_WRITE:
 		rb_stat_add(cn, RB_STAT(bytes_written), moved);
@@ -160,8 +164,55 @@ strategy_done(struct rb_io *io)
 		moved = error == 0 ? bp->b_bcount : 0;
 	else if (io->io_op != RUMPBLK_B_READ && io->io_op != RUMPBLK_B_WRITE)
 		moved = error == 0 ? io->io_len : 0;
+	if (RB_UNLIKELY(io->io_lent != NULL)) {
+		/* The unit stays held, as a loan (rb_unit_lend), until
+		 * rumpblk_unloan; the buffer may be unloaned as soon as
+		 * buf_finish hands it over. */
+		rb_unit_lend(u, ep);
+		buf_finish(bp, error, moved);
+		return;
+	}
 	buf_finish(bp, error, moved);
 	rb_unit_rele(u, ep);
+}
+
+void
+rumpblk_unloan(struct rumpblk *rb, struct rumpblk_buf *bp)
+{
+	struct rb_bufpriv *p = bufpriv(bp);
+	struct rb_io *io = &p->bp_io;
+	struct rb_unit *u = io->io_unit;
+	struct rb_stage *be;
+
+	(void)rb;
+	if ((bp->b_flags & RUMPBLK_B_LOANED) == 0)
+		return;
+	bp->b_flags &= ~RUMPBLK_B_LOANED;
+	bp->b_data = io->io_data;
+	/* The backend lent it; the loan keeps it from being destroyed. */
+	be = u->u_backend;
+	if (be->st_ops->unloan != NULL)
+		be->st_ops->unloan(be, io->io_ctx);
+	io->io_lent = NULL;
+	rb_unit_unlend(u);
+}
+
+int
+rumpblk_loan_fd(struct rumpblk *rb, const struct rumpblk_buf *bp, int *fdp,
+    uint64_t *offp)
+{
+	const struct rb_io *io = &((const struct rb_bufpriv *)(const void *)
+	    bp->b_opaque)->bp_io;
+	const struct rb_unit *u = io->io_unit;
+
+	(void)rb;
+	/* Only the mmap backend lends, and only over a host file. */
+	if ((bp->b_flags & RUMPBLK_B_LOANED) == 0 || u->u_host == NULL ||
+	    u->u_backend_kind != RUMPBLK_BACKEND_MMAP)
+		return EINVAL;
+	*fdp = u->u_host->hf_fd;
+	*offp = u->u_backing->bk_off + io->io_off;
+	return 0;
 }
 
 /* 3. strategy. */
@@ -194,7 +245,6 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	bool rw = op == RUMPBLK_B_READ || op == RUMPBLK_B_WRITE;
 
 	atomic_store_explicit(&p->bp_state, BP_PENDING, memory_order_relaxed);
-	p->bp_rb = rb;
 	p->bp_t0 = 0;
 	bp->b_error = 0;
 	bp->b_resid = bp->b_bcount;
@@ -244,7 +294,7 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	/* Exactly one operation, and only known modifiers. */
 	if (RB_UNLIKELY(op == 0 || (op & (op - 1)) != 0 ||
 	    (bp->b_flags & ~(RUMPBLK_B_OPMASK | RUMPBLK_B_ASYNC |
-	    RUMPBLK_B_FUA | RUMPBLK_B_NOHOLE)) != 0)) {
+	    RUMPBLK_B_FUA | RUMPBLK_B_NOHOLE | RUMPBLK_B_LOAN)) != 0)) {
 		error = EINVAL;
 		goto reject;
 	}
@@ -310,7 +360,7 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	}
 	io->io_op = op;
 	io->io_flags = bp->b_flags & (RUMPBLK_B_ASYNC | RUMPBLK_B_FUA |
-	    RUMPBLK_B_NOHOLE);
+	    RUMPBLK_B_NOHOLE | RUMPBLK_B_LOAN);
 	io->io_off = off;
 	io->io_len = len;
 	io->io_data = bp->b_data;
@@ -322,9 +372,16 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	io->io_moved = 0;
 	io->io_next = NULL;
 	io->io_work = NULL;
+	io->io_lent = NULL;
 	prev = submitting;
 	submitting = bp;
 	top = atomic_load_explicit(&u->u_top, memory_order_acquire);
+	/* A loan only for a read, through layers that let it through
+	 * (rb_ops, lends_through). */
+	if (RB_UNLIKELY(bp->b_flags & RUMPBLK_B_LOAN) &&
+	    (op != RUMPBLK_B_READ || atomic_load_explicit(&u->u_noloan,
+	    memory_order_relaxed)))
+		io->io_flags &= ~RUMPBLK_B_LOAN;
 	top->st_ops->submit(top, io);
 	submitting = prev;
 	return;

@@ -121,17 +121,39 @@ rb_unit_ref(struct rb_unit *u, unsigned ep)
 	refs_add(u, ep, 1);
 }
 
-void
-rb_unit_rele(struct rb_unit *u, unsigned ep)
+/* A draining unit: wake the drainer to sum again.  After the caller's
+ * decrement only u_drainseq and the futex name the unit. */
+static inline void
+drain_kick(struct rb_unit *u)
 {
-	refs_add(u, ep, (uint64_t)-1);
-	/* A draining unit: wake the drainer to sum again.  After the
-	 * decrement only u_drainseq and the futex name the unit. */
 	if (RB_UNLIKELY((atomic_load_explicit(&u->u_state,
 	    memory_order_acquire) & RB_U_DRAIN) != 0)) {
 		atomic_fetch_add(&u->u_drainseq, 1);
 		futex_wake(&u->u_drainseq);
 	}
+}
+
+void
+rb_unit_rele(struct rb_unit *u, unsigned ep)
+{
+	refs_add(u, ep, (uint64_t)-1);
+	drain_kick(u);
+}
+
+void
+rb_unit_lend(struct rb_unit *u, unsigned ep)
+{
+	/* Counted as a loan before the reference goes: the drainer sees
+	 * one or the other. */
+	atomic_fetch_add(&u->u_loans, 1);
+	rb_unit_rele(u, ep);
+}
+
+void
+rb_unit_unlend(struct rb_unit *u)
+{
+	atomic_fetch_sub(&u->u_loans, 1);
+	drain_kick(u);
 }
 
 /* References of epoch parity ep (see internal.h). */
@@ -200,7 +222,8 @@ unit_wait_drained(struct rb_unit *u)
 		syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
 	for (;;) {
 		seq = atomic_load(&u->u_drainseq);
-		if (refs_sum(u, 0) + refs_sum(u, 1) == 0)
+		if (refs_sum(u, 0) + refs_sum(u, 1) == 0 &&
+		    atomic_load(&u->u_loans) == 0)
 			break;
 		futex_wait(&u->u_drainseq, seq);
 	}

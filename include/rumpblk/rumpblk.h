@@ -242,6 +242,23 @@ int rumpblk_close(struct rumpblk *, int unit, int flags);
  * ASYNC: the caller does not need a write durable at completion (and the
  * buffer is counted in io_async); FUA: a write or zero is durable when it
  * completes even with ASYNC; NOHOLE: ZERO must leave the range allocated.
+ *
+ * LOAN (READ only; ignored on other operations): the driver may lend its
+ * own memory instead of copying into b_data, as uvm_loan(9) lends pages
+ * to the socket layer.  It does so only where the bytes are the medium's
+ * as they are (a unit with no layers, the mmap backend, a read within
+ * one window); otherwise the read copies as usual.  A lent read completes
+ * with LOANED set in b_flags and b_data pointing at the driver's bytes
+ * (the caller's buffer is untouched); they are the medium's bytes, so a
+ * later write to the same place changes them, as it would a page cache
+ * read (reads racing writes are unordered on any disk).  The caller gives
+ * them back with rumpblk_unloan(), which restores b_data; until then the
+ * unit cannot be deregistered (deregistration waits).  A loan keeps no
+ * lock: a slow consumer of the bytes holds back only the unit's
+ * teardown, and at most half of a non-covering window cache is lent at
+ * once.  Bytes of a file truncated underneath fault when touched
+ * (SIGBUS; inside a system call such as send(2), EFAULT): a consumer that
+ * cannot handle that should not ask for loans.
  */
 #define RUMPBLK_B_READ		0x0001
 #define RUMPBLK_B_WRITE		0x0002
@@ -253,6 +270,8 @@ int rumpblk_close(struct rumpblk *, int unit, int flags);
 #define RUMPBLK_B_ASYNC		0x0100
 #define RUMPBLK_B_FUA		0x0200
 #define RUMPBLK_B_NOHOLE	0x0400
+#define RUMPBLK_B_LOAN		0x0800	/* in: a READ may lend */
+#define RUMPBLK_B_LOANED	0x1000	/* out: it did; see rumpblk_unloan */
 
 struct rumpblk_buf {
 	int		b_unit;		/* unit number */
@@ -281,6 +300,24 @@ void rumpblk_strategy(struct rumpblk *, struct rumpblk_buf *);
 
 /* Wait for a buffer without b_iodone to complete; returns b_error. */
 int rumpblk_biowait(struct rumpblk_buf *);
+
+/*
+ * Give back the bytes a READ with RUMPBLK_B_LOAN was lent: clears
+ * RUMPBLK_B_LOANED and restores b_data to the caller's buffer.  Nothing
+ * to do (and harmless) for a buffer that was not lent.  Threads: any,
+ * once per loan.
+ */
+void rumpblk_unloan(struct rumpblk *, struct rumpblk_buf *);
+
+/*
+ * The lent bytes of bp as a range of a file: *fdp is the unit's host
+ * file descriptor (the library's: do not close it), *offp the bytes'
+ * offset in it, for sendfile(2) or splice(2), which then reference the
+ * page cache rather than copy it.  Valid until rumpblk_unloan.  0, or
+ * EINVAL (bp is not lent, or its loan is not of a host file).
+ */
+int rumpblk_loan_fd(struct rumpblk *, const struct rumpblk_buf *, int *fdp,
+    uint64_t *offp);
 
 /* Extent query result (RUMPBLK_B_EXTENTS). */
 #define RUMPBLK_EXTENT_HOLE	0x1	/* not allocated */
@@ -483,7 +520,8 @@ struct rumpblk_stats {
 	uint64_t	bytes_zeroed;
 	uint64_t	faults_class[RUMPBLK_FAULT_NCLASS]; /* firings by class */
 	/* faults_class grew by one (power-cut): reserved shrank by one */
-	uint64_t	reserved[7];
+	uint64_t	bytes_lent;	/* of bytes_read: lent (RUMPBLK_B_LOAN) */
+	uint64_t	reserved[6];
 };
 
 /*

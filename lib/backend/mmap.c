@@ -150,6 +150,7 @@ struct mmapb {
 	struct rb_counters *mm_cn;	/* ( the unit's counters */
 	_Atomic uint32_t mm_tick;	/* a: advances on every miss */
 	_Atomic uint32_t mm_waiters;	/* a: callers about to wait */
+	_Atomic uint32_t mm_lent;	/* a: windows held by loans */
 	pthread_mutex_t	mm_lock;
 	pthread_cond_t	mm_cv;		/* m: a window freed or mapped */
 	struct mwin	*mm_free;	/* m: windows that map nothing */
@@ -566,6 +567,17 @@ getwin_static(struct mmapb *m, uint64_t idx)
 /* ------------------------------------------------------------------ */
 
 static void
+mmap_unloan(struct rb_stage *st, void *handle)
+{
+	struct mmapb *m = (struct mmapb *)st;
+
+	if (handle == NULL)		/* a covering window's */
+		return;
+	putwin(m, handle);
+	atomic_fetch_sub(&m->mm_lent, 1);
+}
+
+static void
 mmap_rw(struct mmapb *m, struct rb_io *io)
 {
 	uint64_t hoff = m->mm_hoff + io->io_off, idx, within;
@@ -617,11 +629,57 @@ mmap_rw(struct mmapb *m, struct rb_io *io)
 	rb_io_complete(io, error, moved);
 }
 
+/*
+ * A read with RUMPBLK_B_LOAN that one window holds: lend the window's
+ * bytes, no copy.  Covering windows are never unmapped before the
+ * backend, so they lend with no reference; otherwise the loan keeps the
+ * window's reference until mmap_unloan, and at most half the windows
+ * are lent at once (the other half keeps copies, and so every client,
+ * going however slowly a client takes its loans).  false: copy.
+ */
+static bool
+mmap_lend(struct mmapb *m, struct rb_io *io)
+{
+	uint64_t hoff = m->mm_hoff + io->io_off, idx = hoff >> m->mm_shift;
+	uint64_t within = hoff - (idx << m->mm_shift);
+	struct mwin *w;
+
+	if (within + io->io_len > m->mm_winsize)
+		return false;
+	if (m->mm_static) {
+		if ((w = getwin_static(m, idx)) == NULL)
+			return false;
+		io->io_ctx = NULL;
+	} else {
+		if (atomic_fetch_add(&m->mm_lent, 1) >= m->mm_nwin / 2) {
+			atomic_fetch_sub(&m->mm_lent, 1);
+			return false;
+		}
+		if ((w = getwin_fast(m, idx)) == NULL) {
+			atomic_fetch_sub(&m->mm_lent, 1);
+			return false;
+		}
+		rb_stat_add(m->mm_cn, RB_STAT(win_hits), 1);
+		io->io_ctx = w;
+	}
+	if (within + io->io_len > w->win_len) {	/* past the file's end */
+		if (io->io_ctx != NULL)
+			mmap_unloan(&m->mm_stage, w);
+		return false;
+	}
+	io->io_lent = w->win_mem + within;
+	rb_io_complete(io, 0, io->io_len);
+	return true;
+}
+
 static void
 mmap_submit(struct rb_stage *st, struct rb_io *io)
 {
 	struct mmapb *m = (struct mmapb *)st;
 
+	if (RB_UNLIKELY(io->io_flags & RUMPBLK_B_LOAN) &&
+	    io->io_op == RUMPBLK_B_READ && mmap_lend(m, io))
+		return;
 	if (RB_LIKELY(io->io_op == RUMPBLK_B_READ ||
 	    io->io_op == RUMPBLK_B_WRITE)) {
 		/* A copy from the page cache is cheaper than handing the
@@ -680,6 +738,7 @@ static const struct rb_ops mmap_ops = {
 	.submit = mmap_submit,
 	.destroy = mmap_destroy,
 	.prefetch = mmap_prefetch,
+	.unloan = mmap_unloan,
 };
 
 /*

@@ -752,6 +752,7 @@ read_below(struct cread *cr)
 	struct rb_io *orig = cr->cr_orig;
 
 	cr->cr_io = *orig;
+	cr->cr_io.io_flags &= ~RUMPBLK_B_LOAN;
 	cr->cr_io.io_done = read_done;
 	cr->cr_io.io_ctx = NULL;
 	cr->cr_io.io_next = NULL;
@@ -766,7 +767,13 @@ cache_read(struct cache *c, struct rb_io *io)
 	struct cread *cr;
 	int cov;
 
-	if (atomic_load_explicit(&c->c_nexts, memory_order_relaxed) == 0) {
+	/*
+	 * The cache bars loans (no lends_through): a LOAN here raced our
+	 * push, and goes the way of a partly cached read, in a frame of
+	 * ours without the flag.
+	 */
+	if (atomic_load_explicit(&c->c_nexts, memory_order_relaxed) == 0 &&
+	    RB_LIKELY((io->io_flags & RUMPBLK_B_LOAN) == 0)) {
 		/* Nothing cached (or the extents a racing write adds are
 		 * its own: the read is concurrent with it). */
 		rb_stage_pass(&c->c_stage, io);
@@ -774,7 +781,8 @@ cache_read(struct cache *c, struct rb_io *io)
 	}
 	if (!lock_unless_cut(c, io))
 		return;
-	if ((cov = coverage_locked(c, io->io_off, io->io_len)) == 0) {
+	if ((cov = coverage_locked(c, io->io_off, io->io_len)) == 0 &&
+	    (io->io_flags & RUMPBLK_B_LOAN) == 0) {
 		rb_mutex_unlock(&c->c_lock);
 		rb_stage_pass(&c->c_stage, io);
 		return;

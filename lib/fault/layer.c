@@ -272,6 +272,7 @@ act(struct fault_layer *fl, struct rb_io *io, struct decision *d)
 	fq->fq_fl = fl;
 	fq->fq_delay_ns = d->d_delay_ns;
 	fq->fq_io = *io;
+	fq->fq_io.io_flags &= ~RUMPBLK_B_LOAN;	/* we see the data */
 	fq->fq_t0 = rb_now_ns();
 	fq->fq_classes = 0;
 	for (i = 0; i < d->d_n; i++)
@@ -524,6 +525,7 @@ static const struct rb_ops fault_ops = {
 	.submit = fault_submit,
 	.destroy = fault_destroy,
 	.prefetch = fault_prefetch,
+	.lends_through = true,		/* a firing rule takes a frame */
 };
 
 struct rb_stage *

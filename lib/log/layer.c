@@ -310,6 +310,7 @@ static const struct rb_ops log_ops = {
 	.name = "log",
 	.submit = log_submit,
 	.destroy = log_destroy,
+	.lends_through = true,		/* reads pass as they came */
 };
 
 static struct wlog *
