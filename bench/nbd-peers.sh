@@ -8,6 +8,11 @@
 # peer: what it reaches is the protocol's and the client's limit on this
 # machine, and every profile prints rumpblk's ratio to it.
 #
+# rumpblk-copy is rumpblk serve --copy-reads: every READ copied into a
+# buffer before it is sent, as before replies went out from the image's
+# pages (issue 15); it is not a peer either, and the goals of issue 15
+# print rumpblk's figures beside it (the same run, the change's effect).
+#
 # One server runs at a time.  A round starts each server in turn (the
 # order rotates from round to round), runs every profile against it and
 # stops it; BENCH_ROUNDS rounds (at least 3) are interleaved that way and
@@ -28,7 +33,8 @@
 # job the client, not the server, would be measured.
 #
 # Environment: BENCH_SECONDS (5, per run), BENCH_ROUNDS (3),
-# BENCH_SIZE (512M), BENCH_SERVERS ("rumpblk nbdkit qemu-nbd ceiling"),
+# BENCH_SIZE (512M), BENCH_SERVERS ("rumpblk rumpblk-copy nbdkit
+# qemu-nbd ceiling"),
 # BENCH_PROFILES (all), BENCH_DIR (scratch, default /var/tmp),
 # RUMPBLK (default build/cli/rumpblk), RUMPBLK_ARGS (extra serve options,
 # e.g. "--backend pio").  Output: a table per profile with throughput
@@ -39,7 +45,7 @@ src=$(cd "$(dirname "$0")/.." && pwd)
 secs=${BENCH_SECONDS:-5}
 rounds=${BENCH_ROUNDS:-3}
 size=${BENCH_SIZE:-512M}
-servers=${BENCH_SERVERS:-rumpblk nbdkit qemu-nbd ceiling}
+servers=${BENCH_SERVERS:-rumpblk rumpblk-copy nbdkit qemu-nbd ceiling}
 all_profiles="randread-4k-qd1 randread-4k-qd32 randwrite-4k-qd32"
 all_profiles="$all_profiles seqread-1m seqread-1m-qd1 seqwrite-1m"
 profiles=${BENCH_PROFILES:-$all_profiles}
@@ -53,7 +59,7 @@ die() {
 for t in fio nbdkit qemu-nbd python3; do
 	command -v $t >/dev/null || die "$t is needed (debian-packages.txt)"
 done
-case " $servers " in *" rumpblk "*)
+case " $servers " in *" rumpblk "* | *" rumpblk-copy "*)
 	[ -x "$RUMPBLK" ] || die "$RUMPBLK is not built (make build)" ;;
 esac
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine"
@@ -88,6 +94,11 @@ start() {
 		# shellcheck disable=SC2086
 		"$RUMPBLK" serve --socket "$sock" --pidfile "$work/pid" \
 		    ${RUMPBLK_ARGS:-} "$img" 2>"$work/server.log" &
+		;;
+	rumpblk-copy)
+		# shellcheck disable=SC2086
+		"$RUMPBLK" serve --socket "$sock" --pidfile "$work/pid" \
+		    --copy-reads ${RUMPBLK_ARGS:-} "$img" 2>"$work/server.log" &
 		;;
 	nbdkit)
 		nbdkit -f -U "$sock" -P "$work/pid" file "$img" \
@@ -220,11 +231,12 @@ def cpu_req(r):  # microseconds of server CPU per request
 def cpu_gib(r):  # seconds of server CPU per GiB moved
     return float(r["cpu_s"]) / max(int(r["bytes"]) / 2**30, 1e-9)
 
-peers = [s for s in servers if s not in ("rumpblk", "ceiling")]
+peers = [s for s in servers if s not in ("rumpblk", "rumpblk-copy",
+                                         "ceiling")]
 print("medians over %d rounds; throughput ratio vs the best peer (%s), "
       "CPU ratios vs nbdkit" % (len({r["round"] for r in rows}),
                                 "/".join(peers)))
-hdr = "%-18s %-9s %10s %9s %8s %8s %10s %9s %8s %8s" % (
+hdr = "%-18s %-12s %10s %9s %8s %8s %10s %9s %8s %8s" % (
     "profile", "server", "IOPS", "MiB/s", "vs best", "vs ceil", "CPU us/req",
     "CPU s/GiB", "req/nbdk", "GiB/nbdk")
 print(hdr)
@@ -237,7 +249,7 @@ for p in profiles:
     for s in servers:
         m = med(p, s, mibs)
         cr, cg = med(p, s, cpu_req), med(p, s, cpu_gib)
-        print("%-18s %-9s %10.0f %9.1f %8s %8s %10.1f %9.2f %8s %8s" % (
+        print("%-18s %-12s %10.0f %9.1f %8s %8s %10.1f %9.2f %8s %8s" % (
             p, s, med(p, s, iops), m,
             "%.2fx" % (m / best) if best else "-",
             "%.2fx" % (m / ceil) if ceil else "-", cr, cg,
@@ -276,6 +288,12 @@ if "rumpblk" in servers and peers:
             c = med(p, "rumpblk", cpu_gib) / med(p, "nbdkit", cpu_gib)
             print("  %-18s CPU per GiB %.2fx nbdkit's (goal <= 0.6): %s"
                   % (p, c, "met" if c <= 0.6 else "MISSED"))
+        if "rumpblk-copy" in servers:
+            print("  %-18s replies from the pages vs copied first: "
+                  "throughput %.2fx, CPU per GiB %.2fx" % (p,
+                  med(p, "rumpblk", mibs) / med(p, "rumpblk-copy", mibs),
+                  med(p, "rumpblk", cpu_gib) /
+                  med(p, "rumpblk-copy", cpu_gib)))
     if "ceiling" in servers:
         for p in profiles:
             c = med(p, "ceiling", mibs)

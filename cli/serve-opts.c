@@ -43,6 +43,7 @@
  *   --shutdown-timeout S   give up on clients that do not read replies
  *                          S seconds after SIGINT/SIGTERM (default 10)
  *   --no-lock              do not take the image's OFD lock
+ *   --copy-reads           no loans: every READ reply copied first
  *   --tls=off|on|require   STARTTLS (frontend/nbd/tls.c), with
  *   --tls-certificates DIR or --tls-psk FILE, and --tls-verify-peer;
  *                          how they go together is checked here (a
@@ -122,6 +123,9 @@ CLI_FAULT_HELP
 "  --shutdown-timeout S   at SIGINT/SIGTERM, give up on clients that do\n"
 "                         not read their replies after S seconds (10)\n"
 "  --no-lock              do not lock IMAGE against a second writer\n"
+"  --copy-reads           copy every read into a buffer before sending\n"
+"                         it (by default, with the mmap backend and no\n"
+"                         layers, replies go out from the image's pages)\n"
 "  --tls=off|on|require   TLS (NBD STARTTLS): off (default); on: clients\n"
 "                         choose; require: plaintext clients are refused\n"
 "  --tls-certificates DIR ca-cert.pem, server-cert.pem, server-key.pem\n"
@@ -141,7 +145,7 @@ enum {
 	O_NOLOCK, O_CEPHCONF, O_CEPHID, O_MAXHS, O_HSTIMEOUT,
 	O_TLS, O_TLSCERTS, O_TLSPSK, O_TLSVERIFY,
 	O_FUSE,
-	O_METRICS,
+	O_METRICS, O_COPYREADS,
 };
 
 static const struct option serve_longopts[] = {
@@ -169,6 +173,7 @@ static const struct option serve_longopts[] = {
 	{ "handshake-timeout", required_argument, NULL, O_HSTIMEOUT },
 	{ "shutdown-timeout", required_argument, NULL, O_SHUTDOWN },
 	{ "no-lock", no_argument, NULL, O_NOLOCK },
+	{ "copy-reads", no_argument, NULL, O_COPYREADS },
 	{ "ceph-conf", required_argument, NULL, O_CEPHCONF },
 	{ "ceph-id", required_argument, NULL, O_CEPHID },
 	{ "tls", required_argument, NULL, O_TLS },
@@ -256,6 +261,7 @@ flag_option(struct serve_opts *o, int c)
 	case O_RO:	return &o->so_read_only;
 	case O_CREATE:	return &o->so_create;
 	case O_NOLOCK:	return &o->so_no_lock;
+	case O_COPYREADS: return &o->so_copy_reads;
 	case O_TLSVERIFY: return &o->so_tls.verify_peer;
 	}
 	return NULL;

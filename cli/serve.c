@@ -549,6 +549,7 @@ start_listening(const struct serve_opts *o, struct serve *sv)
 	scfg.name = o->so_export;
 	scfg.description = desc;
 	scfg.read_only = o->so_read_only;
+	scfg.copy_reads = o->so_copy_reads;
 	scfg.max_connections = (unsigned)o->so_max_conn;
 	scfg.max_handshakes = (unsigned)o->so_max_hs;
 	scfg.handshake_timeout_ms = o->so_hs_timeout_s == 0 ? NBD_NO_TIMEOUT :

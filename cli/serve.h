@@ -36,6 +36,7 @@ struct serve_opts {
 	uint64_t	so_hs_timeout_s; /* --handshake-timeout; 0: none */
 	uint64_t	so_shutdown_s;
 	bool		so_no_lock;
+	bool		so_copy_reads;	/* --copy-reads */
 	bool		so_winsize_set;	/* so_cfg.winsize is a flag's */
 	bool		so_wincount_set; /* so_cfg.wincount is a flag's */
 	/*

@@ -81,6 +81,16 @@ set_rcvtimeo(int fd, int secs)
 	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
+/* The longest a blocking send waits at a time: the writer's sendfile
+ * (reply.c, "Spliced replies"), which then looks at the deadline. */
+static void
+set_sndtimeo(int fd)
+{
+	struct timeval tv = { .tv_sec = 0, .tv_usec = 100000 };
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
 void
 nbd_conn_serve(struct nbd_conn *c)
 {
@@ -113,6 +123,8 @@ nbd_conn_serve(struct nbd_conn *c)
 	c->c_hs_deadline = UINT64_MAX;
 	if (!c->c_has_reader)
 		set_rcvtimeo(c->c_fd, 0);
+	if (c->c_tls == NULL)
+		set_sndtimeo(c->c_fd);
 	if (pthread_create(&c->c_writer, NULL, nbd_writer_main, c) != 0) {
 		nbd_log(s, "cannot start a writer thread; dropping a client");
 		goto hangup;

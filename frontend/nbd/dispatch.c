@@ -457,6 +457,11 @@ nbd_dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 		 * pool, so that the reader goes on; small ones run here. */
 		if (s->s_async_reads || e - a > NBD_INLINE_READ_MAX)
 			bflags |= RUMPBLK_B_ASYNC;
+		/* Sent from the driver's memory where it lends (nbd.h,
+		 * copy_reads); GnuTLS would read it in userspace, where a
+		 * truncated image's page is a SIGBUS, not an EFAULT. */
+		if (!s->s_cfg.copy_reads && c->c_tls == NULL)
+			bflags |= RUMPBLK_B_LOAN;
 		req_submit(r, bflags, a, e - a, r->r_data);
 		return 0;
 

@@ -184,6 +184,13 @@ struct nbd_req {
 	struct iovec	r_iov[2];
 	int		r_iovcnt;
 	size_t		r_sent;		/* bytes of the reply already sent */
+	/*
+	 * A READ whose lent bytes go out with sendfile(2) from the host
+	 * file (reply.c, "Spliced replies"): r_iov[1] is their length;
+	 * -1: r_iov is sent as it is.
+	 */
+	int		r_sffd;
+	uint64_t	r_sfoff;	/* the bytes of r_iov[1], in r_sffd */
 	struct nbd_req	*r_next;	/* out queue / free list */
 };
 
@@ -348,6 +355,8 @@ void	nbd_reply_shdr(struct nbd_structured_reply *, struct nbd_req *,
 void	nbd_reply_error(struct nbd_req *, int errnum);
 /* Build the reply of a READ that succeeded. */
 void	nbd_reply_read(struct nbd_req *);
+/* Past the shutdown deadline (nbd_server_run's end)?  Any thread. */
+bool	nbd_past_deadline(struct nbd_server *);
 /* A reply is built: queue it and send it, unless another thread owns
  * the socket.  The request is released once sent or dropped.  Any
  * thread. */

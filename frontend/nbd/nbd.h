@@ -64,6 +64,17 @@ struct nbd_server_config {
 	 */
 	bool		byte_granular;
 	/*
+	 * Copy every READ's bytes into the server's buffer before sending
+	 * them.  By default a plaintext connection's READ asks the driver
+	 * for a loan (RUMPBLK_B_LOAN): where the unit lends (mmap backend,
+	 * no layers) the reply is sent straight from the driver's memory,
+	 * the kernel's copy into the socket the only one.  For comparison,
+	 * and for an image that may be truncated under the server (a lent
+	 * read of a truncated page ends the connection; a copied one
+	 * answers EIO when the instance turns SIGBUS into EIO).
+	 */
+	bool		copy_reads;
+	/*
 	 * TLS (tls.h): NULL for none, STARTTLS refused; else its mode and
 	 * credentials, the caller's, alive until nbd_server_destroy().
 	 */

@@ -29,8 +29,8 @@
 
 /* 1. Sending. */
 
-static bool
-past_deadline(struct nbd_server *s)
+bool
+nbd_past_deadline(struct nbd_server *s)
 {
 	uint64_t d = atomic_load(&s->s_deadline);
 
@@ -44,7 +44,7 @@ nbd_wait_writable(struct nbd_conn *c)
 	struct pollfd p = { .fd = c->c_fd, .events = POLLOUT };
 
 	for (;;) {
-		if (past_deadline(c->c_srv))
+		if (nbd_past_deadline(c->c_srv))
 			return ETIMEDOUT;
 		if (poll(&p, 1, 100) > 0) {
 			if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
