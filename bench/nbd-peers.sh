@@ -85,57 +85,6 @@ bytes=$(numfmt --from=iec "$size") || die "bad BENCH_SIZE $size"
 . "$src/bench/lib.sh"
 random_image "$img" "$bytes" || die "cannot write $img"
 
-# start SERVER: start it on $sock in the background, set srvpid.
-start() {
-	local i
-	rm -f "$sock" "$work/pid"
-	case $1 in
-	rumpblk)
-		# shellcheck disable=SC2086
-		"$RUMPBLK" serve --socket "$sock" --pidfile "$work/pid" \
-		    ${RUMPBLK_ARGS:-} "$img" 2>"$work/server.log" &
-		;;
-	rumpblk-copy)
-		# shellcheck disable=SC2086
-		"$RUMPBLK" serve --socket "$sock" --pidfile "$work/pid" \
-		    --copy-reads ${RUMPBLK_ARGS:-} "$img" 2>"$work/server.log" &
-		;;
-	nbdkit)
-		nbdkit -f -U "$sock" -P "$work/pid" file "$img" \
-		    2>"$work/server.log" &
-		;;
-	ceiling)
-		nbdkit -f -U "$sock" -P "$work/pid" null "$bytes" \
-		    2>"$work/server.log" &
-		;;
-	qemu-nbd)
-		# -t: stay up between clients; -e: connections allowed at
-		# once (2 fio jobs); writeback cache like the others (page
-		# cache, flush on request).
-		qemu-nbd -f raw -k "$sock" --aio=io_uring --cache=writeback \
-		    -t -e 8 --pid-file="$work/pid" "$img" \
-		    2>"$work/server.log" &
-		;;
-	*) die "unknown server $1" ;;
-	esac
-	srvpid=$!
-	for ((i = 0; i < 300; i++)); do
-		[ -s "$work/pid" ] && [ -S "$sock" ] && break
-		kill -0 $srvpid 2>/dev/null ||
-		    die "$1 exited: $(cat "$work/server.log")"
-		sleep 0.1
-	done
-	[ -s "$work/pid" ] || die "$1 did not start within 30 s"
-	# The PID whose CPU time is measured is the one in the pidfile.
-	spid=$(cat "$work/pid")
-}
-
-stop() {
-	kill "$srvpid" 2>/dev/null
-	wait "$srvpid" 2>/dev/null
-	srvpid=
-}
-
 cputicks() {
 	awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
@@ -169,7 +118,7 @@ for ((r = 1; r <= rounds; r++)); do
 		order+=("${!idx}")
 	done
 	for s in "${order[@]}"; do
-		start "$s"
+		nbd_start "$s" "$work" "$img" "$bytes"
 		for p in $profiles; do
 			c0=$(cputicks "$spid") || die "$s died"
 			# shellcheck disable=SC2046
@@ -201,7 +150,7 @@ print("%s\t%s\t%s\t%d\t%d\t%.3f\t%.3f" % (r, s, p, ops, byts, secs,
 PY
 			printf '.'
 		done
-		stop
+		nbd_stop
 	done
 done
 echo

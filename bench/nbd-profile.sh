@@ -51,42 +51,9 @@ bytes=$(numfmt --from=iec "$size") || die "bad BENCH_SIZE $size"
 . "$src/bench/lib.sh"
 random_image "$img" "$bytes" || die "cannot write $img"
 
-start() {
-	local i
-	rm -f "$sock" "$work/pid"
-	case $1 in
-	rumpblk | rumpblk-copy)
-		local extra=
-		[ "$1" = rumpblk-copy ] && extra=--copy-reads
-		"$RUMPBLK" serve --socket "$sock" --pidfile "$work/pid" \
-		    $extra "$img" 2>"$work/server.log" &
-		;;
-	nbdkit)
-		nbdkit -f -U "$sock" -P "$work/pid" file "$img" \
-		    2>"$work/server.log" &
-		;;
-	*) die "unknown server $1" ;;
-	esac
-	srvpid=$!
-	for ((i = 0; i < 300; i++)); do
-		[ -s "$work/pid" ] && [ -S "$sock" ] && break
-		kill -0 $srvpid 2>/dev/null ||
-		    die "$1 exited: $(cat "$work/server.log")"
-		sleep 0.1
-	done
-	[ -s "$work/pid" ] || die "$1 did not start within 30 s"
-	spid=$(cat "$work/pid")
-}
-
-stop() {
-	kill "$srvpid" 2>/dev/null
-	wait "$srvpid" 2>/dev/null
-	srvpid=
-}
-
 echo "nbd-profile: image $size, ${secs}s per run, $(perf --version)"
 for s in $servers; do
-	start "$s"
+	nbd_start "$s" "$work" "$img" "$bytes"
 	for qd in 1 8; do
 		c0=$(awk '{ print $14 + $15 }' "/proc/$spid/stat")
 		perf record -q -F 999 -g -p "$spid" -o "$work/perf.data" \
@@ -113,5 +80,5 @@ PY
 		    --stdio -g none --percent-limit 1 2>/dev/null |
 		    grep -E '^ +[0-9]' | head -n "$top"
 	done
-	stop
+	nbd_stop
 done

@@ -326,7 +326,8 @@ send_some(struct nbd_conn *c, struct nbd_req *list, struct nbd_req **donep,
 	*errorp = 0;
 	*blocked = false;
 	while (list != NULL) {
-		if (list->r_sffd >= 0 && list->r_sent >= list->r_iov[0].iov_len) {
+		if (list->r_sffd >= 0 &&
+		    list->r_sent >= list->r_iov[0].iov_len) {
 			/* The data of a spliced reply. */
 			if (!writer) {
 				*blocked = true;

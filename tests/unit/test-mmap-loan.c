@@ -25,20 +25,6 @@
 #define KiB	1024u
 #define MiB	(1024u * 1024u)
 
-static struct rumpblk *
-mk(uint64_t winsize, unsigned wincount)
-{
-	struct rumpblk_config cfg;
-	struct rumpblk *rb;
-
-	tl_config(&cfg);
-	cfg.backend = RUMPBLK_BACKEND_MMAP;
-	cfg.winsize = winsize;
-	cfg.wincount = wincount;
-	tl_eq(rumpblk_create(&cfg, &rb), 0);
-	return rb;
-}
-
 /* A synchronous read with LOAN into b; returns b_error. */
 static int
 lend(struct rumpblk *rb, struct rumpblk_buf *b, int unit, uint64_t off,
@@ -53,7 +39,7 @@ lend(struct rumpblk *rb, struct rumpblk_buf *b, int unit, uint64_t off,
 static void
 covering(void **state)
 {
-	struct rumpblk *rb = mk(4 * MiB, 4);
+	struct rumpblk *rb = tl_mmap_create(4 * MiB, 4);
 	char *img = tl_image("cover.img", 8 * MiB, 3);
 	char *buf = malloc(1 * MiB), *w = malloc(4096);
 	struct rumpblk_buf b;
@@ -98,7 +84,7 @@ covering(void **state)
 static void
 never_lends(void **state)
 {
-	struct rumpblk *rb = mk(64 * KiB, 16);
+	struct rumpblk *rb = tl_mmap_create(64 * KiB, 16);
 	char *img = tl_image("never.img", 1 * MiB, 5);
 	char *buf = malloc(128 * KiB), id[64], err[256];
 	struct rumpblk_buf b;
@@ -177,7 +163,7 @@ never_lends(void **state)
 static void
 small_cache(void **state)
 {
-	struct rumpblk *rb = mk(64 * KiB, 8);
+	struct rumpblk *rb = tl_mmap_create(64 * KiB, 8);
 	char *img = tl_image("small.img", 2 * MiB, 9);
 	char *buf[6], *all = malloc(64 * KiB);
 	struct rumpblk_buf b[6];
@@ -262,7 +248,7 @@ dereg_thread(void *arg)
 static void
 deregister_waits(void **state)
 {
-	struct rumpblk *rb = mk(1 * MiB, 4);
+	struct rumpblk *rb = tl_mmap_create(1 * MiB, 4);
 	char *img = tl_image("dereg.img", 1 * MiB, 11);
 	char buf[4096];
 	struct rumpblk_buf b;
@@ -290,7 +276,7 @@ deregister_waits(void **state)
 static void
 truncated(void **state)
 {
-	struct rumpblk *rb = mk(1 * MiB, 4);
+	struct rumpblk *rb = tl_mmap_create(1 * MiB, 4);
 	char *img = tl_image("trunc.img", 1 * MiB, 13);
 	char buf[65536];
 	struct rumpblk_buf b;

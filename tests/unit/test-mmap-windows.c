@@ -20,20 +20,6 @@
 #define KiB	1024u
 #define MiB	(1024u * 1024u)
 
-static struct rumpblk *
-mk(uint64_t winsize, unsigned wincount)
-{
-	struct rumpblk_config cfg;
-	struct rumpblk *rb;
-
-	tl_config(&cfg);
-	cfg.backend = RUMPBLK_BACKEND_MMAP;
-	cfg.winsize = winsize;
-	cfg.wincount = wincount;
-	tl_eq(rumpblk_create(&cfg, &rb), 0);
-	return rb;
-}
-
 /* Read the unit in chunks of req bytes and compare with the host file. */
 static void
 check_read_all(struct rumpblk *rb, int unit, const char *img,
@@ -75,7 +61,7 @@ check_unitinfo(struct rumpblk *rb, int unit, uint64_t winsize)
 static void
 small_windows(void **state)
 {
-	struct rumpblk *rb = mk(4 * KiB, 4);
+	struct rumpblk *rb = tl_mmap_create(4 * KiB, 4);
 	char *img = tl_image("small.img", 1 * MiB, 3);
 	struct rumpblk_stats st;
 	int unit;
@@ -99,7 +85,7 @@ small_windows(void **state)
 static void
 small_windows_write(void **state)
 {
-	struct rumpblk *rb = mk(4 * KiB, 2);
+	struct rumpblk *rb = tl_mmap_create(4 * KiB, 2);
 	char *img = tl_image("smallw.img", 512 * KiB, 5);
 	char *buf = malloc(64 * KiB), *got = malloc(64 * KiB);
 	size_t resid, i;
@@ -129,7 +115,7 @@ static void
 big_windows_odd_size(void **state)
 {
 	uint64_t size = 5 * MiB + 1536;
-	struct rumpblk *rb = mk(4 * MiB, 16);
+	struct rumpblk *rb = tl_mmap_create(4 * MiB, 16);
 	char *img = tl_image("big.img", size, 9);
 	struct rumpblk_unitinfo ui;
 	char buf[4096];
@@ -156,7 +142,7 @@ static void
 small_windows_odd_size(void **state)
 {
 	uint64_t size = 10 * 4 * KiB + 2 * KiB;
-	struct rumpblk *rb = mk(4 * KiB, 3);
+	struct rumpblk *rb = tl_mmap_create(4 * KiB, 3);
 	char *img = tl_image("odd.img", size, 11);
 	int unit;
 
@@ -173,7 +159,7 @@ static void
 unaligned_hostoffset(void **state)
 {
 	uint64_t hoff = 4096 + 512, size = 100 * KiB;
-	struct rumpblk *rb = mk(4 * KiB, 4);
+	struct rumpblk *rb = tl_mmap_create(4 * KiB, 4);
 	char *img = tl_image("unal.img", 256 * KiB, 13);
 	char *buf = malloc(8 * KiB), *got = malloc(8 * KiB);
 	size_t resid;
@@ -213,7 +199,7 @@ static void
 sync_write_durable(void **state)
 {
 	struct rb_host_seam seam = { 0 };
-	struct rumpblk *rb = mk(64 * KiB, 4);
+	struct rumpblk *rb = tl_mmap_create(64 * KiB, 4);
 	char *img = tl_image("dur.img", 1 * MiB, 17);
 	char buf[8192], got[8192];
 	size_t resid;
@@ -255,7 +241,7 @@ sync_write_durable(void **state)
 static void
 zero_trim_coherent(void **state)
 {
-	struct rumpblk *rb = mk(64 * KiB, 4);
+	struct rumpblk *rb = tl_mmap_create(64 * KiB, 4);
 	char *img = tl_image("zero.img", 1 * MiB, 19);
 	char buf[65536], zero[65536];
 	size_t resid;
@@ -291,7 +277,7 @@ static void
 fallback_to_pio(void **state)
 {
 	struct rb_host_seam seam = { 0 };
-	struct rumpblk *rb = mk(64 * KiB, 4);
+	struct rumpblk *rb = tl_mmap_create(64 * KiB, 4);
 	char *img = tl_image("fall.img", 1 * MiB, 23);
 	struct rumpblk_unitinfo ui;
 	struct rumpblk_stats st;
@@ -317,7 +303,7 @@ static void
 map_failure_later(void **state)
 {
 	struct rb_host_seam seam = { 0 };
-	struct rumpblk *rb = mk(4 * KiB, 3);
+	struct rumpblk *rb = tl_mmap_create(4 * KiB, 3);
 	char *img = tl_image("later.img", 256 * KiB, 41);
 	char buf[16384];
 	size_t resid;
@@ -389,7 +375,7 @@ restore_dac_override(void **state)
 static void
 readonly_file(void **state)
 {
-	struct rumpblk *rb = mk(64 * KiB, 2);
+	struct rumpblk *rb = tl_mmap_create(64 * KiB, 2);
 	char *img = tl_image("ro.img", 256 * KiB, 29);
 	struct rumpblk_unitinfo ui;
 	char buf[4096];

@@ -425,6 +425,22 @@ tl_register(struct rumpblk *rb, const char *path, uint64_t off,
 	return unit;
 }
 
+/* An instance on the mmap backend with the given windows, whatever the
+ * matrix says (the window cache's own tests). */
+static inline struct rumpblk *
+tl_mmap_create(uint64_t winsize, unsigned wincount)
+{
+	struct rumpblk_config cfg;
+	struct rumpblk *rb;
+
+	tl_config(&cfg);
+	cfg.backend = RUMPBLK_BACKEND_MMAP;
+	cfg.winsize = winsize;
+	cfg.wincount = wincount;
+	tl_eq(rumpblk_create(&cfg, &rb), 0);
+	return rb;
+}
+
 /* Fill a zeroed buffer. */
 static inline void
 tl_buf(struct rumpblk_buf *b, int unit, int flags, int64_t blkno,
