@@ -22,6 +22,7 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -215,7 +216,12 @@ nbd_reply_error(struct nbd_req *r, int errnum)
  * thread that meets it hands ownership over as if the socket were full,
  * and the writer's sendfile waits at most SO_SNDTIMEO (100 ms, set at
  * the handshake's end) at a time, so that the shutdown deadline is
- * still seen.
+ * still seen.  Unlike sendmsg, sendfile cannot be told MSG_NOSIGNAL: a
+ * client that hangs up mid-reply would raise SIGPIPE, which kills a
+ * program that has not ignored it (the fuzz targets, any embedder).
+ * The writer thread blocks SIGPIPE for itself instead, so sendfile
+ * fails with EPIPE; the kernel directs that SIGPIPE at the sending
+ * thread, where it stays pending, unseen, until the thread exits.
  */
 #define NBD_SPLICE_MIN	(64u << 10)
 
@@ -552,6 +558,13 @@ nbd_writer_main(void *arg)
 	int error;
 
 	(void)pthread_setname_np(pthread_self(), "nbd-writer");
+	{
+		sigset_t pipe;
+
+		sigemptyset(&pipe);
+		sigaddset(&pipe, SIGPIPE);
+		(void)pthread_sigmask(SIG_BLOCK, &pipe, NULL);
+	}
 	lock(&c->c_lock);
 	for (;;) {
 		while (!c->c_writer_wanted && !c->c_writer_stop)
