@@ -103,6 +103,16 @@ struct rb_io {
  * its FLUSH syncs).
  */
 #define RB_IO_NOSYNC	0x20000
+/*
+ * BULK: a layer's own write that no request waits on (the cache's
+ * destaging, a power cut's resolution): the backend may take the way to
+ * the medium that costs the least CPU rather than the least latency.
+ * The mmap backend then writes with pwrite: a store through the mapping
+ * to a page not mapped yet takes a page fault, and random destaging into
+ * a large image faulted at nearly every write (bench/write-cache.sh,
+ * where the faults were most of the destager's time).
+ */
+#define RB_IO_BULK	0x40000
 
 static inline void
 rb_io_complete(struct rb_io *io, int error, size_t moved)

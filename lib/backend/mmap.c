@@ -681,9 +681,12 @@ mmap_submit(struct rb_stage *st, struct rb_io *io)
 	    io->io_op == RUMPBLK_B_READ && mmap_lend(m, io))
 		return;
 	if (RB_LIKELY(io->io_op == RUMPBLK_B_READ ||
-	    io->io_op == RUMPBLK_B_WRITE)) {
+	    (io->io_op == RUMPBLK_B_WRITE &&
+	    (io->io_flags & RB_IO_BULK) == 0))) {
 		/* A copy from the page cache is cheaper than handing the
-		 * buffer to a worker, ASYNC or not. */
+		 * buffer to a worker, ASYNC or not.  A BULK write goes
+		 * with pwrite below: no page fault for a page that the
+		 * mapping has not touched. */
 		mmap_rw(m, io);
 		return;
 	}
