@@ -281,7 +281,9 @@ rb_cache_add_locked(struct cache *c, const struct rb_io *io, uint64_t gen)
 	c->c_dirty += cw->cw_len;
 	c->c_ndirty++;
 	c->c_st.cs_bytes_written += cw->cw_len;
-	if (c->c_dirty > c->c_st.cs_dirty_max)
+	/* A FUA or synchronous write is decided durable before L drops:
+	 * no one ever sees it dirty, and the peak leaves it out. */
+	if (!rb_io_wants_sync(io) && c->c_dirty > c->c_st.cs_dirty_max)
 		c->c_st.cs_dirty_max = c->c_dirty;
 	return 0;
 }

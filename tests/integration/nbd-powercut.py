@@ -14,6 +14,11 @@
 # 3. The flush audit: per connection in "ctl stats" (bytes written, made
 #    durable, flushes, FUA, unflushed now and at most), and one log line
 #    for a client that leaves with writes it never flushed.
+# 4. Three connections, one "ctl power-cut": each is dropped at its next
+#    request, and a new client sees exactly what was flushed.
+# 5. power-cut rules by range, after/every, count, p=0 and p=1, each
+#    cutting at the write the rule names (its id in the fault log).
+# 6. The flush audit that --stats FILE has at exit.
 # Every server is started with --pidfile and ended by its PID; every wait
 # is bounded.  It runs under the system python3, which has libnbd.
 
@@ -285,12 +290,306 @@ def stragglers(rumpblk, tmp):
     check(rc == 0, "stragglers: server exited %s: %s" % (rc, s.errors()))
 
 
+def try_write(h, data, off, what):
+    """One write on h, waited for at most DROP_SECS: "ok" (a reply),
+    "dead" (the connection was dropped, no reply) or "error" (an error
+    reply on a live connection)."""
+    buf = nbd.Buffer.from_bytearray(bytearray(data))
+    try:
+        c = h.aio_pwrite(buf, off)
+    except nbd.Error:
+        return "dead"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < DROP_SECS:
+        try:
+            if h.aio_command_completed(c):
+                return "ok"
+        except nbd.Error:
+            return "dead" if h.aio_is_dead() or h.aio_is_closed() \
+                else "error"
+        if h.aio_is_dead() or h.aio_is_closed():
+            return "dead"
+        try:
+            h.poll(100)
+        except nbd.Error:
+            pass
+    check(False, "%s: a write at %d got neither a reply nor a drop "
+          "within %d s" % (what, off, DROP_SECS))
+
+
+def cut_lines(log):
+    with open(log) as f:
+        return [x for x in (json.loads(y) for y in f)
+                if x.get("class") == "power-cut"]
+
+
+def read_all(h):
+    return b"".join(h.pread(1 << 20, o) for o in range(0, SIZE, 1 << 20))
+
+
+def multi_conn(rumpblk, tmp):
+    """Three connections, one cut: all three are dropped, and a new one
+    sees exactly what was flushed (by any connection) and nothing else."""
+    img = os.path.join(tmp, "multi.img")
+    with open(img, "wb") as f:
+        f.truncate(SIZE)
+    want = bytearray(SIZE)          # the medium as the contract has it
+    s = Server(rumpblk, tmp, "multi", img)
+    try:
+        hs = [s.client() for _ in range(3)]
+        K = 1024
+
+        def w(i, byte, n, off, durable):
+            hs[i].pwrite(bytes([byte]) * n, off)
+            if durable:
+                want[off:off + n] = bytes([byte]) * n
+        # A FLUSH makes durable every write acknowledged before it, of
+        # whichever connection: h1's flush covers h0's and h2's writes.
+        w(0, 0x11, 8 * K, 0, True)
+        w(1, 0x21, 8 * K, 64 * K, True)
+        w(2, 0x31, 8 * K, 128 * K, True)
+        hs[1].flush()
+        w(2, 0x32, 4 * K, 136 * K, True)
+        w(0, 0x12, 4 * K, 0, True)
+        hs[0].flush()
+        # Unflushed, one per connection, two of them over flushed data.
+        w(1, 0x23, 4 * K, 64 * K, False)
+        w(2, 0x33, 8 * K, 256 * K, False)
+        w(0, 0x13, 4 * K, 4 * K, False)
+        check(hs[2].pread(4 * K, 64 * K) == bytes([0x23]) * 4 * K,
+              "multi: a read on another connection misses the cache")
+        rc, out, err = s.ctl_cmd("power-cut", "model=lose")
+        check(rc == 0, "multi: ctl power-cut: %s %s" % (out, err))
+        pc = json.loads(out)["power_cut"]
+        check(pc["model"] == "lose" and pc["unflushed"] == 3 and
+              pc["lost"] == 3 and pc["persisted"] == 0 and
+              pc["bytes_lost"] == 16 * K,
+              "multi: power cut answered %s" % out)
+        # The next request of every connection gets no reply.
+        for i, h in enumerate(hs):
+            buf = nbd.Buffer(4096)
+            try:
+                cookies = [h.aio_pread(buf, 0)]
+            except nbd.Error:
+                cookies = []        # already known dead: an error too
+            expect_dead(h, cookies, "multi: connection %d" % i)
+        h3 = s.client()
+        got = read_all(h3)
+        h3.shutdown()
+        if got != want:
+            bad = next(i for i in range(SIZE) if got[i] != want[i])
+            check(False, "multi: post-crash medium differs at byte %d: "
+                  "%#x, not %#x" % (bad, got[bad], want[bad]))
+        rc, out, err = s.ctl_cmd("stats")
+        wc = json.loads(out)["stats"]["write_cache"]
+        check(wc["power_cuts"] == 1 and wc["dirty_bytes"] == 0,
+              "multi: stats after the cut: %s" % wc)
+    finally:
+        rc = s.stop()
+    check(rc == 0, "multi: server exited %s: %s" % (rc, s.errors()))
+
+
+def stats_file(rumpblk, tmp):
+    """The flush audit in the JSON that --stats FILE gets at exit.  It
+    counts what flush, FUA and destage made durable (issue 11: "bytes
+    made durable (flush, FUA or destage)"), so the bytes the server itself
+    makes durable as it stops stay unflushed there, as the client left
+    them.  A FUA write makes every write acknowledged before it durable
+    in the unit's audit (the cache decides in order: librumpblk(3), Write
+    cache and power loss), but in the connection's only its own bytes:
+    that audit is what the client made durable itself, and the protocol
+    promises a FUA write nothing about the writes before it
+    (rumpblk(1), --write-cache)."""
+    img = os.path.join(tmp, "statsfile.img")
+    with open(img, "wb") as f:
+        f.truncate(SIZE)
+    path = os.path.join(tmp, "statsfile.json")
+    s = Server(rumpblk, tmp, "statsfile", img, "--stats", path)
+    try:
+        h = s.client()
+        # Unflushed, as the unit and as the connection count it:
+        h.pwrite(b"1" * 8192, 0)                        # 8192   8192
+        h.pwrite(b"2" * 4096, 8192, nbd.CMD_FLAG_FUA)   # 0      8192
+        h.pwrite(b"3" * 16384, 65536)                   # 16384  24576
+        h.pwrite(b"4" * 4096, 131072)                   # 20480  28672
+        h.flush()                                       # 0      0
+        h.pwrite(b"5" * 12288, 262144)                  # 12288  12288
+        h.shutdown()
+        line = "left with 12288 bytes of acknowledged writes it never " \
+            "flushed"
+        for _ in range(100):
+            if line in s.errors():
+                break
+            time.sleep(0.1)
+        check(line in s.errors(), "stats file: no log line for the client "
+              "that left unflushed: %s" % s.errors())
+        check(not os.path.exists(path), "stats file: written before exit")
+    finally:
+        rc = s.stop()
+    check(rc == 0, "stats file: server exited %s: %s" % (rc, s.errors()))
+    check(os.path.exists(path), "stats file: %s not written" % path)
+    with open(img, "rb") as f:
+        check(f.read(262144 + 12288)[262144:] == b"5" * 12288,
+              "stats file: the unflushed write is not on the image after "
+              "the server stopped")
+    with open(path) as f:
+        st = json.load(f)
+    written = 8192 + 4096 + 16384 + 4096 + 12288
+    bad = []
+    wc = st["write_cache"]
+    want = {"size": 1 << 20, "bytes_written": written,
+            "bytes_durable": written - 12288, "dirty_bytes": 12288,
+            "dirty_writes": 1, "dirty_max": 20480, "flushes": 1, "fua": 1,
+            "destaged": 0, "power_cuts": 0}
+    got = dict((k, wc.get(k)) for k in want)
+    if got != want:
+        bad.append("write_cache %s, not %s" % (got, want))
+    # Acknowledgement to durability: writes 1-4 (by FUA and FLUSH).
+    lat = wc["durable_lat"]
+    if lat["count"] != 4 or sum(lat["hist"]) != 4:
+        bad.append("write_cache durable_lat counts %s and %s, not 4" %
+                   (lat["count"], sum(lat["hist"])))
+    ended = st["nbd"]["ended"]
+    want = {"connections": 1, "left_unflushed": 1, "bytes_written": written,
+            "bytes_durable": written - 12288, "flushes": 1, "fua": 1,
+            "unflushed": 12288, "unflushed_max": 28672}
+    got = dict((k, ended.get(k)) for k in want)
+    if got != want:
+        bad.append("nbd ended %s, not %s" % (got, want))
+    # One FLUSH, one age; a FUA write is no FLUSH.
+    if sum(ended["flush_age_hist"]) != 1:
+        bad.append("nbd ended flush_age_hist has %d entries, not 1" %
+                   sum(ended["flush_age_hist"]))
+    if st["nbd"]["connections"] != []:
+        bad.append("nbd connections at exit %s" % st["nbd"]["connections"])
+    check(bad == [], "stats file: " + "; ".join(bad))
+
+
+def rule_run(rumpblk, tmp, name, rule, script):
+    """A server with RULE; script is a list of connections, each a list
+    of steps, writes (offset, length) or None for a FLUSH, done in order
+    on a new connection until one is dropped.  Returns, per connection,
+    the index of the step at which it was dropped (None if none), the
+    power-cut lines of the fault log, and the rules as "fault list" had
+    them before the stop."""
+    img = os.path.join(tmp, name + ".img")
+    with open(img, "wb") as f:
+        f.truncate(SIZE)
+    s = Server(rumpblk, tmp, name, img, "--fault", rule)
+    died = []
+    try:
+        for ci, writes in enumerate(script):
+            h = s.client()
+            d = None
+            for wi, step in enumerate(writes):
+                if step is None:
+                    h.flush()
+                    continue
+                off, n = step
+                r = try_write(h, bytes([0x41 + wi % 26]) * n, off,
+                              "%s conn %d" % (name, ci))
+                check(r != "error", "%s: write %d of connection %d got an "
+                      "error reply" % (name, wi, ci))
+                if r == "dead":
+                    d = wi
+                    break
+            if d is None:
+                h.flush()
+                h.shutdown()
+            died.append(d)
+        rc, out, err = s.ctl_cmd("fault", "list")
+        check(rc == 0, "%s: fault list: %s %s" % (name, out, err))
+        rules = json.loads(out)["rules"]
+    finally:
+        rc = s.stop()
+    check(rc == 0, "%s: server exited %s: %s" % (name, rc, s.errors()))
+    return died, cut_lines(s.log), rules
+
+
+def cut_rules(rumpblk, tmp):
+    M = 1 << 20
+
+    def at(lines, name, offs):
+        check([(x["rule"], x["op"], x["offset"], x["length"])
+               for x in lines] == [(name, "write", o, n) for o, n in offs],
+              "%s: the fault log's power-cut lines %s" % (name, lines))
+
+    # range: END exclusive, a request matches if it overlaps.
+    ws = [(0, 4096), (M - 4096, 4096), (2 * M, 4096), (3 * M, 8192),
+          (M - 512, 1024), (M + 8192, 4096)]
+    died, lines, _ = rule_run(rumpblk, tmp, "range",
+                              "power-cut,op=write,range=1M-2M,"
+                              "id=cut_A-1.x", [ws])
+    check(died == [4], "range: dropped at write %s, not 4 (the first "
+          "inside 1M-2M)" % died)
+    at(lines, "cut_A-1.x", [ws[4]])
+
+    # after=2,every=3: matches 5 and 8 fire (the count goes on across
+    # the cut and the reconnection); flushes do not match op=write.
+    c1 = [(0, 4096), (65536, 4096), None, (131072, 4096), None,
+          (196608, 4096), (262144, 8192), (327680, 4096)]
+    c2 = [(393216, 4096), None, (458752, 4096), (524288, 4096),
+          (589824, 4096), (655360, 4096)]
+    died, lines, rules = rule_run(rumpblk, tmp, "every",
+                                  "power-cut,op=write,after=2,every=3,"
+                                  "id=ae", [c1, c2])
+    check(died == [6, 3], "every: dropped at steps %s, not [6, 3] "
+          "(write matches 5 and 8)" % died)
+    at(lines, "ae", [c1[6], c2[3]])
+    check([x["generation"] for x in lines] == [0, 0],
+          "every: generations %s" % lines)
+    r = [x for x in rules if x["id"] == "ae"]
+    check(len(r) == 1 and r[0]["matches"] == 8 and r[0]["firings"] == 2,
+          "every: fault list %s" % rules)
+    # The 5th write has the 2nd's first sector: generation 1 in its line.
+    died, lines, _ = rule_run(rumpblk, tmp, "every2",
+                              "power-cut,op=write,after=2,every=3,"
+                              "id=ae2", [c1[:2] + [c1[3], c1[5],
+                                                   (65536, 8192)]])
+    check(died == [4], "every2: dropped at write %s, not 4" % died)
+    check(len(lines) == 1 and lines[0]["generation"] == 1 and
+          lines[0]["offset"] == 65536 and lines[0]["length"] == 8192,
+          "every2: the cut of a rewrite of a first sector: %s" % lines)
+
+    # count=1 without a trigger: the first match cuts, never another.
+    c2 = [(i * 65536, 4096) for i in range(8)]
+    died, lines, rules = rule_run(rumpblk, tmp, "count",
+                                  "power-cut,op=write,count=1,id=once",
+                                  [[(0, 4096), (4096, 4096)], c2])
+    check(died == [0, None], "count=1: dropped at %s, not [0, None]" %
+          died)
+    at(lines, "once", [(0, 4096)])
+    r = [x for x in rules if x["id"] == "once"]
+    check(len(r) == 1 and r[0]["matches"] == 9 and r[0]["firings"] == 1,
+          "count=1: fault list %s" % rules)
+
+    # p=0 never fires (though every write matches); p=1 fires at once,
+    # and again on the next connection.
+    c1 = [(i * 65536, 4096) for i in range(20)]
+    died, lines, rules = rule_run(rumpblk, tmp, "p0",
+                                  "power-cut,op=write,p=0,id=never", [c1])
+    check(died == [None] and lines == [], "p=0: dropped at %s, log %s" %
+          (died, lines))
+    r = [x for x in rules if x["id"] == "never"]
+    check(len(r) == 1 and r[0]["matches"] == 20 and r[0]["firings"] == 0,
+          "p=0: fault list %s" % rules)
+    died, lines, _ = rule_run(rumpblk, tmp, "p1",
+                              "power-cut,op=write,p=1,id=always",
+                              [[(8192, 4096), (0, 4096)],
+                               [(16384, 512), (0, 4096)]])
+    check(died == [0, 0], "p=1: dropped at %s, not [0, 0]" % died)
+    at(lines, "always", [(8192, 4096), (16384, 512)])
+
+
 def main():
     rumpblk, tmp = sys.argv[1], sys.argv[2]
     audit(rumpblk, tmp)
     stragglers(rumpblk, tmp)
     models(rumpblk, tmp)
     on_cue(rumpblk, tmp)
+    multi_conn(rumpblk, tmp)
+    cut_rules(rumpblk, tmp)
+    stats_file(rumpblk, tmp)
     print("ok")
 
 

@@ -378,6 +378,7 @@ models(void **state)
 static void
 fua(void **state)
 {
+	struct rumpblk_cache_stats cs;
 	struct rumpblk_powercut pc;
 	struct env e;
 	unsigned char buf[4096];
@@ -403,6 +404,10 @@ fua(void **state)
 	tl_eq(pc.pc_lost, 1);
 	ref_cut(&e.ref, e.fl.unit, &pc);
 	env_check_medium(&e, "FUA, then lose");
+	/* The most ever dirty: one 4 KiB write.  The FUA and synchronous
+	 * writes were never dirty (durable when acknowledged). */
+	tl_eq(rumpblk_cache_stats(e.fl.rb, e.fl.unit, &cs), 0);
+	tl_eq(cs.cs_dirty_max, 4096);
 	env_close(&e);
 }
 
