@@ -244,14 +244,8 @@ def audit(rumpblk, tmp):
               wc["dirty_bytes"] == 8192 and wc["flushes"] == 1 and
               wc["fua"] == 1, "audit: the unit's counters %s" % wc)
         h.shutdown()
-        line = "client 1 (unix) left with 8192 bytes of acknowledged " \
-            "writes it never flushed"
-        for _ in range(100):
-            if line in s.errors():
-                break
-            time.sleep(0.1)
-        check(line in s.errors(), "audit: no log line for the client "
-              "that left unflushed: %s" % s.errors())
+        expect_left_line(s, "audit", "client 1 (unix) left with 8192 "
+                         "bytes of acknowledged writes it never flushed")
         rc, out, err = s.ctl_cmd("stats")
         ended = json.loads(out)["stats"]["nbd"]["ended"]
         check(ended["connections"] == 1 and ended["left_unflushed"] == 1,
@@ -288,6 +282,17 @@ def stragglers(rumpblk, tmp):
     finally:
         rc = s.stop()
     check(rc == 0, "stragglers: server exited %s: %s" % (rc, s.errors()))
+
+
+def expect_left_line(s, what, line):
+    """Within 10 s the server logs line: the client that left with
+    writes it never flushed."""
+    for _ in range(100):
+        if line in s.errors():
+            break
+        time.sleep(0.1)
+    check(line in s.errors(), "%s: no log line for the client that left "
+          "unflushed: %s" % (what, s.errors()))
 
 
 def try_write(h, data, off, what):
@@ -415,14 +420,8 @@ def stats_file(rumpblk, tmp):
         h.flush()                                       # 0      0
         h.pwrite(b"5" * 12288, 262144)                  # 12288  12288
         h.shutdown()
-        line = "left with 12288 bytes of acknowledged writes it never " \
-            "flushed"
-        for _ in range(100):
-            if line in s.errors():
-                break
-            time.sleep(0.1)
-        check(line in s.errors(), "stats file: no log line for the client "
-              "that left unflushed: %s" % s.errors())
+        expect_left_line(s, "stats file", "left with 12288 bytes of "
+                         "acknowledged writes it never flushed")
         check(not os.path.exists(path), "stats file: written before exit")
     finally:
         rc = s.stop()
