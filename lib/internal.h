@@ -97,22 +97,19 @@ struct rb_io {
  */
 #define RB_IO_NOFAULT	0x10000
 /*
- * NOSYNC: a layer's own write that runs in the caller's thread (no
- * RUMPBLK_B_ASYNC: no hand-off, so it may be waited for from any
- * thread) but need not be durable at completion (the cache's destaging;
- * its FLUSH syncs).
+ * NOSYNC: a layer's own write that no request waits on and that need not
+ * be durable at completion (the cache's destaging and a power cut's
+ * resolution; the cache's FLUSH syncs).  Without RUMPBLK_B_ASYNC it runs
+ * in the caller's thread, so it may be waited for from any thread.
+ *
+ * The backend may take the way to the medium that costs the least CPU
+ * rather than the least latency.  The mmap backend then writes with
+ * pwrite: a store through the mapping to a page not mapped yet takes a
+ * page fault, and random destaging into a large image faulted at nearly
+ * every write (bench/write-cache.sh, where the faults were most of the
+ * destager's time).
  */
 #define RB_IO_NOSYNC	0x20000
-/*
- * BULK: a layer's own write that no request waits on (the cache's
- * destaging, a power cut's resolution): the backend may take the way to
- * the medium that costs the least CPU rather than the least latency.
- * The mmap backend then writes with pwrite: a store through the mapping
- * to a page not mapped yet takes a page fault, and random destaging into
- * a large image faulted at nearly every write (bench/write-cache.sh,
- * where the faults were most of the destager's time).
- */
-#define RB_IO_BULK	0x40000
 
 static inline void
 rb_io_complete(struct rb_io *io, int error, size_t moved)

@@ -682,9 +682,9 @@ mmap_submit(struct rb_stage *st, struct rb_io *io)
 		return;
 	if (RB_LIKELY(io->io_op == RUMPBLK_B_READ ||
 	    (io->io_op == RUMPBLK_B_WRITE &&
-	    (io->io_flags & RB_IO_BULK) == 0))) {
+	    (io->io_flags & RB_IO_NOSYNC) == 0))) {
 		/* A copy from the page cache is cheaper than handing the
-		 * buffer to a worker, ASYNC or not.  A BULK write goes
+		 * buffer to a worker, ASYNC or not.  A NOSYNC write goes
 		 * with pwrite below: no page fault for a page that the
 		 * mapping has not touched. */
 		mmap_rw(m, io);

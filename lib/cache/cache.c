@@ -412,8 +412,7 @@ lat_add(struct rumpblk_latency *l, uint64_t ns)
 int
 rb_cache_put(struct cache *c, const struct cw *cw, uint64_t off, uint64_t len)
 {
-	int error = rb_stage_io_below(&c->c_stage, cw->cw_op,
-	    RB_IO_NOSYNC | RB_IO_BULK,
+	int error = rb_stage_io_below(&c->c_stage, cw->cw_op, RB_IO_NOSYNC,
 	    off, len, cw->cw_op == RUMPBLK_B_WRITE ?
 	    (void *)(cw->cw_data + (off - cw->cw_off)) : NULL, NULL);
 
@@ -506,7 +505,7 @@ destage(struct cache *c, struct cw *first, unsigned n)
 		memset(io, 0, sizeof(*io));
 		c->c_dio[i].d_c = c;
 		io->io_op = cw->cw_op;
-		io->io_flags = RB_IO_NOSYNC | RB_IO_BULK | RUMPBLK_B_ASYNC;
+		io->io_flags = RB_IO_NOSYNC | RUMPBLK_B_ASYNC;
 		io->io_off = cw->cw_off;
 		io->io_len = cw->cw_len;
 		io->io_data = cw->cw_data;

@@ -15,7 +15,7 @@
  * flight, and after FLUSH each block holds its last write.
  *
  * And on the mmap backend, destaging takes pwrite, not the windows
- * (RB_IO_BULK): a store through a window faults on every page not yet
+ * (RB_IO_NOSYNC): a store through a window faults on every page not yet
  * mapped, which random destaging meets at nearly every write.  The
  * windows see no activity from it, and the data is the same through the
  * windows, the file and the cache.
