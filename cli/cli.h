@@ -88,7 +88,7 @@ bool	cli_opt_backend(const char *arg, enum rumpblk_backend *);
  * saying what is wrong. */
 bool	cli_parse_sectsize(const char *, unsigned *);
 
-/* Write a JSON string literal (quotes and escapes) to f. */
+/* Write a JSON string literal (quotes and escapes) to f (fe_json_string). */
 void	cli_json_string(FILE *, const char *);
 /* "regular file", "block device", "character device" */
 const char *cli_ftype_name(enum rumpblk_ftype);

@@ -13,11 +13,14 @@
  *   reset            {"ok":true}  (rumpblk_unit_reset of the unit served:
  *                    the NBD server drops every connection to it)
  *   power-cut [model=M] [seed=S] [atom=N]
- *                    {"ok":true,"power_cut":{"model":..,"seed":..,
+ *                    {"ok":true,"unit":N,"power_cut":{"model":..,"seed":..,
  *                    "unflushed":..,...}}  (rumpblk_power_cut of the unit
  *                    served; it needs --write-cache)
  *   mark NAME        {"ok":true,"mark":NAME}  (rumpblk_log_mark: a mark
  *                    entry in the write log; it needs --write-log)
+ *
+ * reset, power-cut and mark take unit=N for another unit than the one
+ * served first (serve --add-export: unit 1, 2, ... in their order).
  *
  * and {"ok":false,"error":"..."} when a command fails; a bad rule is
  * refused with the library's message and the server keeps serving.  The
@@ -51,6 +54,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -166,21 +170,60 @@ reply_error(FILE *f, const char *msg)
 	fputc('}', f);
 }
 
-/* power-cut [model=M] [seed=S] [atom=N]: the rest of the line in *save. */
+/*
+ * The words after a command, but unit=N, which picks the unit it acts on
+ * (default: *unit, the one served first).  At most CTL_MAXWORDS.  false:
+ * answered with an error.
+ */
+#define CTL_MAXWORDS	16
+static bool
+words_unit(const char *cmd, char **save, char **w, int *nw, int *unit,
+    FILE *f)
+{
+	char err[256], *tok, *end;
+	long v;
+
+	*nw = 0;
+	while ((tok = strtok_r(NULL, " \t\r", save)) != NULL) {
+		if (strncmp(tok, "unit=", 5) == 0) {
+			errno = 0;
+			v = strtol(tok + 5, &end, 10);
+			if (tok[5] == '\0' || *end != '\0' || errno != 0 ||
+			    v < 0 || v > INT_MAX) {
+				snprintf(err, sizeof(err), "%s: unit=%.40s: "
+				    "want a unit number (0 is the first "
+				    "image served)", cmd, tok + 5);
+				reply_error(f, err);
+				return false;
+			}
+			*unit = (int)v;
+			continue;
+		}
+		if (*nw == CTL_MAXWORDS) {
+			snprintf(err, sizeof(err), "%s: too many words", cmd);
+			reply_error(f, err);
+			return false;
+		}
+		w[(*nw)++] = tok;
+	}
+	return true;
+}
+
+/* power-cut [model=M] [seed=S] [atom=N] [unit=N] */
 static void
 power_cut(struct rumpblk *rb, int unit, char **save, FILE *f)
 {
 	struct rumpblk_powercut pc;
-	char spec[CLI_CTL_LINEMAX], err[600], *tok;
-	int error;
+	char spec[CLI_CTL_LINEMAX], err[600], *w[CTL_MAXWORDS];
+	int error, nw;
 
+	if (!words_unit("power-cut", save, w, &nw, &unit, f))
+		return;
 	spec[0] = '\0';
-	while ((tok = strtok_r(NULL, " \t\r", save)) != NULL) {
-		if (strlen(spec) + strlen(tok) + 2 > sizeof(spec))
-			break;
+	for (int i = 0; i < nw; i++) {
 		if (spec[0] != '\0')
 			strcat(spec, ",");
-		strcat(spec, tok);
+		strcat(spec, w[i]);	/* fits: the words came from a line */
 	}
 	rumpblk_powercut_init(rb, &pc);
 	err[0] = '\0';
@@ -192,38 +235,64 @@ power_cut(struct rumpblk *rb, int unit, char **save, FILE *f)
 		snprintf(err, sizeof(err), "power-cut: unit %d: %s", unit,
 		    error == ENOTSUP ? "no volatile write cache (serve "
 		    "--write-cache SIZE)" : error == EALREADY ? "a power cut "
-		    "is under way" : strerror(error));
+		    "is under way" : error == ENXIO ? "no such unit" :
+		    strerror(error));
 		reply_error(f, err);
 		return;
 	}
-	fprintf(f, "{\"ok\":true,\"power_cut\":");
+	fprintf(f, "{\"ok\":true,\"unit\":%d,\"power_cut\":", unit);
 	cli_powercut_json(f, &pc);
 	fputc('}', f);
 }
 
-/* mark NAME: a mark entry in the write log. */
+/* mark NAME [unit=N]: a mark entry in the write log. */
 static void
 mark(struct rumpblk *rb, int unit, char **save, FILE *f)
 {
-	char err[600], *name;
-	int error;
+	char err[600], *w[CTL_MAXWORDS];
+	int error, nw;
 
-	name = strtok_r(NULL, " \t\r", save);
-	if (name == NULL || strtok_r(NULL, " \t\r", save) != NULL) {
+	if (!words_unit("mark", save, w, &nw, &unit, f))
+		return;
+	if (nw != 1) {
 		reply_error(f, "mark: want 'mark NAME' (one word)");
 		return;
 	}
-	if ((error = rumpblk_log_mark(rb, unit, name)) != 0) {
-		snprintf(err, sizeof(err), "mark %s: unit %d: %s", name, unit,
+	if ((error = rumpblk_log_mark(rb, unit, w[0])) != 0) {
+		snprintf(err, sizeof(err), "mark %s: unit %d: %s", w[0], unit,
 		    error == ENOTSUP ? "no write log (serve --write-log "
 		    "FILE)" : error == ENAMETOOLONG ? "the name is longer "
-		    "than a log entry's sector holds" : strerror(error));
+		    "than a log entry's sector holds" : error == ENXIO ?
+		    "no such unit" : strerror(error));
 		reply_error(f, err);
 		return;
 	}
 	fprintf(f, "{\"ok\":true,\"mark\":");
-	cli_json_string(f, name);
+	cli_json_string(f, w[0]);
 	fputc('}', f);
+}
+
+/* reset [unit=N] */
+static void
+reset(struct rumpblk *rb, int unit, char **save, FILE *f)
+{
+	char err[600], *w[CTL_MAXWORDS];
+	int error, nw;
+
+	if (!words_unit("reset", save, w, &nw, &unit, f))
+		return;
+	if (nw != 0) {
+		reply_error(f, "reset takes no argument but unit=N (default: "
+		    "the unit served first)");
+		return;
+	}
+	if ((error = rumpblk_unit_reset(rb, unit)) != 0) {
+		snprintf(err, sizeof(err), "reset: unit %d: %s", unit,
+		    error == ENXIO ? "no such unit" : strerror(error));
+		reply_error(f, err);
+		return;
+	}
+	fprintf(f, "{\"ok\":true}");
 }
 
 void
@@ -248,18 +317,7 @@ cli_control_command(struct rumpblk *rb, int unit, char *line, FILE *f)
 		return;
 	}
 	if (strcmp(cmd, "reset") == 0) {
-		if (strtok_r(NULL, " \t\r", &save) != NULL) {
-			reply_error(f, "reset takes no argument (it resets "
-			    "the unit served)");
-			return;
-		}
-		if ((error = rumpblk_unit_reset(rb, unit)) != 0) {
-			snprintf(err, sizeof(err), "reset: unit %d: %s", unit,
-			    strerror(error));
-			reply_error(f, err);
-			return;
-		}
-		fprintf(f, "{\"ok\":true}");
+		reset(rb, unit, &save, f);
 		return;
 	}
 	if (strcmp(cmd, "power-cut") == 0) {
@@ -929,7 +987,10 @@ ctl_usage(FILE *f)
 	    "                   torn's unit, a multiple of 512)\n"
 	    "  mark NAME        a mark entry in the write log (it needs\n"
 	    "                   --write-log), after every write logged so\n"
-	    "                   far: 'rumpblk log replay --to mark=NAME'\n");
+	    "                   far: 'rumpblk log replay --to mark=NAME'\n"
+	    "reset, power-cut and mark act on the unit served first (IMAGE);\n"
+	    "unit=N picks another: serve --add-export's units are 1, 2, ...\n"
+	    "in their order.\n");
 }
 
 int

@@ -17,6 +17,8 @@
  *                          picks a free port; IPv6 as [::1]:PORT)
  *   --export NAME          the export name LIST reports (any name is
  *                          accepted from clients)
+ *   --add-export NAME=IMAGE   serve IMAGE too, as the export NAME: unit
+ *                          1, 2, ... (repeatable); then names must match
  *   --read-only            refuse writes (also for a read-only image)
  *   --offset N, --size N   the unit is N bytes of IMAGE from offset
  *   --create               create IMAGE, sparse, of --size bytes (never
@@ -54,6 +56,7 @@
  * RUMP_BLK* environment.  A bad value is refused here, naming the
  * option, before anything is opened.
  */
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -90,6 +93,13 @@ serve_usage(FILE *f)
 "                         a free port; IPv6 as [::1]:PORT)\n"
 "  --export NAME          export name reported by LIST (clients may ask\n"
 "                         for any name)\n"
+"  --add-export NAME=IMAGE\n"
+"                         serve IMAGE too, as the export NAME (repeatable):\n"
+"                         units 1, 2, ... in order, each with the same\n"
+"                         --backend, --read-only, --sector-size and\n"
+"                         --write-cache as IMAGE (unit 0; --offset, --size,\n"
+"                         --create and --write-log are IMAGE's only); a\n"
+"                         client then picks one by name (\"\" is IMAGE's)\n"
 "  --read-only            refuse writes\n"
 "  --offset N             the unit starts N bytes into IMAGE\n"
 "  --size N               the unit is N bytes (default: the rest)\n"
@@ -142,7 +152,7 @@ enum {
 	O_SOCKET = 256, O_LISTEN, O_EXPORT, O_RO, O_OFFSET, O_SIZE, O_CREATE,
 	O_BACKEND, O_SECTOR, O_WINSIZE, O_WINCOUNT, O_FAIL, O_FAILSEED,
 	O_STATS, O_RUN, O_PIDFILE, O_THREADS, O_MAXCONN, O_SHUTDOWN,
-	O_NOLOCK, O_CEPHCONF, O_CEPHID, O_MAXHS, O_HSTIMEOUT,
+	O_NOLOCK, O_CEPHCONF, O_CEPHID, O_MAXHS, O_HSTIMEOUT, O_ADDEXPORT,
 	O_TLS, O_TLSCERTS, O_TLSPSK, O_TLSVERIFY,
 	O_FUSE,
 	O_METRICS, O_COPYREADS,
@@ -154,6 +164,7 @@ static const struct option serve_longopts[] = {
 	{ "metrics", required_argument, NULL, O_METRICS },
 	{ "listen", required_argument, NULL, O_LISTEN },
 	{ "export", required_argument, NULL, O_EXPORT },
+	{ "add-export", required_argument, NULL, O_ADDEXPORT },
 	{ "read-only", no_argument, NULL, O_RO },
 	{ "offset", required_argument, NULL, O_OFFSET },
 	{ "size", required_argument, NULL, O_SIZE },
@@ -299,6 +310,28 @@ serve_option(void *ctx, int c, const char *arg)
 		}
 		o->so_export = arg;
 		return 0;
+	case O_ADDEXPORT: {
+		struct serve_more *m = &o->so_more[o->so_nmore];
+		char *eq = strchr(arg, '=');
+
+		if (o->so_nmore == SERVE_MAX_MORE) {
+			cli_err("--add-export: at most %d", SERVE_MAX_MORE);
+			return 2;
+		}
+		if (eq == NULL || eq == arg || eq[1] == '\0' ||
+		    eq - arg > 4096) {
+			cli_err("--add-export: '%s': want NAME=IMAGE (a name "
+			    "of 1 to 4096 bytes)", arg);
+			return 2;
+		}
+		if ((m->sm_name = strndup(arg, (size_t)(eq - arg))) == NULL) {
+			cli_err("--add-export: out of memory");
+			return 1;
+		}
+		m->sm_image = eq + 1;
+		o->so_nmore++;
+		return 0;
+	}
 	case O_OFFSET:
 		return cli_opt_size("--offset", arg, &o->so_offset) ? 0 : 2;
 	case O_SIZE:
@@ -358,7 +391,7 @@ serve_parse(int argc, char **argv, struct serve_opts *o, int *rcp)
 	rumpblk_config_from_env(&o->so_cfg, stderr);
 	o->so_cfg.workers = 1;		/* see "Threads" in serve.c */
 	if (!cli_parse_args(&ca, argc, argv, &operands, rcp))
-		return false;
+		goto free_opts;
 	o->so_image = operands[0];
 	if (o->so_create && !o->so_size_set) {
 		cli_err("--create: needs --size");
@@ -370,6 +403,20 @@ serve_parse(int argc, char **argv, struct serve_opts *o, int *rcp)
 		    o->so_image);
 		*rcp = 2;
 		goto free_opts;
+	}
+	for (int i = 0; i < o->so_nmore; i++) {
+		bool dup = strcmp(o->so_more[i].sm_name, o->so_export) == 0;
+
+		for (int j = 0; j < i; j++)
+			dup |= strcmp(o->so_more[i].sm_name,
+			    o->so_more[j].sm_name) == 0;
+		if (dup) {
+			cli_err("--add-export %s: that export name is taken "
+			    "(by --export or another --add-export)",
+			    o->so_more[i].sm_name);
+			*rcp = 2;
+			goto free_opts;
+		}
 	}
 	if (nbd_tls_check_config(&o->so_tls, msg, sizeof(msg)) != 0) {
 		cli_err("%s", msg);
@@ -393,5 +440,10 @@ free_opts:
 void
 serve_opts_free(struct serve_opts *o)
 {
+	for (int i = 0; i < o->so_nmore; i++) {
+		free(o->so_more[i].sm_name);
+		o->so_more[i].sm_name = NULL;
+	}
+	o->so_nmore = 0;
 	cli_fault_opts_free(&o->so_fault);
 }

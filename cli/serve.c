@@ -8,7 +8,8 @@
  *   load_tls           --tls's credentials, read and checked
  *   create_image       --create
  *   create_instance    the rumpblk instance, with the CLI's windows
- *   open_unit          register IMAGE, lock it, say what is odd
+ *   open_units         register IMAGE and --add-export's images, lock
+ *                      them, say what is odd
  *   (cli_fault_start)  fault rules, log, replay, control socket
  *   (cli_metrics_start) --metrics: the Prometheus endpoint (metrics.c)
  *   start_listening    the NBD server, its sockets, the URI
@@ -72,6 +73,14 @@ struct serve {
 	int		sv_unit;
 	struct rumpblk_unitinfo sv_ui;
 	int		sv_lockfd;	/* -1: not locked */
+	/* --add-export's units, in order (units 1, 2, ...). */
+	struct serve_unit {
+		int		su_unit;
+		struct rumpblk_unitinfo su_ui;
+		int		su_lockfd; /* -1: not locked */
+	} sv_more[SERVE_MAX_MORE];
+	int		sv_nmore;	/* registered */
+	bool		sv_evsub;	/* remote_event subscribed */
 	struct nbd_server *sv_srv;
 	struct nbd_tls	*sv_tls;	/* --tls on or require, or NULL */
 	char		*sv_uri;	/* $uri */
@@ -429,69 +438,109 @@ remote_event(void *arg, int unit, int event)
 	struct serve *sv = arg;
 	char msg[1024];
 
-	if (unit != sv->sv_unit || (event != RUMPBLK_EVENT_REMOTE_DOWN &&
-	    event != RUMPBLK_EVENT_REMOTE_UP))
+	if (event != RUMPBLK_EVENT_REMOTE_DOWN &&
+	    event != RUMPBLK_EVENT_REMOTE_UP)
 		return;
 	if (rumpblk_backing_status(sv->sv_rb, unit, msg, sizeof(msg)) == 0)
 		fprintf(stderr, "%s: %s\n", progname, msg);
 }
 
 /*
- * Register IMAGE as the unit and lock it (unless --no-lock), then say
- * what the user may not expect: a read-only image, seed-mode faults.
- * 0, or 1 said; the lock, once taken, is close_instance's to release.
+ * Register image (offset and size: the unit's bytes of it) as a unit and
+ * lock it (unless --no-lock), then say what the user may not expect: a
+ * read-only image.  0, or 1 said; the lock, once taken, is
+ * close_instance's to release.
  */
 static int
-open_unit(const struct serve_opts *o, struct serve *sv)
+open_image(const struct serve_opts *o, struct serve *sv, const char *image,
+    uint64_t offset, uint64_t size, bool size_set, int *unitp,
+    struct rumpblk_unitinfo *ui, int *lockfdp)
 {
-	const struct rumpblk_unitinfo *ui = &sv->sv_ui;
 	struct rumpblk_config cfg;
 	bool writable;
 	int error;
 
 	rumpblk_get_config(sv->sv_rb, &cfg);
-	if (cli_is_spec(o->so_image)) {
+	if (cli_is_spec(image)) {
 		/* Remote (or an overlay): nothing here to lock. */
-		if (cli_register(sv->sv_rb, o->so_image, o->so_offset,
-		    o->so_size, o->so_read_only, &o->so_spec,
-		    &sv->sv_unit) != 0)
+		if (cli_register(sv->sv_rb, image, offset, size,
+		    o->so_read_only, &o->so_spec, unitp) != 0)
 			return 1;
-		rumpblk_unitinfo(sv->sv_rb, sv->sv_unit, &sv->sv_ui);
+		rumpblk_unitinfo(sv->sv_rb, *unitp, ui);
 		writable = (ui->ui_mode & RUMPBLK_FWRITE) != 0;
 		if (!writable && o->so_fault.fo_wcache != 0) {
 			cli_err("--write-cache: %s is read-only: a write cache "
-			    "over it has nothing to write to", o->so_image);
+			    "over it has nothing to write to", image);
 			return 1;
 		}
 		if (!o->so_read_only && !writable)
 			cli_err("%s: the remote is read-only; serving it "
-			    "read-only", o->so_image);
-		(void)rumpblk_event_subscribe(sv->sv_rb, remote_event, sv,
-		    &sv->sv_evid);
+			    "read-only", image);
+		if (!sv->sv_evsub)
+			sv->sv_evsub = rumpblk_event_subscribe(sv->sv_rb,
+			    remote_event, sv, &sv->sv_evid) == 0;
 		return 0;
 	}
-	if ((error = rumpblk_register(sv->sv_rb, o->so_image, o->so_offset,
-	    o->so_size, &sv->sv_unit)) != 0) {
-		if (error == EINVAL && (o->so_offset != 0 || o->so_size_set))
+	if ((error = rumpblk_register(sv->sv_rb, image, offset, size,
+	    unitp)) != 0) {
+		if (error == EINVAL && (offset != 0 || size_set))
 			cli_err("%s: --offset %" PRIu64 " and --size do not "
 			    "fit the file, or it is not a file or device: %s",
-			    o->so_image, o->so_offset, strerror(error));
+			    image, offset, strerror(error));
 		else if (error == EOPNOTSUPP)
 			cli_err("%s: cannot serve it with --backend %s: %s",
-			    o->so_image, rumpblk_backend_name(cfg.backend),
+			    image, rumpblk_backend_name(cfg.backend),
 			    strerror(error));
 		else
-			cli_err("%s: %s", o->so_image, strerror(error));
+			cli_err("%s: %s", image, strerror(error));
 		return 1;
 	}
-	rumpblk_unitinfo(sv->sv_rb, sv->sv_unit, &sv->sv_ui);
+	rumpblk_unitinfo(sv->sv_rb, *unitp, ui);
 	writable = (ui->ui_mode & RUMPBLK_FWRITE) != 0;
-	if (!o->so_no_lock && (sv->sv_lockfd = lock_image(o->so_image,
-	    ui->ui_offset, ui->ui_size, !o->so_read_only && writable)) == -1)
+	if (!o->so_no_lock && (*lockfdp = lock_image(image, ui->ui_offset,
+	    ui->ui_size, !o->so_read_only && writable)) == -1)
 		return 1;
 	if (!o->so_read_only && !writable)
-		cli_err("%s: opened read-only; serving it read-only",
-		    o->so_image);
+		cli_err("%s: opened read-only; serving it read-only", image);
+	return 0;
+}
+
+/*
+ * IMAGE as unit 0, then each --add-export's image, with its write cache
+ * (IMAGE's is cli_fault_start's), and say whether seed-mode faults are
+ * on.  0, or 1 said.
+ */
+static int
+open_units(const struct serve_opts *o, struct serve *sv)
+{
+	struct rumpblk_config cfg;
+	struct serve_unit *su;
+	int error;
+
+	if (open_image(o, sv, o->so_image, o->so_offset, o->so_size,
+	    o->so_size_set, &sv->sv_unit, &sv->sv_ui, &sv->sv_lockfd) != 0)
+		return 1;
+	for (int i = 0; i < o->so_nmore; i++) {
+		su = &sv->sv_more[i];
+		su->su_lockfd = -1;
+		sv->sv_nmore++;
+		if (open_image(o, sv, o->so_more[i].sm_image, 0,
+		    RUMPBLK_SIZENOTSET, false, &su->su_unit, &su->su_ui,
+		    &su->su_lockfd) != 0)
+			return 1;
+		if (o->so_fault.fo_wcache != 0 && (error =
+		    rumpblk_write_cache(sv->sv_rb, su->su_unit,
+		    o->so_fault.fo_wcache)) != 0) {
+			cli_err("--write-cache: %s: %s", o->so_more[i].sm_image,
+			    error == EROFS ? "the unit is read-only" :
+			    strerror(error));
+			return 1;
+		}
+		fprintf(stderr, "%s: export '%s' is unit %d: %s\n", progname,
+		    o->so_more[i].sm_name, su->su_unit,
+		    o->so_more[i].sm_image);
+	}
+	rumpblk_get_config(sv->sv_rb, &cfg);
 	if (cfg.fail != 0)
 		fprintf(stderr, "rumpblk: fault injection: failing %u of %u "
 		    "reads and writes, seed %" PRIu32 "\n", cfg.fail,
@@ -526,29 +575,52 @@ close_instance(const struct serve_opts *o, struct serve *sv, int rc)
 	if (sv->sv_lockfd != -1)
 		close(sv->sv_lockfd);
 	sv->sv_lockfd = -1;
+	for (int i = 0; i < sv->sv_nmore; i++)
+		if (sv->sv_more[i].su_lockfd != -1)
+			close(sv->sv_more[i].su_lockfd);
+	sv->sv_nmore = 0;
 	return rc;
 }
 
+/* NBD_INFO_DESCRIPTION of an export. */
+static void
+describe(char *buf, size_t len, const char *image,
+    const struct rumpblk_unitinfo *ui)
+{
+	snprintf(buf, len, "rumpblk %s: %s, %s backend, %u-byte sectors",
+	    rumpblk_version(), image, rumpblk_backend_name(ui->ui_backend),
+	    ui->ui_secsize);
+}
+
 /*
- * The NBD server of the unit, listening on --socket and every --listen,
+ * The NBD server of the units, listening on --socket and every --listen,
  * and its URI.  0, or 1 said (and no server left).
  */
 static int
 start_listening(const struct serve_opts *o, struct serve *sv)
 {
 	struct nbd_server_config scfg;
-	char desc[512];
+	struct nbd_export_config more[SERVE_MAX_MORE];
+	char desc[1 + SERVE_MAX_MORE][512];
 	int error, i, port;
 
-	snprintf(desc, sizeof(desc), "rumpblk %s: %s, %s backend, %u-byte "
-	    "sectors", rumpblk_version(), o->so_image,
-	    rumpblk_backend_name(sv->sv_ui.ui_backend), sv->sv_ui.ui_secsize);
+	describe(desc[0], sizeof(desc[0]), o->so_image, &sv->sv_ui);
+	for (i = 0; i < sv->sv_nmore; i++) {
+		describe(desc[i + 1], sizeof(desc[i + 1]),
+		    o->so_more[i].sm_image, &sv->sv_more[i].su_ui);
+		more[i].unit = sv->sv_more[i].su_unit;
+		more[i].name = o->so_more[i].sm_name;
+		more[i].description = desc[i + 1];
+		more[i].read_only = o->so_read_only;
+	}
 	memset(&scfg, 0, sizeof(scfg));
 	scfg.rb = sv->sv_rb;
 	scfg.unit = sv->sv_unit;
 	scfg.name = o->so_export;
-	scfg.description = desc;
+	scfg.description = desc[0];
 	scfg.read_only = o->so_read_only;
+	scfg.more = more;
+	scfg.nmore = (unsigned)sv->sv_nmore;
 	scfg.copy_reads = o->so_copy_reads;
 	scfg.max_connections = (unsigned)o->so_max_conn;
 	scfg.max_handshakes = (unsigned)o->so_max_hs;
@@ -759,7 +831,7 @@ cmd_serve(int argc, char **argv)
 		goto close_sigfd;
 	if (create_instance(&o, &sv) != 0)
 		goto remove_image;
-	if (open_unit(&o, &sv) != 0)
+	if (open_units(&o, &sv) != 0)
 		goto close_instance;
 	/* Rules, log, replay and control socket, before any I/O. */
 	o.so_fault.fo_image = o.so_image;

@@ -15,6 +15,13 @@
 #include "tls.h"
 
 #define SERVE_MAX_LISTEN	4
+#define SERVE_MAX_MORE		15	/* --add-export */
+
+/* --add-export NAME=IMAGE: another unit, under its own export name. */
+struct serve_more {
+	char		*sm_name;	/* malloc'd */
+	const char	*sm_image;
+};
 
 /* What the command line asked for; read-only once parsed. */
 struct serve_opts {
@@ -23,6 +30,8 @@ struct serve_opts {
 	const char	*so_listen[SERVE_MAX_LISTEN]; /* --listen, in order */
 	int		so_nlisten;
 	const char	*so_export;	/* "" unless --export */
+	struct serve_more so_more[SERVE_MAX_MORE]; /* units 1, 2, ... */
+	int		so_nmore;
 	bool		so_read_only;
 	uint64_t	so_offset;
 	uint64_t	so_size;	/* RUMPBLK_SIZENOTSET: the rest */

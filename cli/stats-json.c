@@ -131,9 +131,23 @@ cli_powercut_json(FILE *f, const struct rumpblk_powercut *pc)
 	    pc->pc_bytes_lost);
 }
 
+/* A unit's write cache: its flush audit (rumpblk_cache_stats). */
+static void
+cache_json(FILE *f, int unit, const struct rumpblk_cache_stats *cs)
+{
+#define U(n)	fprintf(f, "\"" #n "\":%" PRIu64 ",", cs->cs_##n)
+	fprintf(f, "{\"unit\":%d,", unit);
+	U(size); U(dirty_bytes); U(dirty_max); U(dirty_writes);
+	U(bytes_written); U(bytes_durable); U(flushes); U(fua); U(destaged);
+	U(power_cuts);
+#undef U
+	latency_json(f, "durable_lat", &cs->cs_durable_lat);
+	fputc('}', f);
+}
+
 /*
- * The flush audit of the first unit with a write cache (the commands
- * serve one unit), or null.
+ * The flush audit of the first unit with a write cache (unit 0 of
+ * rumpblk serve), or null; every unit's is in "units".
  */
 static void
 write_cache_json(FILE *f, struct rumpblk *rb)
@@ -144,18 +158,10 @@ write_cache_json(FILE *f, struct rumpblk *rb)
 	for (unit = 0; unit < 64; unit++)
 		if (rumpblk_cache_stats(rb, unit, &cs) == 0)
 			break;
-	if (unit == 64) {
+	if (unit == 64)
 		fputs("null", f);
-		return;
-	}
-#define U(n)	fprintf(f, "\"" #n "\":%" PRIu64 ",", cs.cs_##n)
-	fprintf(f, "{\"unit\":%d,", unit);
-	U(size); U(dirty_bytes); U(dirty_max); U(dirty_writes);
-	U(bytes_written); U(bytes_durable); U(flushes); U(fua); U(destaged);
-	U(power_cuts);
-#undef U
-	latency_json(f, "durable_lat", &cs.cs_durable_lat);
-	fputc('}', f);
+	else
+		cache_json(f, unit, &cs);
 }
 
 /* The write log of the first unit with one, or null. */
@@ -352,11 +358,14 @@ units_json(FILE *f, struct rumpblk *rb, const struct rumpblk_conn_info *ci,
 #undef U
 		fputs("\"faults_class\":", f);
 		by_class_json(f, &st);
-		if (rumpblk_cache_stats(rb, (int)unit, &cs) == 0)
+		if (rumpblk_cache_stats(rb, (int)unit, &cs) == 0) {
 			fprintf(f, ",\"unflushed\":%" PRIu64 ",\"cache_size\":%"
-			    PRIu64, cs.cs_dirty_bytes, cs.cs_size);
-		else
-			fputs(",\"unflushed\":null,\"cache_size\":null", f);
+			    PRIu64 ",\"write_cache\":", cs.cs_dirty_bytes,
+			    cs.cs_size);
+			cache_json(f, (int)unit, &cs);
+		} else
+			fputs(",\"unflushed\":null,\"cache_size\":null,"
+			    "\"write_cache\":null", f);
 		fputs(",\"latency\":{", f);
 		latency_members(f, rb, (int)unit);
 		fputs("}}", f);

@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "control.h"
+#include "say.h"
 
 const char *progname = "rumpblk";
 
@@ -245,24 +246,7 @@ cli_parse_sectsize(const char *s, unsigned *shiftp)
 void
 cli_json_string(FILE *f, const char *s)
 {
-	const unsigned char *p = (const unsigned char *)s;
-
-	fputc('"', f);
-	for (; *p != '\0'; p++) {
-		switch (*p) {
-		case '"':	fputs("\\\"", f); break;
-		case '\\':	fputs("\\\\", f); break;
-		case '\n':	fputs("\\n", f); break;
-		case '\t':	fputs("\\t", f); break;
-		case '\r':	fputs("\\r", f); break;
-		default:
-			if (*p < 0x20)
-				fprintf(f, "\\u%04x", *p);
-			else
-				fputc(*p, f);
-		}
-	}
-	fputc('"', f);
+	fe_json_string(f, s);
 }
 
 const char *

@@ -20,4 +20,7 @@ int	fe_say(char *msg, size_t len, int error, const char *fmt, ...)
 void	fe_vlog(FILE *f, const char *fmt, va_list ap)
 	    __attribute__((format(printf, 2, 0)));
 
+/* s as a JSON string, quotes and escapes included. */
+void	fe_json_string(FILE *f, const char *s);
+
 #endif /* RUMPBLK_FE_SAY_H */

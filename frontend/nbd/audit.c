@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "nbd-int.h"
+#include "say.h"
 
 static unsigned
 bucket(uint64_t ns)
@@ -148,6 +149,11 @@ nbd_server_audit_json(struct nbd_server *s, FILE *f)
 		unlock(&c->c_lock);
 		fprintf(f, "%s{\"id\":%u,\"peer\":\"%s\",", first ? "" : ",",
 		    c->c_id, c->c_peer);
+		if (c->c_exp != NULL) {
+			fputs("\"export\":", f);
+			fe_json_string(f, c->c_exp->e_name);
+			fprintf(f, ",\"unit\":%d,", c->c_exp->e_unit);
+		}
 		audit_json(f, &a);
 		fputc('}', f);
 		first = false;

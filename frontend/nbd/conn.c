@@ -116,7 +116,7 @@ nbd_conn_serve(struct nbd_conn *c)
 	error = nbd_handshake(c);
 	/* handshake.c admits at GO and EXPORT_NAME; this is the backstop
 	 * (without a word to the client) for any other way out. */
-	if (error == 0 && !nbd_conn_admit(c))
+	if (error == 0 && (c->c_exp == NULL || !nbd_conn_admit(c, c->c_exp)))
 		error = EBUSY;
 	if (error != 0)
 		goto hangup;
@@ -140,7 +140,7 @@ nbd_conn_serve(struct nbd_conn *c)
 		char label[96];	/* the library keeps 63 bytes */
 
 		snprintf(label, sizeof(label), "nbd#%u %s", c->c_id, c->c_peer);
-		if (rumpblk_conn_open(s->s_cfg.rb, s->s_cfg.unit, label,
+		if (rumpblk_conn_open(s->s_cfg.rb, c->c_exp->e_unit, label,
 		    &hid) == 0)
 			(void)rumpblk_conn_bind(s->s_cfg.rb, hid);
 	}

@@ -64,7 +64,7 @@ static void
 reply_block_status(struct nbd_req *r, int error)
 {
 	struct nbd_conn *c = r->r_conn;
-	uint64_t sec = c->c_obey_bs ? c->c_srv->s_secsize : 1;
+	uint64_t sec = c->c_obey_bs ? c->c_exp->e_secsize : 1;
 	struct rumpblk_extents *ex =
 	    (struct rumpblk_extents *)(void *)r->r_data;
 	uint32_t *d = (uint32_t *)(void *)(r->r_data + BS_EXT_SIZE);
@@ -149,11 +149,10 @@ req_done(struct rumpblk_buf *bp)
 {
 	struct nbd_req *r = bp->b_private;
 	struct nbd_conn *c = r->r_conn;
-	struct nbd_server *s = c->c_srv;
 	int error = bp->b_error;
 
 	if (r->r_locked) {
-		fe_rl_unlock(&s->s_rl, &r->r_range);
+		fe_rl_unlock(&c->c_exp->e_rl, &r->r_range);
 		r->r_locked = false;
 	}
 	switch (r->r_type) {
@@ -193,7 +192,7 @@ req_submit(struct nbd_req *r, int flags, uint64_t off, size_t len, void *data)
 	struct rumpblk_buf *bp = &r->r_buf;
 
 	memset(bp, 0, sizeof(*bp));
-	bp->b_unit = s->s_cfg.unit;
+	bp->b_unit = c->c_exp->e_unit;
 	bp->b_flags = flags;
 	bp->b_blkno = (int64_t)(off >> RUMPBLK_DEV_BSHIFT);
 	bp->b_bcount = len;
@@ -219,7 +218,7 @@ sync_io(struct nbd_conn *c, int flags, uint64_t off, size_t len, void *data)
 	struct rumpblk_buf b;
 
 	memset(&b, 0, sizeof(b));
-	b.b_unit = s->s_cfg.unit;
+	b.b_unit = c->c_exp->e_unit;
 	b.b_flags = flags;
 	b.b_blkno = (int64_t)(off >> RUMPBLK_DEV_BSHIFT);
 	b.b_bcount = len;
@@ -253,14 +252,14 @@ static int
 rmw(struct nbd_conn *c, uint64_t off, uint32_t len, const char *src,
     int wflags)
 {
-	struct nbd_server *s = c->c_srv;
-	uint64_t sec = s->s_secsize, a = off & ~(sec - 1);
+	struct nbd_export *x = c->c_exp;
+	uint64_t sec = x->e_secsize, a = off & ~(sec - 1);
 	uint64_t e = (off + len + sec - 1) & ~(sec - 1);
 	struct fe_range rg;
 	char *buf;
 	int error = 0;
 
-	fe_rl_lock(&s->s_rl, &rg, a, e, true);
+	fe_rl_lock(&x->e_rl, &rg, a, e, true);
 	if (src == NULL && e - a > 4 * sec) {
 		/* Zeroes over a large range: the edges by read-modify-write,
 		 * the aligned middle with one ZERO. */
@@ -311,16 +310,16 @@ rmw(struct nbd_conn *c, uint64_t off, uint32_t len, const char *src,
 	}
 	free(buf);
 out:
-	fe_rl_unlock(&s->s_rl, &rg);
+	fe_rl_unlock(&x->e_rl, &rg);
 	return error;
 }
 
 /* 4. Dispatch. */
 
 static bool
-aligned(const struct nbd_server *s, uint64_t off, uint64_t len)
+aligned(const struct nbd_export *x, uint64_t off, uint64_t len)
 {
-	return ((off | len) & (s->s_secsize - 1)) == 0;
+	return ((off | len) & (x->e_secsize - 1)) == 0;
 }
 
 /* Flags each command accepts (FUA is accepted on every command). */
@@ -372,8 +371,9 @@ int
 nbd_dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 {
 	struct nbd_server *s = c->c_srv;
+	struct nbd_export *x = c->c_exp;
 	uint16_t type = be16toh(rq->type), flags = be16toh(rq->flags);
-	uint64_t off = be64toh(rq->offset), sec = s->s_secsize;
+	uint64_t off = be64toh(rq->offset), sec = x->e_secsize;
 	uint32_t len = be32toh(rq->len);
 	uint64_t a, e;
 	struct nbd_req *r;
@@ -383,8 +383,8 @@ nbd_dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 	if (type == NBD_CMD_DISC)
 		return ECONNRESET;
 	bad_flags = (flags & ~allowed_flags(c, type)) != 0;
-	past_end = off > s->s_size || len > s->s_size - off;
-	misaligned = c->c_obey_bs && !aligned(s, off, len);
+	past_end = off > x->e_size || len > x->e_size - off;
+	misaligned = c->c_obey_bs && !aligned(x, off, len);
 	/*
 	 * proto.md holds WRITE_ZEROES to the maximum block size too, but
 	 * nbdcopy zeroes the holes of a sparse source in longer requests,
@@ -393,13 +393,13 @@ nbd_dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 	 */
 	too_big = len > NBD_MAX_PAYLOAD && (type == NBD_CMD_READ ||
 	    type == NBD_CMD_WRITE);
-	fua = (flags & NBD_CMD_FLAG_FUA) && !s->s_ro ? RUMPBLK_B_FUA : 0;
+	fua = (flags & NBD_CMD_FLAG_FUA) && !x->e_ro ? RUMPBLK_B_FUA : 0;
 	a = off & ~(sec - 1);
 	e = past_end ? a : (off + len + sec - 1) & ~(sec - 1);
 
 	/* Errors found before any I/O. */
 	if (type == NBD_CMD_WRITE) {
-		if (s->s_ro)
+		if (x->e_ro)
 			error = EPERM;
 		else if (bad_flags || misaligned || too_big)
 			error = EINVAL;
@@ -412,10 +412,10 @@ nbd_dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 		if (!(c->c_tflags & NBD_FLAG_SEND_FLUSH) || bad_flags)
 			error = EINVAL;
 	} else if (type == NBD_CMD_TRIM || type == NBD_CMD_WRITE_ZEROES) {
-		if (s->s_ro)
+		if (x->e_ro)
 			error = EPERM;
 		else if (bad_flags || misaligned || too_big ||
-		    (type == NBD_CMD_TRIM && !s->s_can_trim))
+		    (type == NBD_CMD_TRIM && !x->e_can_trim))
 			error = EINVAL;
 		else if (past_end)
 			error = type == NBD_CMD_TRIM ? EINVAL : ENOSPC;
@@ -455,7 +455,7 @@ nbd_dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 		bflags = RUMPBLK_B_READ;
 		/* Big reads (and every read of a slow backend) go to the
 		 * pool, so that the reader goes on; small ones run here. */
-		if (s->s_async_reads || e - a > NBD_INLINE_READ_MAX)
+		if (x->e_async_reads || e - a > NBD_INLINE_READ_MAX)
 			bflags |= RUMPBLK_B_ASYNC;
 		/* Sent from the driver's memory where it lends (nbd.h,
 		 * copy_reads); GnuTLS would read it in userspace, where a
@@ -474,13 +474,13 @@ nbd_dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 			unlock(&c->c_lock);
 			return error;
 		}
-		if (!aligned(s, off, len)) {
+		if (!aligned(x, off, len)) {
 			error = rmw(c, off, len, r->r_data,
 			    RUMPBLK_B_WRITE | RUMPBLK_B_ASYNC | fua);
 			finish_now(r, error);
 			return 0;
 		}
-		fe_rl_lock(&s->s_rl, &r->r_range, off, off + len, false);
+		fe_rl_lock(&x->e_rl, &r->r_range, off, off + len, false);
 		r->r_locked = true;
 		req_submit(r, RUMPBLK_B_WRITE | RUMPBLK_B_ASYNC | fua, off, len,
 		    r->r_data);
@@ -504,7 +504,7 @@ flush:
 			finish_now(r, 0);
 			return 0;
 		}
-		fe_rl_lock(&s->s_rl, &r->r_range, a, e, false);
+		fe_rl_lock(&x->e_rl, &r->r_range, a, e, false);
 		r->r_locked = true;
 		req_submit(r, RUMPBLK_B_TRIM | RUMPBLK_B_ASYNC | fua, a, e - a,
 		    NULL);
@@ -515,14 +515,14 @@ flush:
 			return ENOMEM;
 		bflags = RUMPBLK_B_ZERO | RUMPBLK_B_ASYNC | fua |
 		    (flags & NBD_CMD_FLAG_NO_HOLE ? RUMPBLK_B_NOHOLE : 0);
-		if (!aligned(s, off, len)) {
+		if (!aligned(x, off, len)) {
 			error = rmw(c, off, len, NULL, (bflags &
 			    ~(RUMPBLK_B_ZERO | RUMPBLK_B_NOHOLE)) |
 			    RUMPBLK_B_WRITE);
 			finish_now(r, error);
 			return 0;
 		}
-		fe_rl_lock(&s->s_rl, &r->r_range, off, off + len, false);
+		fe_rl_lock(&x->e_rl, &r->r_range, off, off + len, false);
 		r->r_locked = true;
 		req_submit(r, bflags, off, len, NULL);
 		return 0;

@@ -108,6 +108,7 @@ opt_info(struct nbd_conn *c, uint32_t opt, const unsigned char *d,
     uint32_t len)
 {
 	struct nbd_server *s = c->c_srv;
+	struct nbd_export *e;
 	uint32_t namelen, i;
 	uint16_t nreq, flags;
 	bool want_bs = false, want_name = false, want_desc = false;
@@ -132,40 +133,67 @@ opt_info(struct nbd_conn *c, uint32_t opt, const unsigned char *d,
 		}
 	}
 
-	if (opt == NBD_OPT_GO && !nbd_conn_admit(c))
+	if ((e = nbd_export_find(s, (const char *)d + 4, namelen)) == NULL)
+		return send_error(c, opt, NBD_REP_ERR_UNKNOWN, "no export "
+		    "of that name on this server (NBD_OPT_LIST lists them)");
+	if (opt == NBD_OPT_GO && !nbd_conn_admit(c, e))
 		return send_error(c, opt, NBD_REP_ERR_POLICY, "too many "
 		    "clients connected (--max-connections); try again later");
-	flags = nbd_server_tflags(s, c->c_structured);
-	size = htobe64(s->s_size);
+	flags = nbd_export_tflags(e, c->c_structured);
+	size = htobe64(e->e_size);
 	memcpy(ex, &size, 8);
 	flags = htobe16(flags);
 	memcpy(ex + 8, &flags, 2);
 	if ((error = send_info(c, opt, NBD_INFO_EXPORT, ex, sizeof(ex))) != 0)
 		return error;
 	/* Sent whether asked or not: clients that did not ask ignore it. */
-	v = htobe32(s->s_bytegran ? 1 : s->s_secsize);
+	v = htobe32(s->s_bytegran ? 1 : e->e_secsize);
 	memcpy(bs, &v, 4);
-	v = htobe32(s->s_secsize > 4096 ? s->s_secsize : 4096);
+	v = htobe32(e->e_secsize > 4096 ? e->e_secsize : 4096);
 	memcpy(bs + 4, &v, 4);
 	v = htobe32(NBD_MAX_PAYLOAD);
 	memcpy(bs + 8, &v, 4);
 	if ((error = send_info(c, opt, NBD_INFO_BLOCK_SIZE, bs,
 	    sizeof(bs))) != 0)
 		return error;
-	if (want_name && (error = send_info(c, opt, NBD_INFO_NAME, s->s_name,
-	    strlen(s->s_name))) != 0)
+	if (want_name && (error = send_info(c, opt, NBD_INFO_NAME, e->e_name,
+	    strlen(e->e_name))) != 0)
 		return error;
-	if (want_desc && s->s_desc != NULL && (error = send_info(c, opt,
-	    NBD_INFO_DESCRIPTION, s->s_desc, strlen(s->s_desc))) != 0)
+	if (want_desc && e->e_desc != NULL && (error = send_info(c, opt,
+	    NBD_INFO_DESCRIPTION, e->e_desc, strlen(e->e_desc))) != 0)
 		return error;
 	if ((error = send_reply(c, opt, NBD_REP_ACK, NULL, 0)) != 0)
 		return error;
 	if (opt == NBD_OPT_GO) {
 		c->c_obey_bs = want_bs && !s->s_bytegran;
-		c->c_tflags = nbd_server_tflags(s, c->c_structured);
+		c->c_tflags = nbd_export_tflags(e, c->c_structured);
 		return 1;
 	}
 	return 0;
+}
+
+/* LIST: one NBD_REP_SERVER an export, then the ACK. */
+static int
+opt_list(struct nbd_conn *c)
+{
+	struct nbd_server *s = c->c_srv;
+	unsigned char buf[4 + 4096];
+	uint32_t be;
+	size_t n;
+	int error;
+
+	for (unsigned i = 0; i < s->s_nexp; i++) {
+		n = strlen(s->s_exp[i].e_name);
+		if (n > sizeof(buf) - 4)
+			n = sizeof(buf) - 4;	/* the protocol's bound */
+		be = htobe32((uint32_t)n);
+		memcpy(buf, &be, 4);
+		memcpy(buf + 4, s->s_exp[i].e_name, n);
+		if ((error = send_reply(c, NBD_OPT_LIST, NBD_REP_SERVER, buf,
+		    4 + n)) != 0)
+			return error;
+	}
+	return send_reply(c, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
 }
 
 /*
@@ -373,17 +401,26 @@ nbd_handshake(struct nbd_conn *c)
 				uint16_t	flags;
 				char		zeroes[124];
 			} __attribute__((packed)) ex;
+			struct nbd_export *e;
 
-			if ((error = skip(c, len)) != 0)
+			if ((error = nbd_conn_read(c, data, len)) != 0)
 				goto out;
-			if (!nbd_conn_admit(c)) {
+			if ((e = nbd_export_find(s, (const char *)data,
+			    len)) == NULL) {
+				nbd_log(s, "client %s asked for an export "
+				    "this server does not have; "
+				    "disconnecting it", c->c_peer);
+				error = ENOENT;
+				goto out;
+			}
+			if (!nbd_conn_admit(c, e)) {
 				error = EBUSY;
 				goto out;
 			}
 			c->c_obey_bs = false;
-			c->c_tflags = nbd_server_tflags(s, c->c_structured);
+			c->c_tflags = nbd_export_tflags(e, c->c_structured);
 			memset(&ex, 0, sizeof(ex));
-			ex.size = htobe64(s->s_size);
+			ex.size = htobe64(e->e_size);
 			ex.flags = htobe16(c->c_tflags);
 			iov.iov_base = &ex;
 			iov.iov_len = c->c_no_zeroes ? 10 : sizeof(ex);
@@ -404,19 +441,8 @@ nbd_handshake(struct nbd_conn *c)
 					goto out;
 				break;
 			}
-			{
-				size_t n = strlen(s->s_name);
-				unsigned char buf[4 + 4096];
-				uint32_t be = htobe32((uint32_t)n);
-
-				memcpy(buf, &be, 4);
-				memcpy(buf + 4, s->s_name, n);
-				if ((error = send_reply(c, opt, NBD_REP_SERVER,
-				    buf, 4 + n)) != 0 ||
-				    (error = send_reply(c, opt, NBD_REP_ACK,
-				    NULL, 0)) != 0)
-					goto out;
-			}
+			if ((error = opt_list(c)) != 0)
+				goto out;
 			break;
 		case NBD_OPT_STRUCTURED_REPLY:
 			if (len != 0) {

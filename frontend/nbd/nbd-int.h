@@ -102,6 +102,20 @@ struct nbd_audit {
 	uint64_t	a_hist[RUMPBLK_LAT_BUCKETS];
 };
 
+/* One export (struct nbd_export_config, or the config's own unit). */
+struct nbd_export {
+	char		*e_name;	/* ( */
+	char		*e_desc;	/* ( may be NULL */
+	int		e_unit;		/* ( */
+	struct rumpblk_unitinfo e_ui;	/* ( */
+	uint64_t	e_size;		/* ( bytes */
+	unsigned	e_secsize;	/* ( bytes */
+	bool		e_ro;		/* ( read-only export */
+	bool		e_can_trim;	/* ( */
+	bool		e_async_reads;	/* ( every read through the pool */
+	struct fe_rangelock e_rl;
+};
+
 /*
  * Locks: s = s_lock, a = atomic, ( = set at create / before run.
  * Lock order: s_lock before any connection's c_lock (the reset event
@@ -111,17 +125,10 @@ struct nbd_server {
 	pthread_mutex_t	s_lock;
 	pthread_cond_t	s_cv;		/* s: a connection ended */
 	struct nbd_server_config s_cfg;	/* ( strings copied below */
-	char		*s_name;	/* ( */
-	char		*s_desc;	/* ( may be NULL */
-	struct rumpblk_unitinfo s_ui;	/* ( */
-	uint64_t	s_size;		/* ( bytes */
-	unsigned	s_secsize;	/* ( bytes */
+	struct nbd_export *s_exp;	/* ( [0]: the config's unit */
+	unsigned	s_nexp;		/* ( */
 	bool		s_bytegran;	/* ( cfg->byte_granular */
-	bool		s_ro;		/* ( read-only export */
-	bool		s_can_trim;	/* ( */
-	bool		s_async_reads;	/* ( every read through the pool */
 	size_t		s_max_inflight;	/* ( */
-	struct fe_rangelock s_rl;
 	int		s_lfd[NBD_MAX_LISTENERS]; /* ( listeners */
 	char		*s_lpath[NBD_MAX_LISTENERS]; /* ( Unix paths */
 	int		s_nlfd;		/* ( */
@@ -202,6 +209,9 @@ struct nbd_req {
  */
 struct nbd_conn {
 	struct nbd_server *c_srv;	/* ( */
+	/* The export it asked for: s, and h (set at admission, before any
+	 * request; NULL while it negotiates). */
+	struct nbd_export *c_exp;
 	int		c_fd;		/* ( */
 	bool		c_is_tcp;	/* ( */
 	pthread_t	c_reader;	/* ( */
@@ -274,13 +284,24 @@ unlock(pthread_mutex_t *m)
 /* server.c */
 /*
  * Admit a connection whose client asked to start transmission (GO,
- * EXPORT_NAME): true, and it counts against max_connections from now
- * on and is no longer under the handshake's deadline; or false (logged)
+ * EXPORT_NAME) of export e: true, and it is e's (c_exp), counts
+ * against max_connections from now on and is no longer under the
+ * handshake's deadline; or false (logged)
  * when max_connections clients are in transmission already, or it was
  * closed for its deadline or a newer handshake.  Again true once
  * admitted.  Reader thread.
  */
-bool	nbd_conn_admit(struct nbd_conn *);
+bool	nbd_conn_admit(struct nbd_conn *, struct nbd_export *);
+/*
+ * The export a client names (len bytes, not NUL-ended): with one export
+ * that one, whatever the name; else "" or the first's name for the
+ * first, each other by its name, and NULL for any other name.
+ */
+struct nbd_export *nbd_export_find(struct nbd_server *, const char *name,
+	    size_t len);
+/* Transmission flags an export advertises (structured replies
+ * negotiated or not). */
+uint16_t nbd_export_tflags(const struct nbd_export *, bool structured);
 
 /* conn.c */
 /* CLOCK_MONOTONIC, in nanoseconds. */

@@ -1,6 +1,7 @@
 /*
- * rumpblk's NBD server: one export (a rumpblk unit) served to any number
- * of clients over Unix and TCP sockets, by the fixed newstyle protocol.
+ * rumpblk's NBD server: one export (a rumpblk unit), or several units of
+ * one instance each under its name, served to any number of clients over
+ * Unix and TCP sockets, by the fixed newstyle protocol.
  *
  * This is the interface the rumpblk(1) command (cli/serve.c), the tests
  * and the fuzz targets use.  The server is a caller of the public
@@ -35,12 +36,32 @@
 
 struct nbd_tls;
 
+/* One more export: a unit of the same instance under a name. */
+struct nbd_export_config {
+	int		unit;
+	const char	*name;		/* not "", unique */
+	const char	*description;	/* NBD_INFO_DESCRIPTION, or NULL */
+	bool		read_only;	/* refuse writes even if the unit can */
+};
+
 struct nbd_server_config {
 	struct rumpblk	*rb;		/* the instance; the caller owns it */
 	int		unit;		/* the exported unit */
 	const char	*name;		/* export name LIST reports ("") */
 	const char	*description;	/* NBD_INFO_DESCRIPTION, or NULL */
 	bool		read_only;	/* refuse writes even if the unit can */
+	/*
+	 * More exports (nmore of them; 0: none).  With none, a client gets
+	 * the unit above whatever export name it asks for (DESIGN.md §6).
+	 * With some, it picks one by name: "" and the name above are the
+	 * unit above, each of these is its own, and a name that is none of
+	 * them is refused (NBD_REP_ERR_UNKNOWN to INFO and GO; EXPORT_NAME,
+	 * which has no error reply, ends the connection).  LIST lists them
+	 * all.  Each export has its own range lock and read-only state; a
+	 * unit reset drops the connections of its export only.
+	 */
+	const struct nbd_export_config *more;
+	unsigned	nmore;
 	unsigned	max_connections; /* clients in transmission; 0: 64 */
 	/*
 	 * Admission (server.c): connections still in the handshake are
@@ -84,14 +105,15 @@ struct nbd_server_config {
 struct nbd_server;
 
 /*
- * Create a server for one unit.  The unit must stay registered, and the
- * instance alive, until nbd_server_destroy().  The server subscribes to
- * the instance's events: when the unit is reset (rumpblk_unit_reset(),
+ * Create a server for its units.  The units must stay registered, and
+ * the instance alive, until nbd_server_destroy().  The server subscribes
+ * to the instance's events: when a unit is reset (rumpblk_unit_reset(),
  * RUMPBLK_EVENT_RESET), every connection to it is dropped at once, its
  * requests in flight completing in the library and their replies
- * discarded; clients that connect afterwards are served as usual.
- * Errors: the rumpblk_unitinfo() error, ENOMEM, the pipe or eventfd
- * error.
+ * discarded; clients that connect afterwards are served as usual, and
+ * the connections of other units, and those still negotiating, are left
+ * alone.  Errors: the rumpblk_unitinfo() error, EINVAL (an extra export
+ * named "" or twice), ENOMEM, the pipe or eventfd error.
  */
 int	nbd_server_create(const struct nbd_server_config *,
 	    struct nbd_server **);
@@ -123,7 +145,7 @@ int	nbd_server_run(struct nbd_server *, int extra_fd);
 
 /*
  * The flush audit as one JSON object: {"connections":[{"id","peer",
- * "bytes_written","bytes_durable","flushes","fua","unflushed",
+ * "export","unit","bytes_written","bytes_durable","flushes","fua","unflushed",
  * "unflushed_max","flush_age_hist"},...],"ended":{"connections",
  * "left_unflushed", and the same counters summed}}.  Any thread.
  */
@@ -142,10 +164,6 @@ int	nbd_serve_fd(struct nbd_server *, int fd);
 /* End the event subscription, close the listeners (removing Unix socket
  * files) and free.  Not from an event callback. */
 void	nbd_server_destroy(struct nbd_server *);
-
-/* Transmission flags the export advertises (structured replies
- * negotiated or not). */
-uint16_t nbd_server_tflags(const struct nbd_server *, bool structured);
 
 /*
  * errno → NBD error value, through the one table below

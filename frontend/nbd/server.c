@@ -55,11 +55,13 @@
  * shutdown timeout.
  *
  * Unit reset: the server subscribes to the instance's events from create
- * to destroy.  RUMPBLK_EVENT_RESET for its unit drops every connection
- * at once (nbd_conn_reset: shut the socket down, discard the replies),
- * in the thread that raised the event and without waiting for anything,
- * under s_lock so that no connection is freed meanwhile.  Clients that
- * connect afterwards are served as usual.
+ * to destroy.  RUMPBLK_EVENT_RESET for a unit it exports drops every
+ * connection to that unit's export at once (nbd_conn_reset: shut the
+ * socket down, discard the replies), in the thread that raised the
+ * event and without waiting for anything, under s_lock so that no
+ * connection is freed meanwhile.  Connections to other exports, and
+ * those still negotiating (no export yet: they have sent no request),
+ * are left alone.  Clients that connect afterwards are served as usual.
  *
  * Contents: events; create, listeners, stop; admission; connection
  * threads, reaping; the accept loop; nbd_serve_fd; destroy.
@@ -92,21 +94,108 @@ server_event(void *arg, int unit, int event)
 	struct nbd_conn *c;
 	unsigned n = 0;
 
-	if (event != RUMPBLK_EVENT_RESET || unit != s->s_cfg.unit)
+	if (event != RUMPBLK_EVENT_RESET)
 		return;
 	pthread_mutex_lock(&s->s_lock);
 	for (c = s->s_conns; c != NULL; c = c->c_next) {
-		if (c->c_ended)
+		if (c->c_ended || c->c_exp == NULL || c->c_exp->e_unit != unit)
 			continue;
 		nbd_conn_reset(c);
 		n++;
 	}
 	for (c = s->s_conns; c != NULL; c = c->c_next)
-		if (!c->c_ended)
+		if (!c->c_ended && c->c_exp != NULL &&
+		    c->c_exp->e_unit == unit)
 			nbd_conn_reset_fence(c);
 	pthread_mutex_unlock(&s->s_lock);
-	nbd_log(s, "unit %d was reset: dropped %u connection%s", unit, n,
-	    n == 1 ? "" : "s");
+	for (unsigned i = 0; i < s->s_nexp; i++)
+		if (s->s_exp[i].e_unit == unit) {
+			nbd_log(s, "unit %d was reset: dropped %u "
+			    "connection%s", unit, n, n == 1 ? "" : "s");
+			break;
+		}
+}
+
+static void
+export_fini(struct nbd_export *e)
+{
+	fe_rl_fini(&e->e_rl);
+	free(e->e_desc);
+	free(e->e_name);
+}
+
+/* One export from its config; 0 or an errno, nothing to undo then. */
+static int
+export_init(struct nbd_server *s, struct nbd_export *e,
+    const struct nbd_export_config *ec)
+{
+	int error;
+
+	memset(e, 0, sizeof(*e));
+	if ((error = rumpblk_unitinfo(s->s_cfg.rb, ec->unit, &e->e_ui)) != 0)
+		return error;
+	if ((e->e_name = strdup(ec->name != NULL ? ec->name : "")) == NULL ||
+	    (ec->description != NULL &&
+	    (e->e_desc = strdup(ec->description)) == NULL)) {
+		free(e->e_name);
+		return ENOMEM;
+	}
+	e->e_unit = ec->unit;
+	e->e_size = e->e_ui.ui_size;
+	e->e_secsize = e->e_ui.ui_secsize;
+	e->e_ro = ec->read_only || (e->e_ui.ui_mode & RUMPBLK_FWRITE) == 0;
+	/* A remote backing passes TRIM on (or says EOPNOTSUPP, which a
+	 * TRIM, advice, answers with success). */
+	e->e_can_trim = e->e_ui.ui_ftype == RUMPBLK_FT_REG ||
+	    e->e_ui.ui_ftype == RUMPBLK_FT_BLK ||
+	    e->e_ui.ui_ftype == RUMPBLK_FT_NBD ||
+	    e->e_ui.ui_ftype == RUMPBLK_FT_RBD;
+	/* O_DIRECT reads wait for the device: never in the reader. */
+	e->e_async_reads = e->e_ui.ui_backend == RUMPBLK_BACKEND_DIRECT;
+	fe_rl_init(&e->e_rl);
+	return 0;
+}
+
+/* The config's exports: its own unit first, then cfg->more. */
+static int
+exports_init(struct nbd_server *s, const struct nbd_server_config *cfg)
+{
+	struct nbd_export_config ec;
+	unsigned i, j;
+	int error;
+
+	for (i = 0; i < cfg->nmore; i++) {
+		if (cfg->more[i].name == NULL || cfg->more[i].name[0] == '\0' ||
+		    (cfg->name != NULL &&
+		    strcmp(cfg->more[i].name, cfg->name) == 0))
+			return EINVAL;
+		for (j = 0; j < i; j++)
+			if (strcmp(cfg->more[i].name, cfg->more[j].name) == 0)
+				return EINVAL;
+	}
+	if ((s->s_exp = calloc(cfg->nmore + 1, sizeof(*s->s_exp))) == NULL)
+		return ENOMEM;
+	for (i = 0; i <= cfg->nmore; i++) {
+		if (i == 0) {
+			ec.unit = cfg->unit;
+			ec.name = cfg->name;
+			ec.description = cfg->description;
+			ec.read_only = cfg->read_only;
+		} else
+			ec = cfg->more[i - 1];
+		if ((error = export_init(s, &s->s_exp[i], &ec)) != 0)
+			return error;
+		s->s_nexp++;
+	}
+	return 0;
+}
+
+static void
+exports_fini(struct nbd_server *s)
+{
+	for (unsigned i = 0; i < s->s_nexp; i++)
+		export_fini(&s->s_exp[i]);
+	free(s->s_exp);
 }
 
 int
@@ -119,27 +208,11 @@ nbd_server_create(const struct nbd_server_config *cfg,
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return ENOMEM;
 	s->s_cfg = *cfg;
+	s->s_cfg.more = NULL;		/* copied into s_exp */
 	s->s_stoppipe[0] = s->s_stoppipe[1] = s->s_wakefd = -1;
-	if ((error = rumpblk_unitinfo(cfg->rb, cfg->unit, &s->s_ui)) != 0)
+	if ((error = exports_init(s, cfg)) != 0)
 		goto fail;
-	error = ENOMEM;
-	if ((s->s_name = strdup(cfg->name != NULL ? cfg->name : "")) == NULL)
-		goto fail;
-	if (cfg->description != NULL &&
-	    (s->s_desc = strdup(cfg->description)) == NULL)
-		goto fail;
-	s->s_size = s->s_ui.ui_size;
-	s->s_secsize = s->s_ui.ui_secsize;
 	s->s_bytegran = cfg->byte_granular;
-	s->s_ro = cfg->read_only || (s->s_ui.ui_mode & RUMPBLK_FWRITE) == 0;
-	/* A remote backing passes TRIM on (or says EOPNOTSUPP, which a
-	 * TRIM, advice, answers with success). */
-	s->s_can_trim = s->s_ui.ui_ftype == RUMPBLK_FT_REG ||
-	    s->s_ui.ui_ftype == RUMPBLK_FT_BLK ||
-	    s->s_ui.ui_ftype == RUMPBLK_FT_NBD ||
-	    s->s_ui.ui_ftype == RUMPBLK_FT_RBD;
-	/* O_DIRECT reads wait for the device: never in the reader. */
-	s->s_async_reads = s->s_ui.ui_backend == RUMPBLK_BACKEND_DIRECT;
 	s->s_max_inflight = cfg->max_inflight != 0 ? cfg->max_inflight :
 	    NBD_MAX_PAYLOAD + (1u << 20);
 	if (s->s_cfg.max_connections == 0)
@@ -159,7 +232,6 @@ nbd_server_create(const struct nbd_server_config *cfg,
 	}
 	pthread_mutex_init(&s->s_lock, NULL);
 	pthread_cond_init(&s->s_cv, NULL);
-	fe_rl_init(&s->s_rl);
 	/* Last: the callback may run as soon as this returns. */
 	if ((error = rumpblk_event_subscribe(cfg->rb, server_event, s,
 	    &s->s_evid)) != 0)
@@ -167,7 +239,6 @@ nbd_server_create(const struct nbd_server_config *cfg,
 	*sp = s;
 	return 0;
 fini_locks:
-	fe_rl_fini(&s->s_rl);
 	pthread_cond_destroy(&s->s_cv);
 	pthread_mutex_destroy(&s->s_lock);
 fail:
@@ -177,23 +248,34 @@ fail:
 		close(s->s_stoppipe[0]);
 		close(s->s_stoppipe[1]);
 	}
-	free(s->s_desc);
-	free(s->s_name);
+	exports_fini(s);
 	free(s);
 	return error;
 }
 
+struct nbd_export *
+nbd_export_find(struct nbd_server *s, const char *name, size_t len)
+{
+	if (s->s_nexp == 1 || len == 0)
+		return &s->s_exp[0];
+	for (unsigned i = 0; i < s->s_nexp; i++)
+		if (strlen(s->s_exp[i].e_name) == len &&
+		    memcmp(s->s_exp[i].e_name, name, len) == 0)
+			return &s->s_exp[i];
+	return NULL;
+}
+
 uint16_t
-nbd_server_tflags(const struct nbd_server *s, bool structured)
+nbd_export_tflags(const struct nbd_export *e, bool structured)
 {
 	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_CAN_MULTI_CONN;
 
-	if (s->s_ro)
+	if (e->e_ro)
 		f |= NBD_FLAG_READ_ONLY;
 	else {
 		f |= NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA |
 		    NBD_FLAG_SEND_WRITE_ZEROES;
-		if (s->s_can_trim)
+		if (e->e_can_trim)
 			f |= NBD_FLAG_SEND_TRIM;
 	}
 	/* Every READ reply is one data chunk, so DF costs nothing. */
@@ -497,7 +579,7 @@ expire_handshakes(struct nbd_server *s)
 }
 
 bool
-nbd_conn_admit(struct nbd_conn *c)
+nbd_conn_admit(struct nbd_conn *c, struct nbd_export *e)
 {
 	struct nbd_server *s = c->c_srv;
 	unsigned quiet;
@@ -507,6 +589,7 @@ nbd_conn_admit(struct nbd_conn *c)
 	pthread_mutex_lock(&s->s_lock);
 	switch (c->c_adm) {
 	case NBD_ADM_ADMITTED:
+		c->c_exp = e;
 		ok = true;
 		break;
 	case NBD_ADM_CLOSED:
@@ -518,6 +601,7 @@ nbd_conn_admit(struct nbd_conn *c)
 			break;
 		}
 		hs_remove_locked(s, c);
+		c->c_exp = e;
 		c->c_adm = NBD_ADM_ADMITTED;
 		s->s_ntrans++;
 		ok = true;
@@ -805,10 +889,8 @@ nbd_server_destroy(struct nbd_server *s)
 	close(s->s_stoppipe[0]);
 	close(s->s_stoppipe[1]);
 	close(s->s_wakefd);
-	fe_rl_fini(&s->s_rl);
 	pthread_cond_destroy(&s->s_cv);
 	pthread_mutex_destroy(&s->s_lock);
-	free(s->s_desc);
-	free(s->s_name);
+	exports_fini(s);
 	free(s);
 }

@@ -19,6 +19,9 @@
 # 5. power-cut rules by range, after/every, count, p=0 and p=1, each
 #    cutting at the write the rule names (its id in the fault log).
 # 6. The flush audit that --stats FILE has at exit.
+# 7. Two units of one server (--add-export): a cut of one, by ctl and by
+#    a rule with unit=, drops its connections and resolves its cache
+#    only; the other's clients go on, its unflushed writes still there.
 # Every server is started with --pidfile and ended by its PID; every wait
 # is bounded.  It runs under the system python3, which has libnbd.
 
@@ -69,8 +72,9 @@ class Server:
         with open(self.errpath) as f:
             return f.read()
 
-    def client(self):
+    def client(self, export=""):
         h = nbd.NBD()
+        h.set_export_name(export)
         h.connect_unix(self.sock)
         return h
 
@@ -579,6 +583,122 @@ def cut_rules(rumpblk, tmp):
     check(died == [0, 0], "p=1: dropped at %s, not [0, 0]" % died)
     at(lines, "always", [(8192, 4096), (16384, 512)])
 
+def second_unit(rumpblk, tmp):
+    """Two units of one server: IMAGE (unit 0, export "") and
+    --add-export bee=IMAGE2 (unit 1).  A cut of one leaves the other's
+    connections, cache, medium and counters alone, whether the cut comes
+    from "ctl power-cut [unit=N]" or from a power-cut rule with unit=."""
+    K = 4096
+    imgs = [os.path.join(tmp, n) for n in ("two-a.img", "two-b.img")]
+    for img in imgs:
+        with open(img, "wb") as f:
+            f.truncate(SIZE)
+    s = Server(rumpblk, tmp, "two", imgs[0], "--add-export",
+               "bee=" + imgs[1])
+    try:
+        # LIST names both; a name that is neither is refused.
+        h = nbd.NBD()
+        h.set_opt_mode(True)
+        h.connect_unix(s.sock)
+        names = []
+        h.opt_list(lambda name, desc: names.append(name) or 0)
+        h.opt_abort()
+        check(names == ["", "bee"], "two: LIST gave %s" % names)
+        try:
+            s.client("nope")
+            check(False, "two: export 'nope' was served")
+        except nbd.Error:
+            pass
+
+        ha, hb = s.client(), s.client("bee")
+        check(ha.get_export_name() == "" and
+              hb.get_export_name() == "bee", "two: export names")
+        ha.pwrite(b"A" * K, 0)
+        hb.pwrite(b"B" * K, 0)
+        ha.flush()
+        hb.flush()
+        ha.pwrite(b"a" * K, K)      # unflushed, unit 0
+        hb.pwrite(b"b" * K, K)      # unflushed, unit 1
+        hb.pwrite(b"c" * K, 2 * K)  # unflushed, unit 1
+
+        rc, out, err = s.ctl_cmd("power-cut", "model=lose")
+        check(rc == 0, "two: ctl power-cut: %s %s" % (out, err))
+        ans = json.loads(out)
+        check(ans["unit"] == 0 and ans["power_cut"]["unflushed"] == 1 and
+              ans["power_cut"]["lost"] == 1,
+              "two: the cut of unit 0 answered %s" % out)
+        buf = nbd.Buffer(K)
+        try:
+            cookies = [ha.aio_pread(buf, 0)]
+        except nbd.Error:
+            cookies = []
+        expect_dead(ha, cookies, "two: unit 0's client")
+        # Unit 1's client was not dropped: its unflushed writes are
+        # still in its cache, and its medium has only the flushed one.
+        check(not hb.aio_is_dead() and hb.pread(3 * K, 0) ==
+              b"B" * K + b"b" * K + b"c" * K,
+              "two: unit 1's client lost its connection or its data")
+        with open(imgs[1], "rb") as f:
+            check(f.read(3 * K) == b"B" * K + bytes(2 * K),
+                  "two: unit 1's medium changed at unit 0's cut")
+        rc, out, err = s.ctl_cmd("stats")
+        units = json.loads(out)["stats"]["units"]
+        wc = [u["write_cache"] for u in units]
+        check(wc[0]["power_cuts"] == 1 and wc[0]["dirty_bytes"] == 0 and
+              wc[1]["power_cuts"] == 0 and wc[1]["dirty_bytes"] == 2 * K,
+              "two: the caches after unit 0's cut: %s" % wc)
+        ha = s.client()
+        check(ha.pread(2 * K, 0) == b"A" * K + bytes(K),
+              "two: unit 0 after its cut")
+
+        # unit=1, model keep: its two unflushed writes persist; unit 0's
+        # new client goes on.
+        rc, out, err = s.ctl_cmd("power-cut", "model=keep", "unit=1")
+        ans = json.loads(out)
+        check(rc == 0 and ans["unit"] == 1 and
+              ans["power_cut"]["persisted"] == 2,
+              "two: the cut of unit 1 answered %s %s" % (out, err))
+        try:
+            cookies = [hb.aio_pread(buf, 0)]
+        except nbd.Error:
+            cookies = []
+        expect_dead(hb, cookies, "two: unit 1's client")
+        ha.pwrite(b"d" * K, 3 * K)
+        check(ha.pread(K, 3 * K) == b"d" * K,
+              "two: unit 0's client after unit 1's cut")
+        hb = s.client("bee")
+        check(hb.pread(3 * K, 0) == b"B" * K + b"b" * K + b"c" * K,
+              "two: unit 1 after its cut (keep)")
+
+        # A rule with unit=1 fires on unit 1's write only.
+        rc, out, err = s.ctl_cmd("fault", "add",
+                                 "power-cut,unit=1,op=write,count=1")
+        check(rc == 0, "two: fault add: %s %s" % (out, err))
+        check(try_write(ha, b"e" * K, 4 * K, "two") == "ok",
+              "two: unit 0's write under unit 1's rule")
+        check(try_write(hb, b"f" * K, 4 * K, "two") == "dead",
+              "two: unit 1's write did not cut its power")
+        check(not ha.aio_is_dead() and ha.pread(K, 4 * K) == b"e" * K,
+              "two: unit 0's client after the rule's cut of unit 1")
+        ha.flush()
+        ha.shutdown()
+        lines = cut_lines(s.log)
+        check([x["unit"] for x in lines] == [0, 1, 1],
+              "two: the cuts in the fault log: %s" % lines)
+        check(s.errors().count("unit 0 was reset: dropped 1 connection\n")
+              == 1 and s.errors().count("unit 1 was reset: dropped 1 "
+                                        "connection\n") == 2,
+              "two: the reset lines: %s" % s.errors())
+    finally:
+        rc = s.stop()
+    check(rc == 0, "two: server exited %s: %s" % (rc, s.errors()))
+    with open(imgs[0], "rb") as f:
+        check(f.read(5 * K) == b"A" * K + bytes(K) + bytes(K) +
+              b"d" * K + b"e" * K, "two: unit 0's image at the end")
+    with open(imgs[1], "rb") as f:
+        check(f.read(5 * K) == b"B" * K + b"b" * K + b"c" * K +
+              bytes(2 * K), "two: unit 1's image at the end")
+
 
 def main():
     rumpblk, tmp = sys.argv[1], sys.argv[2]
@@ -589,6 +709,7 @@ def main():
     multi_conn(rumpblk, tmp)
     cut_rules(rumpblk, tmp)
     stats_file(rumpblk, tmp)
+    second_unit(rumpblk, tmp)
     print("ok")
 
 
