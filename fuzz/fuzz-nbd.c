@@ -8,6 +8,10 @@
  * clients are served as without TLS, and an input with NBD_OPT_STARTTLS
  * reaches the STARTTLS option path, its NBD_REP_ACK and a TLS handshake
  * over whatever bytes follow (which fails: the fuzzer writes no TLS).
+ *
+ * The read-only server has a second export ("second", the same unit),
+ * so that its clients take the paths of a server with several: a name
+ * must match, an unknown one is refused, LIST lists two.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -62,6 +66,7 @@ static void
 setup(void)
 {
 	struct nbd_server_config sc;
+	static struct nbd_export_config second;
 	const char *dir = getenv("TMPDIR");
 	int unit, error;
 	FILE *devnull;
@@ -83,6 +88,11 @@ setup(void)
 	if ((error = nbd_server_create(&sc, &srv_rw)) != 0)
 		fuzz_die("nbd_server_create", error);
 	sc.read_only = true;
+	second.unit = unit;
+	second.name = "second";
+	second.read_only = true;
+	sc.more = &second;
+	sc.nmore = 1;
 	if ((error = nbd_server_create(&sc, &srv_ro)) != 0)
 		fuzz_die("nbd_server_create (read-only)", error);
 }
