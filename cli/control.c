@@ -172,13 +172,14 @@ reply_error(FILE *f, const char *msg)
 
 /*
  * The words after a command, but unit=N, which picks the unit it acts on
- * (default: *unit, the one served first).  At most CTL_MAXWORDS.  false:
+ * (default: *unit, the one served first): at most CTL_MAXWORDS, exactly
+ * want of them unless want is -1 (else the error is usage).  false:
  * answered with an error.
  */
 #define CTL_MAXWORDS	16
 static bool
-words_unit(const char *cmd, char **save, char **w, int *nw, int *unit,
-    FILE *f)
+words_unit(const char *cmd, char **save, char **w, int *nw, int want,
+    const char *usage, int *unit, FILE *f)
 {
 	char err[256], *tok, *end;
 	long v;
@@ -206,6 +207,10 @@ words_unit(const char *cmd, char **save, char **w, int *nw, int *unit,
 		}
 		w[(*nw)++] = tok;
 	}
+	if (want != -1 && *nw != want) {
+		reply_error(f, usage);
+		return false;
+	}
 	return true;
 }
 
@@ -217,7 +222,7 @@ power_cut(struct rumpblk *rb, int unit, char **save, FILE *f)
 	char spec[CLI_CTL_LINEMAX], err[600], *w[CTL_MAXWORDS];
 	int error, nw;
 
-	if (!words_unit("power-cut", save, w, &nw, &unit, f))
+	if (!words_unit("power-cut", save, w, &nw, -1, NULL, &unit, f))
 		return;
 	spec[0] = '\0';
 	for (int i = 0; i < nw; i++) {
@@ -252,12 +257,9 @@ mark(struct rumpblk *rb, int unit, char **save, FILE *f)
 	char err[600], *w[CTL_MAXWORDS];
 	int error, nw;
 
-	if (!words_unit("mark", save, w, &nw, &unit, f))
+	if (!words_unit("mark", save, w, &nw, 1, "mark: want 'mark NAME' "
+	    "(one word)", &unit, f))
 		return;
-	if (nw != 1) {
-		reply_error(f, "mark: want 'mark NAME' (one word)");
-		return;
-	}
 	if ((error = rumpblk_log_mark(rb, unit, w[0])) != 0) {
 		snprintf(err, sizeof(err), "mark %s: unit %d: %s", w[0], unit,
 		    error == ENOTSUP ? "no write log (serve --write-log "
@@ -279,13 +281,9 @@ reset(struct rumpblk *rb, int unit, char **save, FILE *f)
 	char err[600], *w[CTL_MAXWORDS];
 	int error, nw;
 
-	if (!words_unit("reset", save, w, &nw, &unit, f))
+	if (!words_unit("reset", save, w, &nw, 0, "reset takes no argument "
+	    "but unit=N (default: the unit served first)", &unit, f))
 		return;
-	if (nw != 0) {
-		reply_error(f, "reset takes no argument but unit=N (default: "
-		    "the unit served first)");
-		return;
-	}
 	if ((error = rumpblk_unit_reset(rb, unit)) != 0) {
 		snprintf(err, sizeof(err), "reset: unit %d: %s", unit,
 		    error == ENXIO ? "no such unit" : strerror(error));
