@@ -184,9 +184,18 @@ words_unit(const char *cmd, char **save, char **w, int *nw, int want,
 	char err[256], *tok, *end;
 	long v;
 
+	bool unit_given = false;
+
 	*nw = 0;
 	while ((tok = strtok_r(NULL, " \t\r", save)) != NULL) {
+		if (strncmp(tok, "unit=", 5) == 0 && unit_given) {
+			snprintf(err, sizeof(err), "%s: unit= given twice",
+			    cmd);
+			reply_error(f, err);
+			return false;
+		}
 		if (strncmp(tok, "unit=", 5) == 0) {
+			unit_given = true;
 			errno = 0;
 			v = strtol(tok + 5, &end, 10);
 			if (tok[5] == '\0' || *end != '\0' || errno != 0 ||
@@ -975,15 +984,15 @@ ctl_usage(FILE *f)
 	    "                   latency percentiles, aqu-sz; in flight,\n"
 	    "                   unflushed bytes, connections, faults; N views\n"
 	    "                   then exit (default: until interrupted)\n"
-	    "  reset            reset the unit served: 'rumpblk serve' drops "
-	    "every\n"
+	    "  reset [unit=N]   reset the unit: 'rumpblk serve' drops every\n"
 	    "                   connection to it at once\n"
-	    "  power-cut [model=M] [seed=S] [atom=N]\n"
+	    "  power-cut [model=M] [seed=S] [atom=N] [unit=N]\n"
 	    "                   cut the power of the unit served (it needs\n"
 	    "                   --write-cache): M is lose (default), keep,\n"
 	    "                   subset, reorder, sectors or torn (atom=N:\n"
 	    "                   torn's unit, a multiple of 512)\n"
-	    "  mark NAME        a mark entry in the write log (it needs\n"
+	    "  mark NAME [unit=N]\n"
+	    "                   a mark entry in the write log (it needs\n"
 	    "                   --write-log), after every write logged so\n"
 	    "                   far: 'rumpblk log replay --to mark=NAME'\n"
 	    "reset, power-cut and mark act on the unit served first (IMAGE);\n"

@@ -92,7 +92,7 @@ serve_usage(FILE *f)
 "                         when no --socket or --listen is given; PORT 0 picks\n"
 "                         a free port; IPv6 as [::1]:PORT)\n"
 "  --export NAME          export name reported by LIST (clients may ask\n"
-"                         for any name)\n"
+"                         for any name, unless --add-export is given)\n"
 "  --add-export NAME=IMAGE\n"
 "                         serve IMAGE too, as the export NAME (repeatable):\n"
 "                         units 1, 2, ... in order, each with the same\n"
@@ -417,6 +417,13 @@ serve_parse(int argc, char **argv, struct serve_opts *o, int *rcp)
 			*rcp = 2;
 			goto free_opts;
 		}
+	}
+	if (o->so_nmore > 0 && o->so_socket == NULL && o->so_nlisten == 0 &&
+	    serve_fuse_path != NULL) {
+		cli_err("--add-export: the FUSE mount serves IMAGE only; give "
+		    "--socket or --listen to serve the other exports");
+		*rcp = 2;
+		goto free_opts;
 	}
 	if (nbd_tls_check_config(&o->so_tls, msg, sizeof(msg)) != 0) {
 		cli_err("%s", msg);

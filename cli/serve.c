@@ -517,6 +517,26 @@ open_units(const struct serve_opts *o, struct serve *sv)
 	struct serve_unit *su;
 	int error;
 
+	struct stat st[1 + SERVE_MAX_MORE];
+
+	/* One file twice would be one unit under two names (the library
+	 * registers a file once), or a lock held against ourselves. */
+	for (int i = 0; i <= o->so_nmore; i++) {
+		const char *p = i == 0 ? o->so_image : o->so_more[i - 1].sm_image;
+
+		if (cli_is_spec(p) || stat(p, &st[i]) != 0)
+			st[i].st_ino = 0;	/* open_image says why */
+		for (int j = 0; j < i && st[i].st_ino != 0; j++)
+			if (st[j].st_ino == st[i].st_ino &&
+			    st[j].st_dev == st[i].st_dev) {
+				cli_err("--add-export %s=%s: that file is "
+				    "served already (as %s); each export "
+				    "needs a file of its own",
+				    o->so_more[i - 1].sm_name, p, j == 0 ?
+				    "IMAGE" : o->so_more[j - 1].sm_name);
+				return 1;
+			}
+	}
 	if (open_image(o, sv, o->so_image, o->so_offset, o->so_size,
 	    o->so_size_set, &sv->sv_unit, &sv->sv_ui, &sv->sv_lockfd) != 0)
 		return 1;

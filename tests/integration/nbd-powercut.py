@@ -593,6 +593,14 @@ def second_unit(rumpblk, tmp):
     for img in imgs:
         with open(img, "wb") as f:
             f.truncate(SIZE)
+    # One file twice is refused, naming the export, and writes nothing.
+    p = subprocess.run([rumpblk, "serve", "--socket",
+                        os.path.join(tmp, "twice.sock"), imgs[0],
+                        "--add-export", "bee=" + imgs[0]],
+                       capture_output=True, text=True, timeout=60)
+    check(p.returncode == 1 and "--add-export bee=" in p.stderr and
+          "served already" in p.stderr,
+          "two: one file twice: %d %s" % (p.returncode, p.stderr))
     s = Server(rumpblk, tmp, "two", imgs[0], "--add-export",
                "bee=" + imgs[1])
     try:
@@ -653,6 +661,9 @@ def second_unit(rumpblk, tmp):
 
         # unit=1, model keep: its two unflushed writes persist; unit 0's
         # new client goes on.
+        rc, out, err = s.ctl_cmd("power-cut", "unit=1", "unit=0")
+        check(rc == 1 and "unit= given twice" in out,
+              "two: unit= twice: %s" % out)
         rc, out, err = s.ctl_cmd("power-cut", "model=keep", "unit=1")
         ans = json.loads(out)
         check(rc == 0 and ans["unit"] == 1 and
