@@ -569,17 +569,20 @@ open_units(const struct serve_opts *o, struct serve *sv)
 }
 
 /*
- * At exit, once no connection is left: write --stats, make written data
- * durable (rumpblk_destroy), and only then let go of the lock, so that
- * the next writer finds all of it.  Returns rc, or 1 if rc was 0 and
+ * At exit, once no connection is left: write --stats (if anything was
+ * served: an error that stopped us before writes no file), make written
+ * data durable (rumpblk_destroy), and only then let go of the lock, so
+ * that the next writer finds all of it.  Returns rc, or 1 if rc was 0 and
  * one of these failed.
  */
 static int
-close_instance(const struct serve_opts *o, struct serve *sv, int rc)
+close_instance(const struct serve_opts *o, struct serve *sv, int rc,
+    bool served)
 {
 	int error;
 
-	if (o->so_stats != NULL &&
+	/* Nothing served, nothing to count: an error wrote no file. */
+	if (served && o->so_stats != NULL &&
 	    (error = write_stats(o->so_stats, sv->sv_rb)) != 0) {
 		cli_err("--stats: %s: %s", o->so_stats, strerror(error));
 		if (rc == 0)
@@ -892,7 +895,7 @@ stop_faults:
 	/* Every connection is done: no firing is logged after this. */
 	cli_fault_stop(&o.so_fault, sv.sv_rb);
 close_instance:
-	rc = close_instance(&o, &sv, rc);
+	rc = close_instance(&o, &sv, rc, served);
 remove_image:
 	if (o.so_create && !served)
 		unlink(o.so_image);	/* we made it and never served it */

@@ -593,13 +593,15 @@ def second_unit(rumpblk, tmp):
     for img in imgs:
         with open(img, "wb") as f:
             f.truncate(SIZE)
-    # One file twice is refused, naming the export, and writes nothing.
+    # One file twice is refused, naming the export, and writes nothing
+    # (not even --stats).
+    stats = os.path.join(tmp, "twice.json")
     p = subprocess.run([rumpblk, "serve", "--socket",
-                        os.path.join(tmp, "twice.sock"), imgs[0],
-                        "--add-export", "bee=" + imgs[0]],
+                        os.path.join(tmp, "twice.sock"), "--stats", stats,
+                        imgs[0], "--add-export", "bee=" + imgs[0]],
                        capture_output=True, text=True, timeout=60)
     check(p.returncode == 1 and "--add-export bee=" in p.stderr and
-          "served already" in p.stderr,
+          "served already" in p.stderr and not os.path.exists(stats),
           "two: one file twice: %d %s" % (p.returncode, p.stderr))
     s = Server(rumpblk, tmp, "two", imgs[0], "--add-export",
                "bee=" + imgs[1])
