@@ -865,6 +865,10 @@ void	rb_fault_destroy(struct rumpblk *);
 /* pool.c: bounded worker threads for asynchronous buffers             */
 /* ------------------------------------------------------------------ */
 
+/* batch.c: a completion batch of the calling thread (rumpblk_defer). */
+void	rb_batch_begin(void);
+void	rb_batch_end(void);
+
 int	rb_pool_create(unsigned maxthreads, struct rb_pool **);
 /* Run io->io_work(io) on a worker.  Never blocks on I/O. */
 void	rb_pool_submit(struct rb_pool *, struct rb_io *);

@@ -497,6 +497,14 @@ out_drain(struct nbd_conn *c)
 	unlock(&c->c_lock);
 }
 
+/* out_drain, put off to the end of a completion batch; c is alive till
+ * then, its replies in the queue being requests alive (c_nreqs). */
+static void
+deferred_drain(void *arg)
+{
+	out_drain(arg);
+}
+
 /* A reply is ready: queue it and send, unless another thread owns. */
 void
 nbd_out_push(struct nbd_req *r)
@@ -520,7 +528,10 @@ nbd_out_push(struct nbd_req *r)
 	}
 	c->c_owner = true;
 	unlock(&c->c_lock);
-	out_drain(c);
+	/* Completing a batch (the library says so): send once it is done,
+	 * with the replies of the others it completes meanwhile. */
+	if (!rumpblk_defer(deferred_drain, c))
+		out_drain(c);
 }
 
 /* The reader takes the socket for a batch of requests. */

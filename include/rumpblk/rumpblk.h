@@ -319,6 +319,19 @@ void rumpblk_unloan(struct rumpblk *, struct rumpblk_buf *);
 int rumpblk_loan_fd(struct rumpblk *, const struct rumpblk_buf *, int *fdp,
     uint64_t *offp);
 
+/*
+ * Put off fn(arg) to the end of the completion batch the calling thread
+ * is in, from a b_iodone callback: a library thread that completes
+ * several buffers in a row (the NBD backing's, one per reply that one
+ * receive brought) runs the deferred calls, in order, once it has
+ * completed them all and before it waits for more, so that work they
+ * share (sending their replies on one socket) is done once.  Returns
+ * true if fn will so run, false if the thread is not in a batch (or its
+ * batch is full): the caller then does the work itself, now.  Threads:
+ * a b_iodone callback's.
+ */
+bool rumpblk_defer(void (*fn)(void *), void *arg);
+
 /* Extent query result (RUMPBLK_B_EXTENTS). */
 #define RUMPBLK_EXTENT_HOLE	0x1	/* not allocated */
 #define RUMPBLK_EXTENT_ZERO	0x2	/* reads as zeroes */
