@@ -52,10 +52,14 @@
  * mapping writes into the file's page cache, so fdatasync writes back
  * pages dirtied through any mapping, including windows that were unmapped
  * since (munmap does not write back), which a walk over the windows still
- * mapped would miss.  TRIM, ZERO and EXTENTS go to rb_fdio_run on the
- * same descriptor: MAP_SHARED mappings are coherent with the page cache on
- * Linux, and fallocate unmaps the pages it punches, so a window reads the
- * zeroes afterwards with no action of ours.
+ * mapped would miss.  TRIM, ZERO, EXTENTS and the writes not durable at
+ * completion (ASYNC without FUA, a layer's NOSYNC) go to rb_fdio_run on
+ * the same descriptor, in the caller's thread: MAP_SHARED mappings are
+ * coherent with the page cache on Linux, and fallocate unmaps the pages
+ * it punches, so a window reads the zeroes afterwards with no action of
+ * ours.  (A write through the mapping to a page that writeback has
+ * cleaned takes a write fault; pwrite takes none.)  Reads and durable
+ * writes use the windows: the write then msyncs just its bytes.
  *
  * SIGBUS.  A window over pages the file no longer has (it was truncated
  * underneath) raises SIGBUS on access.  The library takes over no signal
@@ -681,15 +685,19 @@ mmap_submit(struct rb_stage *st, struct rb_io *io)
 	    io->io_op == RUMPBLK_B_READ && mmap_lend(m, io))
 		return;
 	if (RB_LIKELY(io->io_op == RUMPBLK_B_READ ||
-	    (io->io_op == RUMPBLK_B_WRITE &&
-	    (io->io_flags & RB_IO_NOSYNC) == 0))) {
+	    (io->io_op == RUMPBLK_B_WRITE && rb_io_wants_sync(io)))) {
 		/* A copy from the page cache is cheaper than handing the
-		 * buffer to a worker, ASYNC or not.  A NOSYNC write goes
-		 * with pwrite below: no page fault for a page that the
-		 * mapping has not touched. */
+		 * buffer to a worker, ASYNC or not. */
 		mmap_rw(m, io);
 		return;
 	}
+	/* A write not durable at completion goes with pwrite, also in
+	 * this thread: a store through the mapping to a page that is not
+	 * dirty takes a write fault (page_mkwrite, the file system's
+	 * journal), and once writeback has cleaned an image's pages that
+	 * was nearly every random write (bench/nbd-peers.sh: 4 KiB random
+	 * writes at QD32 fell from ~120k to ~22k IOPS as the image's pages
+	 * were written back; with pwrite ~60k either way). */
 	rb_fdio_run(m->mm_fd, m->mm_bk, io);
 }
 
