@@ -19,6 +19,9 @@ extern const char *progname;
 /* Print "rumpblk: " and the message to stderr. */
 void	cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The same, "rumpblk WHO: " when who is not NULL. */
+/* What the messages are about, said after progname (NULL: nothing): the
+ * option whose file is being opened, say. */
+extern const char *cli_context;
 void	cli_verr(const char *who, const char *fmt, va_list)
 	    __attribute__((format(printf, 2, 0)));
 

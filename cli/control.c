@@ -348,7 +348,7 @@ cli_control_command(struct rumpblk *rb, int unit, char *line, FILE *f)
 	} else if (strcmp(sub, "add") == 0 && arg != NULL &&
 	    strtok_r(NULL, " \t\r", &save) == NULL) {
 		err[0] = '\0';
-		if ((error = rumpblk_fault_add(rb, arg, id, sizeof(id), err,
+		if ((error = cli_fault_add(rb, arg, id, sizeof(id), err,
 		    sizeof(err))) != 0) {
 			reply_error(f, err[0] != '\0' ? err : strerror(error));
 			return;

@@ -80,6 +80,12 @@ int	cli_fault_option(struct cli_fault_opts *, int opt, const char *arg);
  */
 int	cli_fault_start(struct cli_fault_opts *, struct rumpblk *, int unit,
 	    FILE *msgs);
+/*
+ * rumpblk_fault_add, refusing (ENXIO, said in err) a rule whose unit=N
+ * names no unit of rb.
+ */
+int	cli_fault_add(struct rumpblk *, const char *rule, char *id,
+	    size_t idlen, char *err, size_t errlen);
 /* Close the control socket and the log. */
 void	cli_fault_stop(struct cli_fault_opts *, struct rumpblk *);
 /* Free what cli_fault_option() took (any time; again is harmless). */

@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -101,6 +102,42 @@ write_log_start(struct cli_fault_opts *fo, struct rumpblk *rb, int unit,
 	return 0;
 }
 
+/*
+ * rumpblk_fault_add, but a rule's unit=N must name a unit rb has: the
+ * library arms a rule for a unit still to come, but here every unit is
+ * registered, and a rule for none would never fire, silently.
+ */
+int
+cli_fault_add(struct rumpblk *rb, const char *rule, char *id, size_t idlen,
+    char *err, size_t errlen)
+{
+	const char *s = rule;
+	uint64_t size;
+	char *end;
+	long v;
+
+	for (;;) {
+		if (strncmp(s, "unit=", 5) == 0) {
+			errno = 0;
+			v = strtol(s + 5, &end, 10);
+			/* A malformed number is the parser's to name. */
+			if (end != s + 5 && (*end == ',' || *end == '\0') &&
+			    errno == 0 && v >= 0 && v <= INT_MAX &&
+			    rumpblk_ioctl(rb, (int)v, RUMPBLK_DIOCGMEDIASIZE,
+			    &size) == ENXIO) {
+				snprintf(err, errlen, "rule '%s': unit=%ld: no "
+				    "such unit (0 is the image served first, "
+				    "--add-export's are 1, 2, ...)", rule, v);
+				return ENXIO;
+			}
+		}
+		if ((s = strchr(s, ',')) == NULL)
+			break;
+		s++;
+	}
+	return rumpblk_fault_add(rb, rule, id, idlen, err, errlen);
+}
+
 int
 cli_fault_start(struct cli_fault_opts *fo, struct rumpblk *rb, int unit,
     FILE *msgs)
@@ -166,11 +203,11 @@ cli_fault_start(struct cli_fault_opts *fo, struct rumpblk *rb, int unit,
 		    rumpblk_fault_seed(rb));
 	for (size_t i = 0; i < fo->fo_nrules; i++) {
 		err[0] = '\0';
-		if ((error = rumpblk_fault_add(rb, fo->fo_rules[i], id,
+		if ((error = cli_fault_add(rb, fo->fo_rules[i], id,
 		    sizeof(id), err, sizeof(err))) != 0) {
 			cli_err("--fault: %s", err[0] != '\0' ? err :
 			    strerror(error));
-			return error == EINVAL ? 2 : 1;
+			return error == EINVAL || error == ENXIO ? 2 : 1;
 		}
 		if (msgs != NULL)
 			fprintf(msgs, "%s: fault rule %s armed: %s\n",
@@ -264,7 +301,8 @@ const char cli_fault_reference[] =
 "                  request matches if it overlaps (a flush always does);\n"
 "                  default the whole unit\n"
 "                    lost,range=1G-2G\n"
-"  unit=N          only unit N (default: every unit)\n"
+"  unit=N          only unit N (default: every unit); serve and ctl\n"
+"                  refuse a unit they do not have\n"
 "                    error,unit=1\n"
 "\n"
 "Triggers (no trigger: every match fires):\n"

@@ -515,9 +515,9 @@ open_units(const struct serve_opts *o, struct serve *sv)
 {
 	struct rumpblk_config cfg;
 	struct serve_unit *su;
-	int error;
-
 	struct stat st[1 + SERVE_MAX_MORE];
+	char what[300];
+	int error;
 
 	/* One file twice would be one unit under two names (the library
 	 * registers a file once), or a lock held against ourselves. */
@@ -544,9 +544,15 @@ open_units(const struct serve_opts *o, struct serve *sv)
 		su = &sv->sv_more[i];
 		su->su_lockfd = -1;
 		sv->sv_nmore++;
-		if (open_image(o, sv, o->so_more[i].sm_image, 0,
+		/* Its errors name the option as well as the file. */
+		snprintf(what, sizeof(what), "--add-export %s",
+		    o->so_more[i].sm_name);
+		cli_context = what;
+		error = open_image(o, sv, o->so_more[i].sm_image, 0,
 		    RUMPBLK_SIZENOTSET, false, &su->su_unit, &su->su_ui,
-		    &su->su_lockfd) != 0)
+		    &su->su_lockfd);
+		cli_context = NULL;
+		if (error != 0)
 			return 1;
 		if (o->so_fault.fo_wcache != 0 && (error =
 		    rumpblk_write_cache(sv->sv_rb, su->su_unit,

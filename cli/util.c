@@ -17,12 +17,15 @@
 #include "say.h"
 
 const char *progname = "rumpblk";
+const char *cli_context;
 
 void
 cli_verr(const char *who, const char *fmt, va_list ap)
 {
 	fprintf(stderr, "%s%s%s: ", progname, who != NULL ? " " : "",
 	    who != NULL ? who : "");
+	if (cli_context != NULL)
+		fprintf(stderr, "%s: ", cli_context);
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
 }

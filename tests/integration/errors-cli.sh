@@ -95,6 +95,13 @@ expect 2 "atom= applies to model=torn only" \
 expect 1 "power-cut needs a volatile write cache.*--write-cache" \
     serve --socket "$tmp/pcs" --fault power-cut,op=write,nth=3 "$img"
 [ -e "$tmp/pcs" ] && fail "serve listened after refusing a power-cut rule"
+# An extra export's file that cannot be opened: the option is named.
+expect 1 "^rumpblk: --add-export b: .*missing.img: No such file or directory" \
+    serve --socket "$tmp/pcs" --add-export b="$tmp/missing.img" "$img"
+[ -e "$tmp/pcs" ] && fail "serve listened after failing to open --add-export's file"
+expect 2 "rule 'error,unit=3': unit=3: no such unit" \
+    serve --socket "$tmp/pcs" --fault error,unit=3 "$img"
+[ -e "$tmp/pcs" ] && fail "serve listened after refusing a rule for unit 3"
 start_server -P "$tmp/pc.pid" "$RUMPBLK" serve --socket "$tmp/pc.sock" \
     --pidfile "$tmp/pc.pid" --control "$tmp/pc.ctl" "$img" 2>"$tmp/pc.err"
 out=$("$RUMPBLK" ctl "$tmp/pc.ctl" power-cut 2>&1) &&
@@ -115,6 +122,15 @@ case $out in
 *"unknown model 'melt'"*) ;;
 *) fail "ctl power-cut model=melt answered: $out" ;;
 esac
+# A rule for a unit the server does not have would never fire: refused.
+out=$("$RUMPBLK" ctl "$tmp/pc.ctl" fault add error,unit=9 2>&1) &&
+    fail "a rule for unit 9 of a one-unit server was armed: $out"
+case $out in
+*'"ok":false'*"unit=9: no such unit"*) ;;
+*) fail "fault add error,unit=9 answered: $out" ;;
+esac
+"$RUMPBLK" ctl "$tmp/pc.ctl" fault add error,unit=0,op=trim >/dev/null ||
+    fail "a rule for unit 0 was refused"
 # Still serving.
 "$RUMPBLK" ctl "$tmp/pc.ctl" stats >/dev/null ||
     fail "the server stopped answering after bad power-cut commands"
