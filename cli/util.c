@@ -64,7 +64,7 @@ cli_pread_full(int fd, void *buf, size_t len, uint64_t off, size_t *gotp)
 int
 cli_pread_all(int fd, void *buf, size_t len, uint64_t off)
 {
-	size_t got;
+	size_t got = 0;		/* gcc -O3 cannot see it is always set */
 	int error;
 
 	if ((error = cli_pread_full(fd, buf, len, off, &got)) != 0)
