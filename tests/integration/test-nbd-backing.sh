@@ -82,8 +82,23 @@ remote_nbdkit
 "$RUMPBLK" info "$nkuri" >"$tmp/info.txt" || fail "rumpblk info $nkuri"
 grep -q "^type: *NBD export" "$tmp/info.txt" ||
     fail "info: not an NBD export: $(cat "$tmp/info.txt")"
-grep -Eq "^remote: .*connected; [0-9]+ data connections and one for block status; flush yes, FUA yes" \
+# One data connection per two CPUs by default, 1 to 4.
+want=$(( $(nproc) / 2 ))
+[ $want -lt 1 ] && want=1
+[ $want -gt 4 ] && want=4
+[ $want = 1 ] && want="1 data connection" || want="$want data connections"
+grep -Eq "^remote: .*connected; $want and one for block status; flush yes, FUA yes" \
     "$tmp/info.txt" || fail "info: the remote line: $(cat "$tmp/info.txt")"
+RUMPBLK_NBD_CONNECTIONS=2 "$RUMPBLK" info "$nkuri" | grep -q "; 2 data connections and one" ||
+    fail "RUMPBLK_NBD_CONNECTIONS=2: $(RUMPBLK_NBD_CONNECTIONS=2 "$RUMPBLK" info "$nkuri" 2>&1)"
+for bad in 0 5 two; do
+	RUMPBLK_NBD_CONNECTIONS=$bad "$RUMPBLK" info "$nkuri" >"$tmp/out" 2>"$tmp/err" &&
+	    fail "RUMPBLK_NBD_CONNECTIONS='$bad' was taken: $(cat "$tmp/out")"
+	grep -q "RUMPBLK_NBD_CONNECTIONS=$bad: want 1 to 4 data connections" "$tmp/err" ||
+	    fail "RUMPBLK_NBD_CONNECTIONS='$bad': $(cat "$tmp/err")"
+	[ "$(wc -l <"$tmp/err")" = 1 ] ||
+	    fail "RUMPBLK_NBD_CONNECTIONS='$bad': more than one line: $(cat "$tmp/err")"
+done
 "$RUMPBLK" info --json "$nkuri" | jq -e '.backend == "nbd" and
     .size == '"$SIZE"' and (.remote | test("block status yes"))' \
     >/dev/null || fail "info --json: $("$RUMPBLK" info --json "$nkuri")"
