@@ -887,26 +887,42 @@ lost(struct nbconn *c)
 	return false;
 }
 
+/*
+ * A poller's wait: for its socket (pfd[1], which the caller sets) or a
+ * wake-up on the eventfd (pfd[0], consumed here).  false: poll failed,
+ * the poller ends; else pfd[1].revents says what the socket has (none
+ * after an interrupted poll).
+ */
+static bool
+wait_conn(struct nbconn *c, struct pollfd *pfd)
+{
+	uint64_t v;
+
+	pfd[0].fd = c->c_efd;
+	pfd[0].events = POLLIN;
+	pfd[0].revents = pfd[1].revents = 0;
+	if (poll(pfd, 2, -1) < 0)
+		return errno == EINTR;
+	if (pfd[0].revents & POLLIN)
+		(void)read(c->c_efd, &v, sizeof(v));
+	return true;
+}
+
 /* The poller of a connection of the own client. */
 static void *
 wire_poller(struct nbconn *c)
 {
 	struct pollfd pfd[2];
-	uint64_t v;
 	bool up = true;
 	int r;
 
 	while (!atomic_load(&c->c_stop)) {
-		pfd[0].fd = c->c_efd;
-		pfd[0].events = POLLIN;
 		pfd[1].fd = up ? c->c_fd : -1;	/* only we change it */
 		pthread_mutex_lock(&c->c_wlock);
 		pfd[1].events = POLLIN | (c->c_blocked ? POLLOUT : 0);
 		pthread_mutex_unlock(&c->c_wlock);
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+		if (!wait_conn(c, pfd))
 			break;
-		if (pfd[0].revents & POLLIN)
-			(void)read(c->c_efd, &v, sizeof(v));
 		if (!up || pfd[1].revents == 0)
 			continue;
 		if (pfd[1].revents & POLLOUT) {
@@ -952,7 +968,6 @@ poller(void *arg)
 {
 	struct nbconn *c = arg;
 	struct pollfd pfd[2];
-	uint64_t v;
 	int dir, r;
 	bool up = true;
 
@@ -960,8 +975,6 @@ poller(void *arg)
 	if (c->c_own)
 		return wire_poller(c);
 	while (!atomic_load(&c->c_stop)) {
-		pfd[0].fd = c->c_efd;
-		pfd[0].events = POLLIN;
 		pfd[1].fd = -1;
 		pfd[1].events = 0;
 		if (up) {
@@ -976,10 +989,8 @@ poller(void *arg)
 				continue;
 			}
 		}
-		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+		if (!wait_conn(c, pfd))
 			break;
-		if (pfd[0].revents & POLLIN)
-			(void)read(c->c_efd, &v, sizeof(v));
 		if (!up || pfd[1].revents == 0)
 			continue;
 		pthread_rwlock_rdlock(&c->c_hlock);
