@@ -868,6 +868,9 @@ void	rb_fault_destroy(struct rumpblk *);
 /* batch.c: a completion batch of the calling thread (rumpblk_defer). */
 void	rb_batch_begin(void);
 void	rb_batch_end(void);
+void	rb_batch_flush(void);
+bool	rb_batch_active(void);
+bool	rb_defer_once(void (*)(void *), void *);
 
 int	rb_pool_create(unsigned maxthreads, struct rb_pool **);
 /* Run io->io_work(io) on a worker.  Never blocks on I/O. */

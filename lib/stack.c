@@ -210,6 +210,7 @@ stage_io(struct rb_stage *st, struct rb_unit *u, int op, int flags,
 	io->io_unit = u;
 	io->io_done = waiter_done;
 	st->st_ops->submit(st, io);
+	rb_batch_flush();	/* a plugged thread's: it would wait forever */
 	rb_mutex_lock(&w.w_lock);
 	while (!w.w_done)
 		pthread_cond_wait(&w.w_cond, &w.w_lock);

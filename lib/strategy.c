@@ -407,6 +407,8 @@ rumpblk_biowait(struct rumpblk_buf *bp)
 	if (atomic_load_explicit(&p->bp_state, memory_order_acquire) ==
 	    BP_DONE)
 		return bp->b_error;
+	/* What a plugged thread holds back may be what it waits for. */
+	rb_batch_flush();
 	if (atomic_compare_exchange_strong_explicit(&p->bp_state, &s,
 	    BP_WAITING, memory_order_acq_rel, memory_order_acquire) ||
 	    s == BP_WAITING) {

@@ -241,6 +241,8 @@ struct nbd_conn {
 	struct nbd_req	**c_outtail;	/* c */
 	bool		c_owner;	/* c: a thread is sending */
 	bool		c_corked;	/* R: the reader is that thread */
+	bool		c_plugged;	/* R: the reader is plugged
+					 * (rumpblk_plug) for a burst */
 	bool		c_writer_wanted; /* c: ownership passed to writer */
 	bool		c_writer_stop;	/* c */
 	bool		c_dead;		/* c: replies cannot be sent */

@@ -52,7 +52,7 @@ nbd_req_get(struct nbd_conn *c, size_t bufsize)
 	struct nbd_req *r, **rp;
 
 	lock(&c->c_lock);
-	if (c->c_corked && c->c_nreqs > 0 &&
+	if ((c->c_corked || c->c_plugged) && c->c_nreqs > 0 &&
 	    c->c_inflight + charge > s->s_max_inflight) {
 		/* We are about to wait for replies we hold: send them. */
 		unlock(&c->c_lock);
@@ -534,10 +534,18 @@ nbd_out_push(struct nbd_req *r)
 		out_drain(c);
 }
 
-/* The reader takes the socket for a batch of requests. */
+/*
+ * The reader takes the socket for a batch of requests, and plugs
+ * (rumpblk_plug): what the requests send below (to a remote NBD server)
+ * goes together at the uncork, which comes before the reader waits.
+ */
 void
 nbd_out_cork(struct nbd_conn *c)
 {
+	if (!c->c_plugged) {
+		c->c_plugged = true;
+		rumpblk_plug();
+	}
 	if (c->c_corked)
 		return;
 	lock(&c->c_lock);
@@ -548,10 +556,15 @@ nbd_out_cork(struct nbd_conn *c)
 	unlock(&c->c_lock);
 }
 
-/* The reader is about to wait: send what the batch produced. */
+/* The reader is about to wait: send what the batch produced (the
+ * requests first, then the replies). */
 void
 nbd_out_uncork(struct nbd_conn *c)
 {
+	if (c->c_plugged) {
+		c->c_plugged = false;
+		rumpblk_unplug();
+	}
 	if (!c->c_corked)
 		return;
 	c->c_corked = false;

@@ -332,6 +332,18 @@ int rumpblk_loan_fd(struct rumpblk *, const struct rumpblk_buf *, int *fdp,
  */
 bool rumpblk_defer(void (*fn)(void *), void *arg);
 
+/*
+ * Plug the calling thread, as a kernel's block layer does: until the
+ * matching rumpblk_unplug (they nest), requests it submits may be held
+ * back and issued together then (the NBD backing sends them in one
+ * sendmsg), and completions it runs put off their rumpblk_defer calls
+ * to then as well.  A thread must unplug before it waits for one of its
+ * own requests by other means than rumpblk_biowait, which issues what
+ * the thread holds back before it sleeps.  Threads: any.
+ */
+void rumpblk_plug(void);
+void rumpblk_unplug(void);
+
 /* Extent query result (RUMPBLK_B_EXTENTS). */
 #define RUMPBLK_EXTENT_HOLE	0x1	/* not allocated */
 #define RUMPBLK_EXTENT_ZERO	0x2	/* reads as zeroes */

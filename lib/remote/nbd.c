@@ -587,7 +587,26 @@ wire_push(struct nbconn *c)
 	pthread_mutex_unlock(&c->c_wlock);
 }
 
-/* Queue piece p (header built here) and send, unless another does. */
+/* The end of a plug (rumpblk_plug): send what the thread queued. */
+static void
+wire_unplug(void *arg)
+{
+	struct nbconn *c = arg;
+
+	pthread_mutex_lock(&c->c_wlock);
+	if (c->c_sendq == NULL || c->c_sending || c->c_blocked ||
+	    c->c_wdead) {
+		pthread_mutex_unlock(&c->c_wlock);
+		return;
+	}
+	c->c_sending = true;
+	wire_push(c);
+}
+
+/*
+ * Queue piece p (header built here) and send, unless another does, or
+ * the thread is plugged (the plug's end sends all it queued at once).
+ */
 static int
 wire_send(struct nbconn *c, struct nbpiece *p, int op, void *buf,
     uint64_t len, uint64_t off, uint32_t flags)
@@ -640,6 +659,10 @@ wire_send(struct nbconn *c, struct nbpiece *p, int op, void *buf,
 	/* Busy: the poller sends it with the others queued meanwhile,
 	 * once the replies it is bound to see next are in. */
 	if (c->c_sending || c->c_blocked || c->c_onwire >= W_DEFER) {
+		pthread_mutex_unlock(&c->c_wlock);
+		return 0;
+	}
+	if (rb_batch_active() && rb_defer_once(wire_unplug, c)) {
 		pthread_mutex_unlock(&c->c_wlock);
 		return 0;
 	}
