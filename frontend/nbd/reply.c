@@ -52,7 +52,8 @@ nbd_req_get(struct nbd_conn *c, size_t bufsize)
 	struct nbd_req *r, **rp;
 
 	lock(&c->c_lock);
-	if ((c->c_corked || c->c_plugged) && c->c_nreqs > 0 &&
+	/* Plugged whenever corked (nbd_out_cork). */
+	if (c->c_plugged && c->c_nreqs > 0 &&
 	    c->c_inflight + charge > s->s_max_inflight) {
 		/* We are about to wait for replies we hold: send them. */
 		unlock(&c->c_lock);

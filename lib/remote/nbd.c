@@ -587,9 +587,13 @@ wire_push(struct nbconn *c)
 	pthread_mutex_unlock(&c->c_wlock);
 }
 
-/* The end of a plug (rumpblk_plug): send what the thread queued. */
+/*
+ * Send what is queued, unless another thread sends, the socket is full
+ * (the poller goes on at POLLOUT) or lost: at a plug's end
+ * (rumpblk_plug), and in the poller once replies are in.
+ */
 static void
-wire_unplug(void *arg)
+wire_kick(void *arg)
 {
 	struct nbconn *c = arg;
 
@@ -662,7 +666,7 @@ wire_send(struct nbconn *c, struct nbpiece *p, int op, void *buf,
 		pthread_mutex_unlock(&c->c_wlock);
 		return 0;
 	}
-	if (rb_batch_active() && rb_defer_once(wire_unplug, c)) {
+	if (rb_batch_active() && rb_defer_once(wire_kick, c)) {
 		pthread_mutex_unlock(&c->c_wlock);
 		return 0;
 	}
@@ -971,14 +975,7 @@ wire_poller(struct nbconn *c)
 			}
 		}
 		/* What was queued while replies were due. */
-		pthread_mutex_lock(&c->c_wlock);
-		if (c->c_sendq == NULL || c->c_sending || c->c_blocked ||
-		    c->c_wdead)
-			pthread_mutex_unlock(&c->c_wlock);
-		else {
-			c->c_sending = true;
-			wire_push(c);
-		}
+		wire_kick(c);
 	}
 	if (up)
 		wire_disc(c);
@@ -1371,15 +1368,15 @@ nb_open(struct rumpblk *rb, const char *spec,
 	/* Connection 0, then the data connections, if any. */
 	n = 1;
 	if (nbd_can_multi_conn(h) == 1) {
-		long cpus = sysconf(_SC_NPROCESSORS_ONLN) / 2;
+		long data = sysconf(_SC_NPROCESSORS_ONLN) / 2;	/* per 2 CPUs */
 		const char *v = getenv("RUMPBLK_NBD_CONNECTIONS");
 		char *end;
 
 		if (v != NULL && *v != '\0') {	/* empty: unset */
 			errno = 0;
-			cpus = strtol(v, &end, 10);
+			data = strtol(v, &end, 10);
 			if (*end != '\0' || errno != 0 ||
-			    cpus < 1 || cpus > NB_MULTI) {
+			    data < 1 || data > NB_MULTI) {
 				nbd_close(h);
 				rb_remote_say(o, "RUMPBLK_NBD_CONNECTIONS=%s: "
 				    "want 1 to %d data connections", v,
@@ -1388,7 +1385,7 @@ nb_open(struct rumpblk *rb, const char *spec,
 				goto fail;
 			}
 		}
-		n += cpus < 1 ? 1 : cpus > NB_MULTI ? NB_MULTI : (unsigned)cpus;
+		n += data < 1 ? 1 : data > NB_MULTI ? NB_MULTI : (unsigned)data;
 	}
 	if ((nb->nb_conn = calloc(n, sizeof(*nb->nb_conn))) == NULL) {
 		nbd_close(h);
