@@ -212,12 +212,13 @@ nbd_reply_error(struct nbd_req *r, int errnum)
  * iovec, which gathers many replies into one sendmsg: two system calls
  * a reply would cost more than the copy of 4 KiB saves.
  *
- * sendfile cannot be asked not to wait (the socket is blocking, for the
- * reader's recv), so only the writer thread sends the data part: a
- * thread that meets it hands ownership over as if the socket were full,
- * and the writer's sendfile waits at most SO_SNDTIMEO (100 ms, set at
- * the handshake's end) at a time, so that the shutdown deadline is
- * still seen.  Unlike sendmsg, sendfile cannot be told MSG_NOSIGNAL: a
+ * sendfile cannot be asked not to wait (MSG_DONTWAIT), and a socket an
+ * embedder handed over stays blocking (conn.c, set_sending), so only
+ * the writer thread sends the data part: a thread that meets it hands
+ * ownership over as if the socket were full.  The writer waits for room
+ * in poll, 100 ms at a time (nbd_wait_writable; on a blocking socket,
+ * in the send, SO_SNDTIMEO at a time), so that the shutdown deadline
+ * is still seen.  Unlike sendmsg, sendfile cannot be told MSG_NOSIGNAL: a
  * client that hangs up mid-reply would raise SIGPIPE, which kills a
  * program that has not ignored it (the fuzz targets, any embedder).
  * The writer thread blocks SIGPIPE for itself instead, so sendfile
@@ -273,8 +274,8 @@ nbd_reply_read(struct nbd_req *r)
 
 /*
  * The data part of a spliced reply at the head of a list, its header
- * sent: sendfile, waiting at most SO_SNDTIMEO at a time, until it is
- * all sent, the shutdown deadline passes or the socket fails.  Writer
+ * sent: sendfile, waiting for room 100 ms at a time, until it is all
+ * sent, the shutdown deadline passes or the socket fails.  Writer
  * thread only.  0 or errno.
  */
 static int
@@ -293,7 +294,12 @@ send_spliced(struct nbd_conn *c, struct nbd_req *r)
 			r->r_sent += (size_t)n;
 		else if (n == 0)
 			return EIO;	/* the file shrank under the loan */
-		else if (errno != EAGAIN && errno != EINTR)
+		else if (errno == EAGAIN) {
+			/* Full: wait for room (0, or the deadline's
+			 * ETIMEDOUT, or EPIPE). */
+			if ((n = nbd_wait_writable(c)) != 0)
+				return (int)n;
+		} else if (errno != EINTR)
 			return errno;
 	}
 	return 0;

@@ -71,6 +71,35 @@ nbd_conn_sendv(struct nbd_conn *c, struct iovec *iov, int iovcnt)
 
 /* 2. Receiving. */
 
+/*
+ * A plaintext receive that waits in poll(2), not in recv: a thread
+ * asleep in recv on a Unix socket is woken by every write-space event
+ * of the socket as well (each time the client takes some of the replies
+ * the writer sends), where poll wakes only for data, the end or an
+ * error.  On 2 CPUs, 1 MiB reads through a remote backing made the
+ * reader wake about 5 times a request so.  A wait of a handshake that
+ * its reader watches itself (c_hs_deadline set; nbd_serve_fd) ticks
+ * each second, as SO_RCVTIMEO does there: -1 with EAGAIN, for the
+ * caller to look at the clock and at shutdown.
+ */
+static ssize_t
+recv_wait(struct nbd_conn *c, void *buf, size_t n, int flags)
+{
+	struct pollfd p = { .fd = c->c_fd, .events = POLLIN };
+	ssize_t got;
+
+	for (;;) {
+		got = recv(c->c_fd, buf, n, flags | MSG_DONTWAIT);
+		if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+			return got;
+		if (poll(&p, 1, c->c_hs_deadline == UINT64_MAX ? -1 :
+		    1000) == 0) {
+			errno = EAGAIN;
+			return -1;
+		}
+	}
+}
+
 /* Refill the receive buffer; 0, ECONNRESET at EOF, or errno. */
 static int
 fill(struct nbd_conn *c)
@@ -91,7 +120,7 @@ fill(struct nbd_conn *c)
 			n = nbd_tls_recv(c, c->c_rbuf + c->c_rlen,
 			    NBD_RBUF_SIZE - c->c_rlen);
 		else
-			n = recv(c->c_fd, c->c_rbuf + c->c_rlen,
+			n = recv_wait(c, c->c_rbuf + c->c_rlen,
 			    NBD_RBUF_SIZE - c->c_rlen, 0);
 		if (n > 0) {
 			c->c_rlen += (size_t)n;
@@ -141,7 +170,7 @@ nbd_conn_read(struct nbd_conn *c, void *buf, size_t n)
 		if (c->c_tls != NULL)
 			got = nbd_tls_recv(c, p, n);	/* one record */
 		else
-			got = recv(c->c_fd, p, n, MSG_WAITALL);
+			got = recv_wait(c, p, n, 0);
 		if (got > 0) {
 			p += got;
 			n -= (size_t)got;
