@@ -85,10 +85,15 @@ struct rb_io {
 	 * Out, a READ with RUMPBLK_B_LOAN in io_flags (strategy passes the
 	 * flag only to a backend on top of its stack): the bytes the
 	 * backend lent instead of copying, its handle for the unloan op
-	 * left in io_ctx.  NULL: copied into io_data.
+	 * left in io_ctx.  NULL: copied into io_data.  RB_LENT_FD: lent as
+	 * a file descriptor only (RUMPBLK_B_LOAN_FD; the loan_fd op).
 	 */
 	const char	*io_lent;
 };
+
+/* io_lent of a loan with no bytes in memory (RUMPBLK_B_LOAN_FD). */
+extern const char rb_lent_fd[1];
+#define RB_LENT_FD	rb_lent_fd
 
 /*
  * Internal request flags, above the public RUMPBLK_B_ bits.  NOFAULT: the
@@ -201,6 +206,13 @@ struct rb_ops {
 	 * drain waits for loans).
 	 */
 	void	(*unloan)(struct rb_stage *, void *handle);
+	/*
+	 * Optional, a backend that lends as a file descriptor
+	 * (rumpblk_loan_fd): where the loan of handle (its io_ctx) is.
+	 * 0, or EINVAL.
+	 */
+	int	(*loan_fd)(struct rb_stage *, void *handle, int *fdp,
+		    uint64_t *offp);
 	/*
 	 * A layer: true if a READ that it passes down as it came (no frame
 	 * of its own) may carry RUMPBLK_B_LOAN to the backend, because the

@@ -56,6 +56,9 @@ io_to_buf(struct rb_io *io)
 	    offsetof(struct rb_bufpriv, bp_io));
 }
 
+/* The io_lent of a loan that is only a file descriptor (internal.h). */
+const char rb_lent_fd[1];
+
 /* Sampling: each thread times one request in rb_lat_sample. */
 static _Thread_local unsigned sample_left
     __attribute__((tls_model("initial-exec")));
@@ -130,7 +133,8 @@ strategy_done(struct rb_io *io)
 		rb_stat_add(cn, RB_STAT(bytes_read), moved);
 		if (io->io_lent != NULL) {
 			rb_stat_add(cn, RB_STAT(bytes_lent), moved);
-			bp->b_data = (void *)(uintptr_t)io->io_lent;
+			bp->b_data = io->io_lent == RB_LENT_FD ? NULL :
+			    (void *)(uintptr_t)io->io_lent;
 			bp->b_flags |= RUMPBLK_B_LOANED;
 		}
 		break;
@@ -204,10 +208,17 @@ rumpblk_loan_fd(struct rumpblk *rb, const struct rumpblk_buf *bp, int *fdp,
 	const struct rb_io *io = &((const struct rb_bufpriv *)(const void *)
 	    bp->b_opaque)->bp_io;
 	const struct rb_unit *u = io->io_unit;
+	struct rb_stage *be;
 
 	(void)rb;
-	/* Only the mmap backend lends, and only over a host file. */
-	if ((bp->b_flags & RUMPBLK_B_LOANED) == 0 || u->u_host == NULL ||
+	if ((bp->b_flags & RUMPBLK_B_LOANED) == 0)
+		return EINVAL;
+	/* A backend that lends a descriptor of its own (a pipe) says
+	 * where; the mmap backend lends the host file's pages. */
+	be = u->u_backend;
+	if (be->st_ops->loan_fd != NULL)
+		return be->st_ops->loan_fd(be, io->io_ctx, fdp, offp);
+	if (u->u_host == NULL ||
 	    u->u_backend_kind != RUMPBLK_BACKEND_MMAP)
 		return EINVAL;
 	*fdp = u->u_host->hf_fd;
@@ -294,7 +305,8 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	/* Exactly one operation, and only known modifiers. */
 	if (RB_UNLIKELY(op == 0 || (op & (op - 1)) != 0 ||
 	    (bp->b_flags & ~(RUMPBLK_B_OPMASK | RUMPBLK_B_ASYNC |
-	    RUMPBLK_B_FUA | RUMPBLK_B_NOHOLE | RUMPBLK_B_LOAN)) != 0)) {
+	    RUMPBLK_B_FUA | RUMPBLK_B_NOHOLE | RUMPBLK_B_LOAN |
+	    RUMPBLK_B_LOAN_FD)) != 0)) {
 		error = EINVAL;
 		goto reject;
 	}
@@ -360,7 +372,7 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	}
 	io->io_op = op;
 	io->io_flags = bp->b_flags & (RUMPBLK_B_ASYNC | RUMPBLK_B_FUA |
-	    RUMPBLK_B_NOHOLE | RUMPBLK_B_LOAN);
+	    RUMPBLK_B_NOHOLE | RUMPBLK_B_LOAN | RUMPBLK_B_LOAN_FD);
 	io->io_off = off;
 	io->io_len = len;
 	io->io_data = bp->b_data;
@@ -382,6 +394,8 @@ rumpblk_strategy(struct rumpblk *rb, struct rumpblk_buf *bp)
 	    (op != RUMPBLK_B_READ || atomic_load_explicit(&u->u_noloan,
 	    memory_order_relaxed)))
 		io->io_flags &= ~RUMPBLK_B_LOAN;
+	/* LOAN_FD qualifies a loan; a layer that strips LOAN (it sees the
+	 * data) leaves it, and a backend looks at both. */
 	top->st_ops->submit(top, io);
 	submitting = prev;
 	return;

@@ -462,6 +462,11 @@ nbd_dispatch(struct nbd_conn *c, const struct nbd_request *rq)
 		 * truncated image's page is a SIGBUS, not an EFAULT. */
 		if (!s->s_cfg.copy_reads && c->c_tls == NULL)
 			bflags |= RUMPBLK_B_LOAN;
+		/* One that will be spliced may be lent as a pipe (reply.c,
+		 * "Spliced replies"), when it is exactly its bytes. */
+		if ((bflags & RUMPBLK_B_LOAN) && a == off && e - a == len &&
+		    len >= NBD_SPLICE_MIN)
+			bflags |= RUMPBLK_B_LOAN_FD;
 		req_submit(r, bflags, a, e - a, r->r_data);
 		return 0;
 

@@ -72,6 +72,7 @@
 #define NBD_INLINE_READ_MAX	(128u << 10)	/* reads done in the reader */
 #define NBD_REQ_OVERHEAD	512	/* charged per request in flight */
 #define NBD_CORK_MAX		64	/* replies held back per batch */
+#define NBD_SPLICE_MIN		(64u << 10)	/* lent replies spliced */
 #define NBD_SNDBUF		(4u << 20)	/* a Unix client's SO_SNDBUF */
 
 struct nbd_conn;
@@ -194,8 +195,9 @@ struct nbd_req {
 	size_t		r_sent;		/* bytes of the reply already sent */
 	/*
 	 * A READ whose lent bytes go out with sendfile(2) from the host
-	 * file (reply.c, "Spliced replies"): r_iov[1] is their length;
-	 * -1: r_iov is sent as it is.
+	 * file, or with splice(2) from a pipe (r_sfoff RUMPBLK_LOAN_PIPE;
+	 * reply.c, "Spliced replies"): r_iov[1] is their length; -1: r_iov
+	 * is sent as it is.
 	 */
 	int		r_sffd;
 	uint64_t	r_sfoff;	/* the bytes of r_iov[1], in r_sffd */

@@ -22,6 +22,7 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,7 +205,10 @@ nbd_reply_error(struct nbd_req *r, int errnum)
  * Spliced replies.  A lent READ of at least NBD_SPLICE_MIN bytes on a
  * plaintext connection goes out with sendfile(2) from the host file: the
  * socket then references the page cache's pages (AF_UNIX and TCP both
- * splice them) and the server copies nothing at all; without it the
+ * splice them) and the server copies nothing at all.  A read of a
+ * remote NBD export is lent as a pipe that holds its data, which
+ * splice(2) moves on, page references again (it asks RUMPBLK_B_LOAN_FD,
+ * dispatch.c, for exactly its bytes: no skip).  Without a loan the
  * kernel copies the lent bytes into the socket, which perf showed as
  * half the server's CPU on 1 MiB reads (README, "NBD performance").
  * The bytes are read when they are sent, as a lent reply's are (a write
@@ -212,21 +216,20 @@ nbd_reply_error(struct nbd_req *r, int errnum)
  * iovec, which gathers many replies into one sendmsg: two system calls
  * a reply would cost more than the copy of 4 KiB saves.
  *
- * sendfile cannot be asked not to wait (MSG_DONTWAIT), and a socket an
- * embedder handed over stays blocking (conn.c, set_sending), so only
- * the writer thread sends the data part: a thread that meets it hands
- * ownership over as if the socket were full.  The writer waits for room
- * in poll, 100 ms at a time (nbd_wait_writable; on a blocking socket,
- * in the send, SO_SNDTIMEO at a time), so that the shutdown deadline
- * is still seen.  Unlike sendmsg, sendfile cannot be told MSG_NOSIGNAL: a
- * client that hangs up mid-reply would raise SIGPIPE, which kills a
- * program that has not ignored it (the fuzz targets, any embedder).
- * The writer thread blocks SIGPIPE for itself instead, so sendfile
- * fails with EPIPE; the kernel directs that SIGPIPE at the sending
- * thread, where it stays pending, unseen, until the thread exits.
+ * sendfile and splice cannot be asked not to wait (MSG_DONTWAIT), and a
+ * socket an embedder handed over stays blocking (conn.c, set_sending),
+ * so only the writer thread sends the data part: a thread that meets it
+ * hands ownership over as if the socket were full.  The writer waits
+ * for room in poll, 100 ms at a time (nbd_wait_writable; on a blocking
+ * socket, in the send, SO_SNDTIMEO at a time), so that the shutdown
+ * deadline is still seen.  Unlike sendmsg, sendfile and splice cannot
+ * be told MSG_NOSIGNAL: a client that hangs up mid-reply would raise
+ * SIGPIPE, which kills a program that has not ignored it (the fuzz
+ * targets, any embedder).  The writer thread blocks SIGPIPE for itself
+ * instead, so they fail with EPIPE; the kernel directs that SIGPIPE at
+ * the sending thread, where it stays pending, unseen, until the thread
+ * exits.
  */
-#define NBD_SPLICE_MIN	(64u << 10)
-
 static void
 splice_setup(struct nbd_req *r)
 {
@@ -238,7 +241,7 @@ splice_setup(struct nbd_req *r)
 	    (r->r_buf.b_flags & RUMPBLK_B_LOANED) &&
 	    rumpblk_loan_fd(c->c_srv->s_cfg.rb, &r->r_buf, &fd, &off) == 0) {
 		r->r_sffd = fd;
-		r->r_sfoff = off + r->r_skip;
+		r->r_sfoff = off == RUMPBLK_LOAN_PIPE ? off : off + r->r_skip;
 	}
 }
 
@@ -274,9 +277,9 @@ nbd_reply_read(struct nbd_req *r)
 
 /*
  * The data part of a spliced reply at the head of a list, its header
- * sent: sendfile, waiting for room 100 ms at a time, until it is all
- * sent, the shutdown deadline passes or the socket fails.  Writer
- * thread only.  0 or errno.
+ * sent: sendfile (splice from a pipe), waiting for room 100 ms at a
+ * time, until it is all sent, the shutdown deadline passes or the socket
+ * fails.  Writer thread only.  0 or errno.
  */
 static int
 send_spliced(struct nbd_conn *c, struct nbd_req *r)
@@ -288,8 +291,14 @@ send_spliced(struct nbd_conn *c, struct nbd_req *r)
 	while (r->r_sent < total) {
 		if (nbd_past_deadline(c->c_srv))
 			return ETIMEDOUT;
-		off = (off_t)(r->r_sfoff + (r->r_sent - hdr));
-		n = sendfile(c->c_fd, r->r_sffd, &off, total - r->r_sent);
+		if (r->r_sfoff == RUMPBLK_LOAN_PIPE)
+			n = splice(r->r_sffd, NULL, c->c_fd, NULL,
+			    total - r->r_sent, SPLICE_F_MOVE);
+		else {
+			off = (off_t)(r->r_sfoff + (r->r_sent - hdr));
+			n = sendfile(c->c_fd, r->r_sffd, &off,
+			    total - r->r_sent);
+		}
 		if (n > 0)
 			r->r_sent += (size_t)n;
 		else if (n == 0)

@@ -259,6 +259,12 @@ int rumpblk_close(struct rumpblk *, int unit, int flags);
  * once.  Bytes of a file truncated underneath fault when touched
  * (SIGBUS; inside a system call such as send(2), EFAULT): a consumer that
  * cannot handle that should not ask for loans.
+ *
+ * LOAN_FD (with LOAN): the caller takes lent bytes only through
+ * rumpblk_loan_fd(), once and in order (splice or sendfile), never
+ * through b_data.  A driver with no bytes of its own in memory (the NBD
+ * backing, whose reads arrive on a socket) may then lend them as a pipe
+ * that holds them: b_data is NULL, and rumpblk_loan_fd() gives the pipe.
  */
 #define RUMPBLK_B_READ		0x0001
 #define RUMPBLK_B_WRITE		0x0002
@@ -272,6 +278,7 @@ int rumpblk_close(struct rumpblk *, int unit, int flags);
 #define RUMPBLK_B_NOHOLE	0x0400
 #define RUMPBLK_B_LOAN		0x0800	/* in: a READ may lend */
 #define RUMPBLK_B_LOANED	0x1000	/* out: it did; see rumpblk_unloan */
+#define RUMPBLK_B_LOAN_FD	0x2000	/* in: only as a file descriptor */
 
 struct rumpblk_buf {
 	int		b_unit;		/* unit number */
@@ -313,9 +320,14 @@ void rumpblk_unloan(struct rumpblk *, struct rumpblk_buf *);
  * The lent bytes of bp as a range of a file: *fdp is the unit's host
  * file descriptor (the library's: do not close it), *offp the bytes'
  * offset in it, for sendfile(2) or splice(2), which then reference the
- * page cache rather than copy it.  Valid until rumpblk_unloan.  0, or
- * EINVAL (bp is not lent, or its loan is not of a host file).
+ * page cache rather than copy it.  A read that asked RUMPBLK_B_LOAN_FD
+ * may instead be lent as a pipe: *offp is then RUMPBLK_LOAN_PIPE and
+ * *fdp the pipe's read end (the library's), which holds exactly the
+ * read's bytes, to be spliced out once with a NULL offset.  Valid until
+ * rumpblk_unloan.  0, or EINVAL (bp is not lent, or its loan is not of
+ * a file or a pipe).
  */
+#define RUMPBLK_LOAN_PIPE	UINT64_MAX
 int rumpblk_loan_fd(struct rumpblk *, const struct rumpblk_buf *, int *fdp,
     uint64_t *offp);
 

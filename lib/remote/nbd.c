@@ -55,10 +55,12 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -90,6 +92,10 @@
 #define W_RBUF		(64u << 10)	/* the receive buffer */
 #define W_RDIRECT	(16u << 10)	/* data left this long: in place */
 #define W_DEFER		4		/* on the wire: the poller sends */
+#define NB_PIPE_MIN	(64u << 10)	/* a read this long may be a pipe */
+#define NB_PIPE_SIZE	(1u << 20)	/* a pipe's size, asked for */
+#define NB_PIPE_IDLE	16		/* pipes kept for reuse */
+#define NB_PIPE_LENT	64		/* pipes lent at once, at most */
 
 struct nbdbk;
 
@@ -144,6 +150,13 @@ struct nbconn {
 	char		c_why[160];	/* why it was lost */
 };
 
+/* A pipe a read's data is lent in (RUMPBLK_B_LOAN_FD, section 2b). */
+struct nbpipe {
+	int		pp_fd[2];
+	uint32_t	pp_cap;		/* bytes it holds */
+	struct nbpipe	*pp_next;	/* nb_pipes */
+};
+
 struct nbdbk {
 	struct rb_remote nb_rm;		/* first: spec, unit, status line */
 	unsigned	nb_nconn;	/* ( */
@@ -151,6 +164,9 @@ struct nbdbk {
 	_Atomic unsigned nb_next;	/* a: the next connection to use */
 	bool		nb_flush, nb_fua, nb_trim, nb_zero, nb_extents;
 	uint64_t	nb_maxreq;	/* ( largest request the export takes */
+	pthread_mutex_t	nb_plock;
+	struct nbpipe	*nb_pipes;	/* plock: idle */
+	unsigned	nb_nidle, nb_nlent;	/* plock */
 };
 
 /* What an rb_io on the wire counts: its pieces still out, its error. */
@@ -168,6 +184,7 @@ struct nbpiece {
 	/* the own client's */
 	struct nbpiece	*p_next;	/* c_sendq */
 	void		*p_buf;		/* a read's data goes, a write's comes */
+	struct nbpipe	*p_pipe;	/* or a read's data goes here */
 	uint32_t	p_len;		/* ... this long */
 	uint32_t	p_cookie;	/* its slot */
 	bool		p_read;
@@ -275,7 +292,7 @@ wake(struct nbconn *c)
 }
 
 static int send_piece(struct nbconn *, struct rb_io *, struct counters *,
-    int, void *, uint64_t, uint64_t, uint32_t);
+    int, void *, uint64_t, uint64_t, uint32_t, struct nbpipe *);
 
 /* io is written; send the FLUSH that makes it durable (FUA the export
  * lacks), and complete it when that is back. */
@@ -288,7 +305,7 @@ flush_after(struct nbconn *c, struct rb_io *io)
 	if ((k = calloc(1, sizeof(*k))) != NULL) {
 		atomic_init(&k->left, 1);
 		if ((error = send_piece(c, io, k, RUMPBLK_B_FLUSH, NULL, 0, 0,
-		    0)) != 0)
+		    0, NULL)) != 0)
 			free(k);
 	}
 	if (error != 0)
@@ -323,6 +340,87 @@ drain(struct nbconn *c)
 }
 
 /*
+ * 1a. Reads lent as pipes.  A read of NB_PIPE_MIN or more whose caller
+ * takes its bytes only as a file descriptor (RUMPBLK_B_LOAN_FD: the
+ * NBD server, which splices them into its client's socket) is not
+ * copied out of the remote's socket: the own client splices its data
+ * into a pipe (section 1b, wire_recv), which the caller splices on.
+ * The pages the remote's kernel filled then go to the client's socket
+ * by reference, and a 1 MiB read costs rumpblk no copy where it cost
+ * two (receive and send).  A pipe that will not take the data (fuller
+ * than its size says: many small pieces) gives it back to the read's
+ * buffer, which then completes as a copy.  Pipes are kept for reuse,
+ * NB_PIPE_IDLE at most, and NB_PIPE_LENT at most are lent at once:
+ * past that a read is copied.
+ */
+static void pipe_put(struct nbdbk *, struct nbpipe *);
+
+static struct nbpipe *
+pipe_get(struct nbdbk *nb, uint64_t len)
+{
+	struct nbpipe *pp;
+	int cap;
+
+	pthread_mutex_lock(&nb->nb_plock);
+	if (nb->nb_nlent >= NB_PIPE_LENT) {
+		pthread_mutex_unlock(&nb->nb_plock);
+		return NULL;
+	}
+	if ((pp = nb->nb_pipes) != NULL) {
+		nb->nb_pipes = pp->pp_next;
+		nb->nb_nidle--;
+	}
+	nb->nb_nlent++;
+	pthread_mutex_unlock(&nb->nb_plock);
+	if (pp == NULL) {
+		if ((pp = malloc(sizeof(*pp))) == NULL)
+			goto none;
+		if (pipe2(pp->pp_fd, O_CLOEXEC | O_NONBLOCK) != 0) {
+			free(pp);
+			goto none;
+		}
+		/* As large as allowed (pipe-max-size; a user past his
+		 * pipe-user-pages-soft gets small ones). */
+		(void)fcntl(pp->pp_fd[1], F_SETPIPE_SZ, (int)NB_PIPE_SIZE);
+		cap = fcntl(pp->pp_fd[1], F_GETPIPE_SZ);
+		pp->pp_cap = cap > 0 ? (uint32_t)cap : 0;
+	}
+	if (pp->pp_cap >= len)
+		return pp;
+	pipe_put(nb, pp);
+	return NULL;
+none:
+	pthread_mutex_lock(&nb->nb_plock);
+	nb->nb_nlent--;
+	pthread_mutex_unlock(&nb->nb_plock);
+	return NULL;
+}
+
+/* A lent pipe is back: kept if it is empty and there is room, else
+ * closed (its bytes, if any, with it). */
+static void
+pipe_put(struct nbdbk *nb, struct nbpipe *pp)
+{
+	int left = -1;
+
+	(void)ioctl(pp->pp_fd[0], FIONREAD, &left);
+	pthread_mutex_lock(&nb->nb_plock);
+	nb->nb_nlent--;
+	if (left == 0 && nb->nb_nidle < NB_PIPE_IDLE) {
+		pp->pp_next = nb->nb_pipes;
+		nb->nb_pipes = pp;
+		nb->nb_nidle++;
+		pp = NULL;
+	}
+	pthread_mutex_unlock(&nb->nb_plock);
+	if (pp != NULL) {
+		close(pp->pp_fd[0]);
+		close(pp->pp_fd[1]);
+		free(pp);
+	}
+}
+
+/*
  * A piece is back with error e: the last of its rb_io's completes the
  * rb_io, there and then, or (queue: in libnbd's callback, which holds
  * the handle's lock) through the connection's queue, which drain()
@@ -334,9 +432,19 @@ piece_end(struct nbpiece *p, int e, bool queue)
 	struct rb_io *io = p->p_io;
 	struct nbconn *c = p->p_c;
 	struct counters *k = p->p_k;
+	struct nbpipe *pp = p->p_pipe;
 	bool flush;
 
 	free(p);
+	/* A lent read is its rb_io's only piece: its pipe is the loan, or,
+	 * failed, goes back. */
+	if (pp != NULL) {
+		if (e == 0) {
+			io->io_lent = RB_LENT_FD;
+			io->io_ctx = pp;
+		} else
+			pipe_put(c->c_nb, pp);
+	}
 	/* A connection that died takes its requests with it: EIO. */
 	if (e == ENOTCONN || e == ECONNRESET || e == EPIPE || e == ESHUTDOWN)
 		e = EIO;
@@ -676,6 +784,62 @@ wire_send(struct nbconn *c, struct nbpiece *p, int op, void *buf,
 }
 
 /*
+ * A read lent as a pipe gives it up: its bytes so far (c_curgot) go
+ * back to its buffer, and the rest comes as a copied read's.  0, or -1:
+ * the pipe failed (c_why says so), which drops the connection.
+ */
+static int
+pipe_unlend(struct nbconn *c, struct nbpiece *p)
+{
+	struct nbpipe *pp = p->p_pipe;
+	uint32_t got = 0;
+	ssize_t n;
+
+	while (got < c->c_curgot) {
+		n = read(pp->pp_fd[0], (char *)p->p_buf + got,
+		    c->c_curgot - got);
+		if (n > 0)
+			got += (uint32_t)n;
+		else if (n < 0 && errno == EINTR)
+			continue;
+		else {
+			snprintf(c->c_why, sizeof(c->c_why), "a read's pipe: "
+			    "%s", n == 0 ? "short" : strerror(errno));
+			return -1;
+		}
+	}
+	p->p_pipe = NULL;
+	pipe_put(c->c_nb, pp);
+	return 0;
+}
+
+/* n bytes of p's data at src (its c_curgot-th on) into its pipe; or
+ * the pipe is full, and p is a copied read again (p_pipe NULL: the
+ * caller copies them).  0, or -1 as above. */
+static int
+pipe_write(struct nbconn *c, struct nbpiece *p, const unsigned char *src,
+    size_t n)
+{
+	size_t done = 0;
+	ssize_t w;
+
+	while (done < n) {
+		w = write(p->p_pipe->pp_fd[1], src + done, n - done);
+		if (w > 0)
+			done += (size_t)w;
+		else if (w < 0 && errno == EINTR)
+			continue;
+		else
+			break;
+	}
+	if (done == n)
+		return 0;
+	/* Full: the bytes before these come back, the caller copies
+	 * these, and the pipe goes with what of them went in. */
+	return pipe_unlend(c, p);
+}
+
+/*
  * Complete what c_rbuf holds: every whole reply, and the data of a read
  * as far as it came.  0, or -1: a protocol error (c_why says which).
  */
@@ -694,8 +858,12 @@ wire_parse(struct nbconn *c)
 			take = p->p_len - c->c_curgot;
 			if (take > avail)
 				take = avail;
-			memcpy((char *)p->p_buf + c->c_curgot,
-			    c->c_rbuf + c->c_pos, take);
+			if (p->p_pipe != NULL &&
+			    pipe_write(c, p, c->c_rbuf + c->c_pos, take) != 0)
+				return -1;
+			if (p->p_pipe == NULL)
+				memcpy((char *)p->p_buf + c->c_curgot,
+				    c->c_rbuf + c->c_pos, take);
 			c->c_pos += take;
 			c->c_curgot += (uint32_t)take;
 			if (c->c_curgot < p->p_len)
@@ -743,6 +911,18 @@ wire_parse(struct nbconn *c)
 	}
 }
 
+/*
+ * A splice into a pipe would block: true if that is the pipe's doing
+ * (the socket has data), false if the socket's (it is empty).
+ */
+static bool
+pipe_full(struct nbconn *c)
+{
+	char b;
+
+	return recv(c->c_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 /* Receive what the socket has.  0, or -1: the connection is lost. */
 static int
 wire_recv(struct nbconn *c)
@@ -753,7 +933,27 @@ wire_recv(struct nbconn *c)
 
 	for (;;) {
 		p = c->c_cur;
-		if (p != NULL && c->c_pos == c->c_have &&
+		if (p != NULL && c->c_pos == c->c_have && p->p_pipe != NULL) {
+			/* A lent read's data: socket to pipe, by
+			 * reference (section 1a). */
+			want = p->p_len - c->c_curgot;
+			n = splice(c->c_fd, NULL, p->p_pipe->pp_fd[1], NULL,
+			    want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (n > 0) {
+				c->c_curgot += (uint32_t)n;
+				if (c->c_curgot == p->p_len) {
+					c->c_cur = NULL;
+					piece_end(p, 0, false);
+				}
+			} else if (n < 0 && errno != EINTR &&
+			    (errno != EAGAIN || pipe_full(c))) {
+				/* The pipe is full, or this socket does not
+				 * splice: the rest is copied. */
+				if (pipe_unlend(c, p) != 0)
+					return -1;
+				continue;
+			}
+		} else if (p != NULL && c->c_pos == c->c_have &&
 		    p->p_len - c->c_curgot >= W_RDIRECT) {
 			/* Much of a read's data still to come: in place. */
 			want = p->p_len - c->c_curgot;
@@ -836,8 +1036,14 @@ wire_sweep(struct nbconn *c)
 static void
 wire_take(struct nbconn *c, struct nbd_handle *h)
 {
+	int fd = nbd_aio_get_fd(h), fl = fcntl(fd, F_GETFL);
+
+	/* Non-blocking, whatever libnbd left: splice(2) of a TCP socket
+	 * looks at that, not at SPLICE_F_NONBLOCK (section 1a). */
+	if (fl >= 0 && (fl & O_NONBLOCK) == 0)
+		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 	pthread_mutex_lock(&c->c_wlock);
-	c->c_fd = nbd_aio_get_fd(h);
+	c->c_fd = fd;
 	c->c_wdead = false;
 	pthread_mutex_unlock(&c->c_wlock);
 }
@@ -1071,26 +1277,34 @@ piece_done(void *arg, int *error)
 }
 
 /*
- * Send one piece of io (op, off, len of its data at buf).  Returns 0, or
- * the error that kept it from the wire (the piece is then not out).
+ * Send one piece of io (op, off, len of its data at buf, or, a read of
+ * the own client, in pipe pp, which the piece takes).  Returns 0, or the
+ * error that kept it from the wire (the piece is then not out).
  */
 static int
 send_piece(struct nbconn *c, struct rb_io *io, struct counters *k, int op,
-    void *buf, uint64_t len, uint64_t off, uint32_t flags)
+    void *buf, uint64_t len, uint64_t off, uint32_t flags, struct nbpipe *pp)
 {
 	struct nbpiece *p;
 	nbd_completion_callback cb;
 	int64_t r;
 
 	if ((p = malloc(op == RUMPBLK_B_EXTENTS ? sizeof(struct nbext) :
-	    sizeof(*p))) == NULL)
+	    sizeof(*p))) == NULL) {
+		if (pp != NULL)
+			pipe_put(c->c_nb, pp);
 		return ENOMEM;
+	}
 	p->p_io = io;
 	p->p_c = c;
 	p->p_k = k;
+	p->p_pipe = pp;
 	if (c->c_own) {
-		if ((r = wire_send(c, p, op, buf, len, off, flags)) != 0)
+		if ((r = wire_send(c, p, op, buf, len, off, flags)) != 0) {
+			if (pp != NULL)
+				pipe_put(c->c_nb, pp);
 			free(p);
+		}
 		return (int)r;
 	}
 	cb.callback = piece_done;
@@ -1166,6 +1380,7 @@ nb_submit(struct rb_stage *st, struct rb_io *io)
 	uint64_t off = nb->nb_rm.rm_bk.bk_off + io->io_off, done, n;
 	int op = io->io_op, error = 0;
 	uint32_t pieces, i;
+	struct nbpipe *pp = NULL;
 
 	switch (op) {
 	case RUMPBLK_B_EXTENTS: {
@@ -1219,6 +1434,12 @@ nb_submit(struct rb_stage *st, struct rb_io *io)
 	}
 	atomic_init(&k->left, pieces);
 	atomic_init(&k->error, 0);
+	/* A read whose caller splices its bytes on: lent as a pipe, when
+	 * it is one piece on the own client (section 1a). */
+	if (op == RUMPBLK_B_READ && pieces == 1 && c->c_own &&
+	    n >= NB_PIPE_MIN && (io->io_flags & (RUMPBLK_B_LOAN |
+	    RUMPBLK_B_LOAN_FD)) == (RUMPBLK_B_LOAN | RUMPBLK_B_LOAN_FD))
+		pp = pipe_get(nb, n);
 	/* A write to be durable at completion on an export without FUA:
 	 * a FLUSH once it is written (drain sends it). */
 	k->then_flush = (op == RUMPBLK_B_WRITE || op == RUMPBLK_B_ZERO) &&
@@ -1232,7 +1453,7 @@ nb_submit(struct rb_stage *st, struct rb_io *io)
 		    (char *)io->io_data + done;
 
 		error = send_piece(c, io, k, op, buf, len, off + done,
-		    nbflags(nb, io));
+		    nbflags(nb, io), pp);
 		if (error != 0)
 			break;
 		done += len;
@@ -1255,6 +1476,24 @@ nb_submit(struct rb_stage *st, struct rb_io *io)
 		drain(c);
 }
 
+/* A read lent as a pipe is given back (rumpblk_unloan). */
+static void
+nb_unloan(struct rb_stage *st, void *handle)
+{
+	pipe_put((struct nbdbk *)st->st_unit->u_backing, handle);
+}
+
+static int
+nb_loan_fd(struct rb_stage *st, void *handle, int *fdp, uint64_t *offp)
+{
+	struct nbpipe *pp = handle;
+
+	(void)st;
+	*fdp = pp->pp_fd[0];
+	*offp = RUMPBLK_LOAN_PIPE;
+	return 0;
+}
+
 static void
 nb_destroy(struct rb_stage *st)
 {
@@ -1265,6 +1504,8 @@ static const struct rb_ops nbstage_ops = {
 	.name = "nbd",
 	.submit = nb_submit,
 	.destroy = nb_destroy,
+	.unloan = nb_unloan,
+	.loan_fd = nb_loan_fd,
 };
 
 /* 3. The backing kind. */
@@ -1300,6 +1541,7 @@ static int
 nb_close(struct rb_backing *bk)
 {
 	struct nbdbk *nb = (struct nbdbk *)bk;
+	struct nbpipe *pp;
 
 	for (unsigned i = 0; i < nb->nb_nconn; i++) {
 		struct nbconn *c = &nb->nb_conn[i];
@@ -1310,6 +1552,14 @@ nb_close(struct rb_backing *bk)
 		conn_fini(c);
 	}
 	free(nb->nb_conn);
+	/* Every loan is back (the unit's drain waited for them). */
+	while ((pp = nb->nb_pipes) != NULL) {
+		nb->nb_pipes = pp->pp_next;
+		close(pp->pp_fd[0]);
+		close(pp->pp_fd[1]);
+		free(pp);
+	}
+	pthread_mutex_destroy(&nb->nb_plock);
 	rb_remote_fini(&nb->nb_rm);
 	free(nb);
 	return 0;
@@ -1348,6 +1598,7 @@ nb_open(struct rumpblk *rb, const char *spec,
 		nbd_close(h);
 		return ENOMEM;
 	}
+	pthread_mutex_init(&nb->nb_plock, NULL);
 	if ((error = rb_remote_init(&nb->nb_rm, rb, &rb_nbd_ops, spec)) != 0 ||
 	    (error = rb_remote_window(&nb->nb_rm, o, (uint64_t)size,
 	    "export")) != 0) {

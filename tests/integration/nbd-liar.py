@@ -7,7 +7,12 @@
 #   cookie  with a cookie no request has (a protocol error)
 #   magic   with a wrong reply magic
 #   hangup  by closing the connection mid-reply (half the data sent)
-# and every other request honestly.  It serves at most 16 connections
+#   hangup-big  the same (the client reads 1 MiB at a time: rumpblk
+#           splices such a read into a pipe)
+# and every other request honestly.  In MODE dribble nothing lies, but
+# the data of every READ of 64 KiB or more is sent 512 bytes at a time:
+# more pieces than a pipe has slots, so that rumpblk's pipe fills up
+# and the read falls back to a copy.  It serves at most 16 connections
 # and stops by itself after 60 s.
 import os, socket, struct, sys, threading, time
 
@@ -58,7 +63,8 @@ def serve(s, n):
         if typ == 2:
             return
         with lock:
-            lie = typ == 0 and n > 0 and not lied[0]
+            lie = (typ == 0 and n > 0 and not lied[0] and
+                   mode != "dribble")
             lied[0] = lied[0] or lie
         if lie:
             if mode == "cookie":
@@ -68,7 +74,7 @@ def serve(s, n):
             if mode == "magic":
                 s.sendall(struct.pack(">IIQ", 0x12345678, 0, cookie))
                 continue
-            if mode == "hangup":
+            if mode.startswith("hangup"):
                 s.sendall(struct.pack(">IIQ", REPLY, 0, cookie) +
                           bytes(data[off:off + ln // 2]))
                 s.shutdown(socket.SHUT_RDWR)
@@ -77,6 +83,10 @@ def serve(s, n):
         if typ == 0:
             with lock:
                 reply += bytes(data[off:off + ln])
+        if mode == "dribble" and typ == 0 and ln >= 65536:
+            for p in range(0, len(reply), 512):
+                s.sendall(reply[p:p + 512])
+            continue
         s.sendall(reply)
 
 

@@ -8,6 +8,9 @@
 #   - data: nbdcopy with 4 connections writes a random file through the
 #     chain, and the remote itself (read directly) and qemu-img compare
 #     against the local file agree, for both remotes;
+#   - reads of 64 KiB or more are lent as pipes and spliced on: reads
+#     of random sizes and places match the local copy, and --stats
+#     counts lent bytes (none with --copy-reads);
 #   - a fault rule fires as on a file (the 3rd read fails, the others
 #     do not);
 #   - --write-cache and a power cut (model lose): a write acknowledged
@@ -132,6 +135,29 @@ assert h.pread(4096, 8 << 20) == bytes(4096)
 h.shutdown()
 PY
 unchain
+dd if=/dev/zero of="$tmp/data" bs=1M seek=8 count=1 conv=notrunc \
+    status=none || fail "zeroing the local copy"
+
+# Reads of 64 KiB or more go from the remote's socket to the client's
+# by splice, through a pipe the read is lent as (RUMPBLK_B_LOAN_FD):
+# reads of random sizes and places (nbd-loan.py: 512 bytes to 1 MiB, 64
+# in flight) each match the local copy, and --stats says bytes were
+# lent; with --copy-reads, none.
+for mode in lend copy; do
+	opts=(--stats "$tmp/$mode.json")
+	[ "$mode" = copy ] && opts+=(--copy-reads)
+	chain "$nkuri" "${opts[@]}"
+	timeout -k 10 120 $PY "$RUMPBLK_SRCDIR/tests/integration/nbd-loan.py" \
+	    reads "$suri" "$tmp/data" 3 >"$tmp/$mode.out" ||
+	    fail "$mode: reads through the chain: $(cat "$tmp/$mode.out")"
+	unchain
+	echo "$mode: $(cat "$tmp/$mode.out"), read $(jq .bytes_read \
+	    "$tmp/$mode.json"), lent $(jq .bytes_lent "$tmp/$mode.json")"
+done
+jq -e '.bytes_lent > 0' "$tmp/lend.json" >/dev/null ||
+    fail "no read was lent as a pipe: $(cat "$tmp/lend.json")"
+jq -e '.bytes_lent == 0' "$tmp/copy.json" >/dev/null ||
+    fail "--copy-reads lent bytes: $(cat "$tmp/copy.json")"
 
 # A fault rule: the 3rd read fails, the others do not.
 chain "$nkuri" --fault "error,op=read,nth=3"

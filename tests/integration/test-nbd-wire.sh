@@ -10,7 +10,14 @@
 #     connection closed in the middle of a read's data: nbd-liar.py)
 #     fails the requests on that connection with EIO, never anything
 #     else, never a crash or a hang; the server says why on stderr,
-#     reconnects, and then reads return what was written.
+#     reconnects, and then reads return what was written.  hangup-big
+#     cuts a 1 MiB read, which rumpblk splices into a pipe (a read lent
+#     as a pipe, RUMPBLK_B_LOAN_FD);
+#   - a remote that sends each big read's data 512 bytes at a time
+#     (dribble): more pieces than the pipe has slots, so the pipe fills
+#     and each such read falls back to a copy; every read returns what
+#     was written and none is lent (--stats), and reads of the same
+#     size from a whole-sending remote are lent (test-nbd-backing).
 # Servers bind Unix sockets only and are ended by PID.
 . "$RUMPBLK_SRCDIR/tests/functions.sh"
 . "$RUMPBLK_SRCDIR/tests/integration/nbd-functions.sh"
@@ -41,10 +48,11 @@ wait_sock() {
 }
 
 chain() {
-	rm -f "$s"
+	rm -f "$s" "$tmp/stats.json"
 	: >"$tmp/serve.err"
 	start_server -P "$tmp/pid" "$RUMPBLK" serve --socket "$s" \
-	    --pidfile "$tmp/pid" "nbd+unix:///?socket=$rs" 2>"$tmp/serve.err"
+	    --pidfile "$tmp/pid" --stats "$tmp/stats.json" \
+	    "nbd+unix:///?socket=$rs" 2>"$tmp/serve.err"
 	spid=$(cat "$tmp/pid")
 }
 
@@ -87,11 +95,12 @@ unchain
 stop_remote
 
 # --- a remote that breaks the protocol -------------------------------
-for mode in cookie magic hangup; do
+for mode in cookie magic hangup hangup-big dribble; do
 	case $mode in
 	cookie)	why="protocol error: a reply to no request sent" ;;
 	magic)	why="protocol error: a reply with magic 0x12345678" ;;
-	hangup)	why="the server closed the connection" ;;
+	hangup*) why="the server closed the connection" ;;
+	dribble) why="" ;;
 	esac
 	rm -f "$rs"
 	$PY "$RUMPBLK_SRCDIR/tests/integration/nbd-liar.py" "$rs" "$SIZE" \
@@ -99,12 +108,13 @@ for mode in cookie magic hangup; do
 	rpid=$!
 	wait_sock "$rs" "nbd-liar.py"
 	chain
-	$PY - "$suri" "$tmp/serve.err" <<'PY' || fail "$mode: $(cat "$tmp/serve.err")"
+	$PY - "$suri" "$tmp/serve.err" "$mode" <<'PY' || fail "$mode: $(cat "$tmp/serve.err")"
 import errno, os, sys, time, nbd
-uri, log = sys.argv[1:3]
+uri, log, mode = sys.argv[1:4]
 h = nbd.NBD()
 h.connect_uri(uri)
-pattern = os.urandom(1 << 20)
+size = 1 << 20 if mode in ("hangup-big", "dribble") else 4096
+pattern = os.urandom(8 * size)
 h.pwrite(pattern, 0)
 h.flush()
 # Reads over every data connection: one meets the lie.  Each fails
@@ -112,12 +122,16 @@ h.flush()
 failed = 0
 for i in range(8):
     try:
-        got = h.pread(4096, i * 4096)
+        got = h.pread(size, i * size)
     except nbd.Error as e:
         assert e.errnum == errno.EIO, "errno %r, not EIO" % e.errnum
         failed += 1
     else:
-        assert got == pattern[i * 4096:(i + 1) * 4096], "wrong data"
+        assert got == pattern[i * size:(i + 1) * size], "wrong data"
+if mode == "dribble":
+    assert failed == 0, "%d reads failed from an honest remote" % failed
+    h.shutdown()
+    sys.exit(0)
 assert failed >= 1, "the lie went unnoticed"
 # The connection comes back (the first retry is 0.5 s on).
 for i in range(100):
@@ -126,12 +140,17 @@ for i in range(100):
     time.sleep(0.1)
 else:
     raise AssertionError("not regained")
-assert h.pread(1 << 20, 0) == pattern, "wrong data after reconnecting"
+assert h.pread(len(pattern), 0) == pattern, "wrong data after reconnecting"
 h.shutdown()
 PY
-	grep -qF "$why" "$tmp/serve.err" ||
+	[ -z "$why" ] || grep -qF "$why" "$tmp/serve.err" ||
 	    fail "$mode: the log does not say \"$why\": $(cat "$tmp/serve.err")"
 	unchain
+	if [ "$mode" = dribble ]; then
+		lent=$(jq .bytes_lent "$tmp/stats.json")
+		[ "$lent" = 0 ] || fail "dribble: $lent bytes lent from a" \
+		    "pipe that cannot hold the read (expected a copy)"
+	fi
 	stop_remote
 done
 exit 0
