@@ -113,8 +113,10 @@ set_sending(struct nbd_conn *c)
 	if (c->c_tls != NULL)
 		return;
 	if (c->c_has_reader && (fl = fcntl(c->c_fd, F_GETFL)) >= 0 &&
-	    fcntl(c->c_fd, F_SETFL, fl | O_NONBLOCK) == 0)
+	    fcntl(c->c_fd, F_SETFL, fl | O_NONBLOCK) == 0) {
+		c->c_nonblock = true;
 		return;
+	}
 	(void)setsockopt(c->c_fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 

@@ -217,6 +217,8 @@ struct nbd_conn {
 	struct nbd_export *c_exp;
 	int		c_fd;		/* ( */
 	bool		c_is_tcp;	/* ( */
+	bool		c_nonblock;	/* R: the socket does not block,
+					 * set before the first request */
 	pthread_t	c_reader;	/* ( */
 	pthread_t	c_writer;	/* ( */
 	bool		c_has_reader;	/* ( a thread of its own */

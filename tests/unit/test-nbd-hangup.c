@@ -14,11 +14,18 @@
  * closes.
  * nbd_serve_fd must return, and the server must then serve a second
  * client whole.
+ *
+ * The same through the accept loop (nbd_server_run on a Unix socket):
+ * there the socket does not block after the handshake, and the thread
+ * that completes a read splices its data itself as far as the socket
+ * takes it (4 MiB of send buffer: several replies), so the hangup meets
+ * threads other than the writer, which hold SIGPIPE back for the call.
  */
 #include <endian.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include "testlib.h"
 
@@ -122,46 +129,32 @@ serve_one(struct nbd_server *srv, int *client)
 	return t;
 }
 
+/*
+ * The client of fd: READs of 1 MiB, far more than the socket holds, and
+ * a hangup once a reply's data has begun to arrive (the replies after it
+ * are then on their way); end is called, then a second client (from
+ * next) must read 1 MiB whole.
+ */
 static void
-hangup_mid_reply(void **state)
+hangup_then_read(int fd, void (*end)(void *), void *arg,
+    int (*next)(void *), void *narg)
 {
-	struct rumpblk *rb = tl_mmap_create(4u << 20, 1);
-	int unit = tl_register(rb, image, 0, RUMPBLK_SIZENOTSET);
-	struct nbd_server_config sc;
-	struct nbd_server *srv;
 	struct nbd_simple_reply rp;
 	unsigned char *buf = malloc(REQLEN), *want = malloc(REQLEN);
-	pthread_t t;
 	unsigned i;
-	int fd;
 
-	(void)state;
 	tl_true(buf != NULL && want != NULL);
-	/* The default action: a stray SIGPIPE ends the test. */
-	tl_true(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
-	memset(&sc, 0, sizeof(sc));
-	sc.rb = rb;
-	sc.unit = unit;
-	sc.name = "hangup";
-	sc.max_connections = 4;
-	sc.shutdown_timeout_ms = 1000;
-	tl_eq(nbd_server_create(&sc, &srv), 0);
-
-	t = serve_one(srv, &fd);
 	tl_eq(handshake(fd), 4u << 20);
 	for (i = 0; i < NREQ; i++)
 		send_read(fd, i, (uint64_t)(i % 4) * REQLEN, REQLEN);
-	/* A reply's data has begun to arrive: only the writer's sendfile
-	 * sends it, and a 1 MiB reply does not fit in the socket, so the
-	 * writer is in the middle of it when the client goes. */
 	get_all(fd, &rp, sizeof(rp));
 	tl_eq(be32toh(rp.magic), NBD_SIMPLE_REPLY_MAGIC);
 	get_all(fd, buf, 4096);
 	tl_eq(close(fd), 0);
-	tl_eq(pthread_join(t, NULL), 0);
+	end(arg);
 
 	/* The server goes on: a second client reads 1 MiB whole. */
-	t = serve_one(srv, &fd);
+	fd = next(narg);
 	tl_eq(handshake(fd), 4u << 20);
 	send_read(fd, 77, REQLEN, REQLEN);
 	get_all(fd, &rp, sizeof(rp));
@@ -172,12 +165,114 @@ hangup_mid_reply(void **state)
 	tl_host_read(image, want, REQLEN, REQLEN);
 	tl_true(memcmp(buf, want, REQLEN) == 0);
 	tl_eq(close(fd), 0);
-	tl_eq(pthread_join(t, NULL), 0);
-
-	nbd_server_destroy(srv);
-	tl_eq(rumpblk_destroy(rb), 0);
 	free(buf);
 	free(want);
+}
+
+static struct nbd_server *
+new_server(struct rumpblk *rb, int unit)
+{
+	struct nbd_server_config sc;
+	struct nbd_server *srv;
+
+	/* The default action: a stray SIGPIPE ends the test. */
+	tl_true(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
+	memset(&sc, 0, sizeof(sc));
+	sc.rb = rb;
+	sc.unit = unit;
+	sc.name = "hangup";
+	sc.max_connections = 4;
+	sc.shutdown_timeout_ms = 1000;
+	tl_eq(nbd_server_create(&sc, &srv), 0);
+	return srv;
+}
+
+static void
+join(void *arg)
+{
+	tl_eq(pthread_join(*(pthread_t *)arg, NULL), 0);
+}
+
+struct fdpair {
+	struct nbd_server *srv;
+	pthread_t t;
+};
+
+static int
+serve_next(void *arg)
+{
+	struct fdpair *p = arg;
+	int fd;
+
+	p->t = serve_one(p->srv, &fd);
+	return fd;
+}
+
+static void
+hangup_mid_reply(void **state)
+{
+	struct rumpblk *rb = tl_mmap_create(4u << 20, 1);
+	int unit = tl_register(rb, image, 0, RUMPBLK_SIZENOTSET);
+	struct nbd_server *srv = new_server(rb, unit);
+	struct fdpair next = { .srv = srv };
+	pthread_t t;
+	int fd;
+
+	(void)state;
+	/* Only the writer's sendfile sends a reply's data here, and a
+	 * 1 MiB reply does not fit in the socket, so the writer is in the
+	 * middle of it when the client goes. */
+	t = serve_one(srv, &fd);
+	hangup_then_read(fd, join, &t, serve_next, &next);
+	tl_eq(pthread_join(next.t, NULL), 0);
+	nbd_server_destroy(srv);
+	tl_eq(rumpblk_destroy(rb), 0);
+}
+
+static int
+connect_to(void *arg)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", (char *)arg);
+	tl_true((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) >= 0);
+	tl_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	return fd;
+}
+
+static void
+nothing(void *arg)
+{
+	(void)arg;
+}
+
+static void *
+run_main(void *arg)
+{
+	nbd_server_run(arg, -1);
+	return NULL;
+}
+
+static void
+hangup_accepted(void **state)
+{
+	struct rumpblk *rb = tl_mmap_create(4u << 20, 1);
+	int unit = tl_register(rb, image, 0, RUMPBLK_SIZENOTSET);
+	struct nbd_server *srv = new_server(rb, unit);
+	char *path = tl_path("hangup.sock");
+	pthread_t t;
+
+	(void)state;
+	(void)unlink(path);
+	tl_eq(nbd_server_listen_unix(srv, path), 0);
+	tl_eq(pthread_create(&t, NULL, run_main, srv), 0);
+	hangup_then_read(connect_to(path), nothing, NULL, connect_to, path);
+	nbd_server_stop(srv);
+	tl_eq(pthread_join(t, NULL), 0);
+	nbd_server_destroy(srv);
+	tl_eq(rumpblk_destroy(rb), 0);
+	free(path);
 }
 
 int
@@ -185,6 +280,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(hangup_mid_reply),
+		cmocka_unit_test(hangup_accepted),
 	};
 
 	return tl_main(tests, setup, teardown);
