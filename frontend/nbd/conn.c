@@ -84,12 +84,15 @@ set_rcvtimeo(int fd, int secs)
 
 /*
  * Sending, after the handshake.  A Unix socket the server accepted gets
- * a send buffer of NBD_SNDBUF (as net.core.wmem_max allows; TCP tunes
- * its own, which a set size would stop): the default, 208 KiB, holds a
- * fifth of a 1 MiB reply, and the writer then waited for the client to
- * take each fifth; on 2 CPUs, 1 MiB reads through a remote backing ran
- * 29% faster with 4 MiB (6 paired runs, all ahead), 21% with twice the
- * default, which is what a default wmem_max allows.
+ * SO_SNDBUF NBD_SNDBUF, which the kernel doubles: 416 KiB where the
+ * default is 208 KiB (TCP tunes its own, which a set size would stop).
+ * The default holds a fifth of a 1 MiB reply, and the writer waited for
+ * the client to take each fifth; on 2 CPUs, 1 MiB reads through a
+ * remote backing ran 21% faster with twice the default (4 paired runs,
+ * all ahead).  Not more: with room for a whole 1 MiB reply (4 MiB ran
+ * 29% faster there), the reader sent the replies of the mmap backend's
+ * copied reads (--copy-reads) itself, and those ran at a fifth of their
+ * speed (fio 1 MiB reads at QD8: 470 against 2660 MiB/s).
  *
  * The writer's sendfile and splice (reply.c, "Spliced replies") must
  * not sleep in the send: a plaintext socket the server accepted becomes

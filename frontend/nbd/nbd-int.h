@@ -73,7 +73,7 @@
 #define NBD_REQ_OVERHEAD	512	/* charged per request in flight */
 #define NBD_CORK_MAX		64	/* replies held back per batch */
 #define NBD_SPLICE_MIN		(64u << 10)	/* lent replies spliced */
-#define NBD_SNDBUF		(4u << 20)	/* a Unix client's SO_SNDBUF */
+#define NBD_SNDBUF		212992	/* a Unix client's SO_SNDBUF */
 
 struct nbd_conn;
 
