@@ -923,6 +923,18 @@ pipe_full(struct nbconn *c)
 	return recv(c->c_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
+/* n more bytes of the read whose data is coming (c_cur) are in: it
+ * completes once they are all in. */
+static void
+cur_got(struct nbconn *c, struct nbpiece *p, size_t n)
+{
+	c->c_curgot += (uint32_t)n;
+	if (c->c_curgot == p->p_len) {
+		c->c_cur = NULL;
+		piece_end(p, 0, false);
+	}
+}
+
 /* Receive what the socket has.  0, or -1: the connection is lost. */
 static int
 wire_recv(struct nbconn *c)
@@ -939,13 +951,9 @@ wire_recv(struct nbconn *c)
 			want = p->p_len - c->c_curgot;
 			n = splice(c->c_fd, NULL, p->p_pipe->pp_fd[1], NULL,
 			    want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-			if (n > 0) {
-				c->c_curgot += (uint32_t)n;
-				if (c->c_curgot == p->p_len) {
-					c->c_cur = NULL;
-					piece_end(p, 0, false);
-				}
-			} else if (n < 0 && errno != EINTR &&
+			if (n > 0)
+				cur_got(c, p, (size_t)n);
+			else if (n < 0 && errno != EINTR &&
 			    (errno != EAGAIN || pipe_full(c))) {
 				/* The pipe is full, or this socket does not
 				 * splice: the rest is copied. */
@@ -959,13 +967,8 @@ wire_recv(struct nbconn *c)
 			want = p->p_len - c->c_curgot;
 			n = recv(c->c_fd, (char *)p->p_buf + c->c_curgot,
 			    want, MSG_DONTWAIT);
-			if (n > 0) {
-				c->c_curgot += (uint32_t)n;
-				if (c->c_curgot == p->p_len) {
-					c->c_cur = NULL;
-					piece_end(p, 0, false);
-				}
-			}
+			if (n > 0)
+				cur_got(c, p, (size_t)n);
 		} else {
 			if (c->c_pos > 0) {
 				memmove(c->c_rbuf, c->c_rbuf + c->c_pos,
