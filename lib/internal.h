@@ -207,12 +207,12 @@ struct rb_ops {
 	 */
 	void	(*unloan)(struct rb_stage *, void *handle);
 	/*
-	 * Optional, a backend that lends as a file descriptor
-	 * (rumpblk_loan_fd): where the loan of handle (its io_ctx) is.
-	 * 0, or EINVAL.
+	 * Optional, a backend whose loans a file descriptor reaches
+	 * (rumpblk_loan_fd): where the bytes of io's loan are, a file
+	 * and offset or a pipe (RUMPBLK_LOAN_PIPE).  0, or EINVAL.
 	 */
-	int	(*loan_fd)(struct rb_stage *, void *handle, int *fdp,
-		    uint64_t *offp);
+	int	(*loan_fd)(struct rb_stage *, const struct rb_io *io,
+		    int *fdp, uint64_t *offp);
 	/*
 	 * A layer: true if a READ that it passes down as it came (no frame
 	 * of its own) may carry RUMPBLK_B_LOAN to the backend, because the

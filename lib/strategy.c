@@ -213,17 +213,10 @@ rumpblk_loan_fd(struct rumpblk *rb, const struct rumpblk_buf *bp, int *fdp,
 	(void)rb;
 	if ((bp->b_flags & RUMPBLK_B_LOANED) == 0)
 		return EINVAL;
-	/* A backend that lends a descriptor of its own (a pipe) says
-	 * where; the mmap backend lends the host file's pages. */
 	be = u->u_backend;
-	if (be->st_ops->loan_fd != NULL)
-		return be->st_ops->loan_fd(be, io->io_ctx, fdp, offp);
-	if (u->u_host == NULL ||
-	    u->u_backend_kind != RUMPBLK_BACKEND_MMAP)
+	if (be->st_ops->loan_fd == NULL)
 		return EINVAL;
-	*fdp = u->u_host->hf_fd;
-	*offp = u->u_backing->bk_off + io->io_off;
-	return 0;
+	return be->st_ops->loan_fd(be, io, fdp, offp);
 }
 
 /* 3. strategy. */

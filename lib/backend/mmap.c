@@ -581,6 +581,19 @@ mmap_unloan(struct rb_stage *st, void *handle)
 	atomic_fetch_sub(&m->mm_lent, 1);
 }
 
+/* A loan's bytes are the host file's (the NBD server sends them with
+ * sendfile). */
+static int
+mmap_loan_fd(struct rb_stage *st, const struct rb_io *io, int *fdp,
+    uint64_t *offp)
+{
+	const struct mmapb *m = (const struct mmapb *)st;
+
+	*fdp = m->mm_fd;
+	*offp = m->mm_hoff + io->io_off;
+	return 0;
+}
+
 static void
 mmap_rw(struct mmapb *m, struct rb_io *io)
 {
@@ -750,6 +763,7 @@ static const struct rb_ops mmap_ops = {
 	.destroy = mmap_destroy,
 	.prefetch = mmap_prefetch,
 	.unloan = mmap_unloan,
+	.loan_fd = mmap_loan_fd,
 };
 
 /*

@@ -387,8 +387,13 @@ pipe_get(struct nbdbk *nb, uint64_t len)
 	}
 	if (pp->pp_cap >= len)
 		return pp;
-	pipe_put(nb, pp);
-	return NULL;
+	/* The system capped it (pipe-max-size; a user past his
+	 * pipe-user-pages-soft gets a page or two): closed, not kept,
+	 * for kept it would head the idle list and stop every later
+	 * read from being lent. */
+	close(pp->pp_fd[0]);
+	close(pp->pp_fd[1]);
+	free(pp);
 none:
 	pthread_mutex_lock(&nb->nb_plock);
 	nb->nb_nlent--;
@@ -1440,7 +1445,7 @@ nb_submit(struct rb_stage *st, struct rb_io *io)
 	/* A read whose caller splices its bytes on: lent as a pipe, when
 	 * it is one piece on the own client (section 1a). */
 	if (op == RUMPBLK_B_READ && pieces == 1 && c->c_own &&
-	    n >= NB_PIPE_MIN && (io->io_flags & (RUMPBLK_B_LOAN |
+	    n >= NB_PIPE_MIN && n <= NB_PIPE_SIZE && (io->io_flags & (RUMPBLK_B_LOAN |
 	    RUMPBLK_B_LOAN_FD)) == (RUMPBLK_B_LOAN | RUMPBLK_B_LOAN_FD))
 		pp = pipe_get(nb, n);
 	/* A write to be durable at completion on an export without FUA:
@@ -1487,9 +1492,10 @@ nb_unloan(struct rb_stage *st, void *handle)
 }
 
 static int
-nb_loan_fd(struct rb_stage *st, void *handle, int *fdp, uint64_t *offp)
+nb_loan_fd(struct rb_stage *st, const struct rb_io *io, int *fdp,
+    uint64_t *offp)
 {
-	struct nbpipe *pp = handle;
+	const struct nbpipe *pp = io->io_ctx;
 
 	(void)st;
 	*fdp = pp->pp_fd[0];
