@@ -169,9 +169,13 @@ hangup_then_read(int fd, void (*end)(void *), void *arg,
 	free(want);
 }
 
+/* A server of the image on a new instance (*rbp; mmap, 1 MiB
+ * replies leave by sendfile). */
 static struct nbd_server *
-new_server(struct rumpblk *rb, int unit)
+new_server(struct rumpblk **rbp)
 {
+	struct rumpblk *rb = tl_mmap_create(4u << 20, 1);
+	int unit = tl_register(rb, image, 0, RUMPBLK_SIZENOTSET);
 	struct nbd_server_config sc;
 	struct nbd_server *srv;
 
@@ -184,6 +188,7 @@ new_server(struct rumpblk *rb, int unit)
 	sc.max_connections = 4;
 	sc.shutdown_timeout_ms = 1000;
 	tl_eq(nbd_server_create(&sc, &srv), 0);
+	*rbp = rb;
 	return srv;
 }
 
@@ -211,9 +216,8 @@ serve_next(void *arg)
 static void
 hangup_mid_reply(void **state)
 {
-	struct rumpblk *rb = tl_mmap_create(4u << 20, 1);
-	int unit = tl_register(rb, image, 0, RUMPBLK_SIZENOTSET);
-	struct nbd_server *srv = new_server(rb, unit);
+	struct rumpblk *rb;
+	struct nbd_server *srv = new_server(&rb);
 	struct fdpair next = { .srv = srv };
 	pthread_t t;
 	int fd;
@@ -257,9 +261,8 @@ run_main(void *arg)
 static void
 hangup_accepted(void **state)
 {
-	struct rumpblk *rb = tl_mmap_create(4u << 20, 1);
-	int unit = tl_register(rb, image, 0, RUMPBLK_SIZENOTSET);
-	struct nbd_server *srv = new_server(rb, unit);
+	struct rumpblk *rb;
+	struct nbd_server *srv = new_server(&rb);
 	char *path = tl_path("hangup.sock");
 	pthread_t t;
 
