@@ -353,7 +353,13 @@ drain(struct nbconn *c)
  * NB_PIPE_IDLE at most, and NB_PIPE_LENT at most are lent at once:
  * past that a read is copied.
  */
-static void pipe_put(struct nbdbk *, struct nbpipe *);
+static void
+pipe_close(struct nbpipe *pp)
+{
+	close(pp->pp_fd[0]);
+	close(pp->pp_fd[1]);
+	free(pp);
+}
 
 static struct nbpipe *
 pipe_get(struct nbdbk *nb, uint64_t len)
@@ -391,9 +397,7 @@ pipe_get(struct nbdbk *nb, uint64_t len)
 	 * pipe-user-pages-soft gets a page or two): closed, not kept,
 	 * for kept it would head the idle list and stop every later
 	 * read from being lent. */
-	close(pp->pp_fd[0]);
-	close(pp->pp_fd[1]);
-	free(pp);
+	pipe_close(pp);
 none:
 	pthread_mutex_lock(&nb->nb_plock);
 	nb->nb_nlent--;
@@ -418,11 +422,8 @@ pipe_put(struct nbdbk *nb, struct nbpipe *pp)
 		pp = NULL;
 	}
 	pthread_mutex_unlock(&nb->nb_plock);
-	if (pp != NULL) {
-		close(pp->pp_fd[0]);
-		close(pp->pp_fd[1]);
-		free(pp);
-	}
+	if (pp != NULL)
+		pipe_close(pp);
 }
 
 /*
@@ -1445,8 +1446,9 @@ nb_submit(struct rb_stage *st, struct rb_io *io)
 	/* A read whose caller splices its bytes on: lent as a pipe, when
 	 * it is one piece on the own client (section 1a). */
 	if (op == RUMPBLK_B_READ && pieces == 1 && c->c_own &&
-	    n >= NB_PIPE_MIN && n <= NB_PIPE_SIZE && (io->io_flags & (RUMPBLK_B_LOAN |
-	    RUMPBLK_B_LOAN_FD)) == (RUMPBLK_B_LOAN | RUMPBLK_B_LOAN_FD))
+	    n >= NB_PIPE_MIN && n <= NB_PIPE_SIZE &&
+	    (io->io_flags & (RUMPBLK_B_LOAN | RUMPBLK_B_LOAN_FD)) ==
+	    (RUMPBLK_B_LOAN | RUMPBLK_B_LOAN_FD))
 		pp = pipe_get(nb, n);
 	/* A write to be durable at completion on an export without FUA:
 	 * a FLUSH once it is written (drain sends it). */
