@@ -92,7 +92,14 @@ set_rcvtimeo(int fd, int secs)
  * all ahead).  Not more: with room for a whole 1 MiB reply (4 MiB ran
  * 29% faster there), the reader sent the replies of the mmap backend's
  * copied reads (--copy-reads) itself, and those ran at a fifth of their
- * speed (fio 1 MiB reads at QD8: 470 against 2660 MiB/s).
+ * speed (fio 1 MiB reads at QD8: 470 against 2660 MiB/s).  Why, by perf
+ * and a trial: the reader holds back a batch's replies (NBD_CORK_MAX
+ * requests, up to 8 MiB at QD8) and sends them before it waits; the
+ * buffers past the 4 MiB cache (reply.c, NBD_FREE_BYTES) are fresh
+ * mappings that fault on every page, and the data is out of the CPU's
+ * cache by the send.  Uncorking also once a batch's reads reach 256 KiB
+ * ran those reads at 4144 and 5417 MiB/s with 4 MiB: the way to the
+ * larger buffer, still to be measured with the benches.
  *
  * The writer's sendfile and splice (reply.c, "Spliced replies") must
  * not sleep in the send: a plaintext socket the server accepted becomes
