@@ -83,23 +83,21 @@ set_rcvtimeo(int fd, int secs)
 }
 
 /*
- * Sending, after the handshake.  A Unix socket the server accepted gets
- * SO_SNDBUF NBD_SNDBUF, which the kernel doubles: 416 KiB where the
- * default is 208 KiB (TCP tunes its own, which a set size would stop).
+ * Sending, after the handshake.  A Unix socket the server accepted asks
+ * for SO_SNDBUF NBD_SNDBUF, 4 MiB, which the kernel caps at
+ * net.core.wmem_max and doubles (Debian's default cap gives 416 KiB,
+ * twice the default; TCP tunes its own, which a set size would stop).
  * The default holds a fifth of a 1 MiB reply, and the writer waited for
  * the client to take each fifth; on 2 CPUs, 1 MiB reads through a
- * remote backing ran 21% faster with twice the default (4 paired runs,
- * all ahead).  Not more: with room for a whole 1 MiB reply (4 MiB ran
- * 29% faster there), the reader sent the replies of the mmap backend's
- * copied reads (--copy-reads) itself, and those ran at a fifth of their
- * speed (fio 1 MiB reads at QD8: 470 against 2660 MiB/s).  Why, by perf
- * and a trial: the reader holds back a batch's replies (NBD_CORK_MAX
- * requests, up to 8 MiB at QD8) and sends them before it waits; the
- * buffers past the 4 MiB cache (reply.c, NBD_FREE_BYTES) are fresh
- * mappings that fault on every page, and the data is out of the CPU's
- * cache by the send.  Uncorking also once a batch's reads reach 256 KiB
- * ran those reads at 4144 and 5417 MiB/s with 4 MiB: the way to the
- * larger buffer, still to be measured with the benches.
+ * remote backing ran 21% faster with twice the default and 29% faster
+ * with room for whole replies.  Such room needs the reader's batches
+ * bounded in bytes as well as in requests (NBD_CORK_BYTES): it holds a
+ * batch's replies back and sends them before it waits, and with 64 1
+ * MiB copied reads (--copy-reads) in a batch, the buffers past the 4
+ * MiB cache (reply.c, NBD_FREE_BYTES) were fresh mappings that faulted
+ * on every page, and the data was out of the CPU's cache by the send:
+ * fio 1 MiB reads at QD8 ran at 497 MiB/s, and at 4144 and 5417 with
+ * the bound (the benches' figures are in the README).
  *
  * The writer's sendfile and splice (reply.c, "Spliced replies") must
  * not sleep in the send: a plaintext socket the server accepted becomes
@@ -136,6 +134,7 @@ nbd_conn_serve(struct nbd_conn *c)
 	struct nbd_server *s = c->c_srv;
 	struct nbd_request rq;
 	unsigned batch = 0;
+	uint64_t bbytes = 0;		/* read bytes in the batch */
 	int error;
 	int hid = -1;			/* its latency histograms (issue 17) */
 
@@ -199,11 +198,17 @@ nbd_conn_serve(struct nbd_conn *c)
 			error = EPROTO;
 			break;
 		}
-		/* Batch the replies of a burst of requests, but not of an
-		 * endless one. */
-		if (++batch == NBD_CORK_MAX) {
+		/*
+		 * Batch the replies of a burst of requests, but not of an
+		 * endless one, nor more read data than the buffer cache and
+		 * the CPU's cache hold (see set_sending).
+		 */
+		if (be16toh(rq.type) == NBD_CMD_READ)
+			bbytes += be32toh(rq.len);
+		if (++batch == NBD_CORK_MAX || bbytes >= NBD_CORK_BYTES) {
 			nbd_out_uncork(c);
 			batch = 0;
+			bbytes = 0;
 		}
 		nbd_out_cork(c);
 		if ((error = nbd_dispatch(c, &rq)) != 0)

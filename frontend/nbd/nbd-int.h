@@ -72,8 +72,9 @@
 #define NBD_INLINE_READ_MAX	(128u << 10)	/* reads done in the reader */
 #define NBD_REQ_OVERHEAD	512	/* charged per request in flight */
 #define NBD_CORK_MAX		64	/* replies held back per batch */
+#define NBD_CORK_BYTES		(256u << 10)	/* read bytes per batch */
 #define NBD_SPLICE_MIN		(64u << 10)	/* lent replies spliced */
-#define NBD_SNDBUF		212992	/* a Unix client's SO_SNDBUF */
+#define NBD_SNDBUF		(4u << 20)	/* a Unix client's SO_SNDBUF */
 
 struct nbd_conn;
 

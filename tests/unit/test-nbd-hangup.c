@@ -18,8 +18,9 @@
  * The same through the accept loop (nbd_server_run on a Unix socket):
  * there the socket does not block after the handshake, and the thread
  * that completes a read splices its data itself as far as the socket
- * takes it (416 KiB of send buffer), so the hangup meets threads other
- * than the writer, which hold SIGPIPE back for the call.
+ * takes it (8 MiB of send buffer at most, half the replies asked for),
+ * so the hangup meets threads other than the writer, which hold SIGPIPE
+ * back for the call.
  */
 #include <endian.h>
 #include <pthread.h>
