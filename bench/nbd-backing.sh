@@ -12,7 +12,11 @@
 # The peers, for scale: the same chain through nbdkit's nbd plugin and
 # through qemu-nbd (its nbd block driver), in front of the same nbdkit,
 # run in the same rounds; their ratios over direct are printed beside
-# rumpblk's.
+# rumpblk's.  And the least a proxy can do there: the same chain
+# through bench/fwd.c, which parses nothing and moves bytes both ways in
+# one thread per client, by splice(2) (fwd) and by recv and send (fwd
+# -c); whatever a server adds on top (the protocol, its layers), it
+# cannot expect to run faster than the better of the two.
 #
 # Both servers, fio and the client share the machine: on 2 CPUs the
 # chain's second hop (a server, and libnbd's client in it) competes with
@@ -33,14 +37,16 @@ die() {
 	exit 1
 }
 [ -x "$RUMPBLK" ] || die "$RUMPBLK is not built (make build)"
+FWD=$(cd "$build" && pwd)/bench/fwd
+[ -x "$FWD" ] || die "$FWD is not built (make build)"
 command -v nbdkit >/dev/null || die "nbdkit is needed (debian-packages.txt)"
 fio --enghelp=nbd >/dev/null 2>&1 || die "this fio has no nbd engine"
 
 work=$(mktemp -d "${BENCH_DIR:-/var/tmp}/rumpblk-nbdbk.XXXXXX")
-nkpid= srvpid= pkpid= pqpid=
+nkpid= srvpid= pkpid= pqpid= fwpid= fcpid=
 cleanup() {
 	local p
-	for p in $srvpid $pkpid $pqpid; do
+	for p in $srvpid $pkpid $pqpid $fwpid $fcpid; do
 		kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
 	done
 	[ -n "$nkpid" ] && kill -KILL "$nkpid" 2>/dev/null && wait "$nkpid" 2>/dev/null
@@ -82,10 +88,17 @@ pkpid=$!
 qemu-nbd -t -e 8 -k "$work/pq.sock" --cache=none --image-opts \
     "driver=nbd,server.type=unix,server.path=$nk" 2>"$work/pq.err" &
 pqpid=$!
+"$FWD" "$work/fw.sock" "$nk" 2>"$work/fw.err" &
+fwpid=$!
+"$FWD" -c "$work/fc.sock" "$nk" 2>"$work/fc.err" &
+fcpid=$!
 for ((i = 0; i < 100; i++)); do
-	[ -S "$work/pk.sock" ] && [ -S "$work/pq.sock" ] && break
+	[ -S "$work/pk.sock" ] && [ -S "$work/pq.sock" ] &&
+	    [ -S "$work/fw.sock" ] && [ -S "$work/fc.sock" ] && break
 	sleep 0.1
 done
+[ -S "$work/fw.sock" ] || die "fwd did not start: $(cat "$work/fw.err")"
+[ -S "$work/fc.sock" ] || die "fwd -c did not start: $(cat "$work/fc.err")"
 [ -S "$work/pk.sock" ] || die "nbdkit nbd did not start: $(cat "$work/pk.err")"
 [ -S "$work/pq.sock" ] || die "qemu-nbd did not start: $(cat "$work/pq.err")"
 
@@ -114,14 +127,19 @@ declare -A v
 for r in $(seq "$rounds"); do
 	for p in $profiles; do
 		IFS=: read -r rw bs qd jobs <<<"$p"
-		if [ $((r % 2)) = 1 ]; then order="direct chain nbdkit qemu"
-		else order="qemu nbdkit chain direct"; fi
+		if [ $((r % 2)) = 1 ]; then
+			order="direct chain nbdkit qemu fwd fwdc"
+		else
+			order="fwdc fwd qemu nbdkit chain direct"
+		fi
 		for o in $order; do
 			case $o in
 			direct)	s=$nk ;;
 			chain)	s=$sock ;;
 			nbdkit)	s=$work/pk.sock ;;
 			qemu)	s=$work/pq.sock ;;
+			fwd)	s=$work/fw.sock ;;
+			fwdc)	s=$work/fc.sock ;;
 			esac
 			v[$p/$o]+="$(run "$s" "$rw" "$bs" "$qd" "$jobs") "
 		done
@@ -129,8 +147,9 @@ for r in $(seq "$rounds"); do
 	printf '.' >&2
 done
 echo >&2
-printf '%-24s %10s %11s %7s %9s %9s %9s  %s\n' "profile" "nbdkit" \
-    "via rumpblk" "ratio" "(paired)" "nbdkit-nbd" "qemu-nbd" "target"
+printf '%-24s %10s %11s %7s %9s %9s %9s %6s %6s  %s\n' "profile" "nbdkit" \
+    "via rumpblk" "ratio" "(paired)" "nbdkit-nbd" "qemu-nbd" "fwd" "fwd-c" \
+    "target"
 for p in $profiles; do
 	IFS=: read -r rw bs qd jobs <<<"$p"
 	d=$(echo "${v[$p/direct]}" | median)
@@ -138,14 +157,18 @@ for p in $profiles; do
 	pr=$(pairmed "${v[$p/direct]}" "${v[$p/chain]}")
 	k=$(echo "${v[$p/nbdkit]}" | median)
 	q=$(echo "${v[$p/qemu]}" | median)
+	f=$(echo "${v[$p/fwd]}" | median)
+	fc=$(echo "${v[$p/fwdc]}" | median)
 	unit=IOPS
 	[ "$bs" = 1M ] && unit=MiB/s
 	t=">= 0.8"
 	[ "$rw" = randwrite ] && t="(info)"
 	awk -v n="$rw $bs QD$((qd * jobs)) $unit" -v d="$d" -v c="$c" \
-	    -v p="$pr" -v k="$k" -v q="$q" -v t="$t" 'BEGIN {
-	    printf "%-24s %10.0f %11.0f %7.3f %9.3f %9.3f %9.3f  %s\n", n,
-	    d, c, d ? c / d : 0, p, d ? k / d : 0, d ? q / d : 0, t }'
+	    -v p="$pr" -v k="$k" -v q="$q" -v f="$f" -v fc="$fc" -v t="$t" '
+	    BEGIN { printf "%-24s %10.0f %11.0f %7.3f %9.3f %9.3f %9.3f " \
+	    "%6.3f %6.3f  %s\n", n, d, c, d ? c / d : 0, p, d ? k / d : 0,
+	    d ? q / d : 0, d ? f / d : 0, d ? fc / d : 0, t }'
 done
-echo "(medians of $rounds rounds; nbdkit-nbd and qemu-nbd: the same chain" \
-    "through those servers, as ratios over direct)"
+echo "(medians of $rounds rounds; nbdkit-nbd, qemu-nbd, fwd and fwd-c: the" \
+    "same chain through those servers, as ratios over direct; fwd and fwd-c" \
+    "move bytes and parse nothing, by splice and by recv and send)"
