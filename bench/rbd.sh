@@ -14,6 +14,12 @@
 # shares the machine's cores with the servers and fio: the figures are
 # of the whole path, as a user of a small cluster sees it.
 #
+# For scale, a third row, librbd: fio's rbd engine on the image itself,
+# no NBD hop and no server (one job, the whole queue depth: two jobs
+# would pass the image's exclusive lock to and fro on writes), what the
+# cluster gives a client that links librbd.  Its CPU column is empty
+# (there is no server).
+#
 # Both use librbd with the configuration's cache settings (qemu-nbd
 # --cache=writeback sets rbd_cache=true, librbd's default, which rumpblk
 # leaves alone).
@@ -112,6 +118,10 @@ start() {
 		    --pid-file="$tmp/pid" "rbd:rbd/test:conf=$CEPH_CONF" \
 		    2>"$tmp/server.log" &
 		;;
+	librbd)
+		spid=
+		return
+		;;
 	*) fail "unknown server $1" ;;
 	esac
 	srvpid=$!
@@ -132,7 +142,20 @@ stop() {
 }
 
 cputicks() {
+	[ -z "$1" ] && { echo 0; return; }
 	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# fio_io SERVER PROFILE: fio's engine options for the server.
+fio_io() {
+	if [ "$1" = librbd ]; then
+		echo "--ioengine=rbd --pool=rbd --rbdname=test --clientname=admin"
+		echo "--numjobs=1 --iodepth=$(fio_args "$2" |
+		    awk '{ split($3, d, "="); split($4, j, "=");
+		    print d[2] * j[2] }')"
+	else
+		echo "--ioengine=nbd --uri=nbd+unix:///?socket=$sock"
+	fi
 }
 
 fio_args() {
@@ -152,16 +175,16 @@ echo "rbd bench: image $size on a 1-OSD memstore cluster, $rounds rounds" \
 echo "rbd bench: $(fio --version), $(qemu-nbd --version | head -1)," \
     "$(ceph-osd --version | cut -d' ' -f1-3)"
 for ((r = 1; r <= rounds; r++)); do
-	order="rumpblk qemu-nbd"
-	[ $((r % 2)) = 0 ] && order="qemu-nbd rumpblk"
+	order="rumpblk qemu-nbd librbd"
+	[ $((r % 2)) = 0 ] && order="librbd qemu-nbd rumpblk"
 	for s in $order; do
 		start "$s"
 		for p in $profiles; do
 			c0=$(cputicks "$spid") || fail "$s died"
 			# shellcheck disable=SC2046
-			fio --name="$p" --ioengine=nbd \
-			    --uri="nbd+unix:///?socket=$sock" \
-			    $(fio_args "$p") --size="$bytes" --time_based \
+			CEPH_CONF=$CEPH_CONF fio --name="$p" \
+			    $(fio_args "$p") $(fio_io "$s" "$p") \
+			    --size="$bytes" --time_based \
 			    --runtime="$secs" --group_reporting \
 			    --output-format=json --output="$tmp/fio.json" \
 			    >"$tmp/fio.err" 2>&1 ||
@@ -193,7 +216,7 @@ echo
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 profiles = sys.argv[2].split()
-servers = ["rumpblk", "qemu-nbd"]
+servers = ["rumpblk", "qemu-nbd", "librbd"]
 
 def vals(p, s, fn):
     return [fn(r) for r in sorted(rows, key=lambda r: int(r["round"]))
@@ -225,9 +248,13 @@ for p in profiles:
                                                  vals(p, "qemu-nbd", mibs)))
     ratios[p] = a / b
     for s in servers:
-        print("%-18s %-9s %10.0f %9.1f %11.1f %16s" % (
-            p, s, med(p, s, iops), med(p, s, mibs), med(p, s, cpu_req),
+        if not vals(p, s, iops):
+            continue
+        cpu = "%11.1f" % med(p, s, cpu_req) if s != "librbd" else "%11s" % "-"
+        print("%-18s %-9s %10.0f %9.1f %s %16s" % (
+            p, s, med(p, s, iops), med(p, s, mibs), cpu,
             "%.2fx; %.2fx" % (a / b, pr) if s == "rumpblk" else ""))
+print("librbd: fio's rbd engine on the image, no NBD hop, for scale")
 print("\ngoal: rumpblk over RBD >= 1.0x qemu-nbd over the same image")
 for p in profiles:
     print("  %-18s %.2fx: %s" % (p, ratios[p],
