@@ -5,7 +5,10 @@
 # and removed at exit).  It skips only when a Ceph daemon cannot start
 # here (and says why), or without the tools.
 #
-#   - "rumpblk info rbd:rbd/test" names the image, its pool and size;
+#   - "rumpblk info rbd:rbd/test" names the image, its pool and size,
+#     and librbd's cache: write-around from the start (rumpblk's
+#     default rbd_cache_writethrough_until_flush=false), or as CEPH_ARGS
+#     sets it back (writethrough until the first FLUSH; no cache);
 #   - data: nbdcopy with 4 connections writes a random file through
 #     rumpblk; qemu-img compare (through rumpblk) and "rbd export" (the
 #     image read directly) agree with the local copy;
@@ -83,6 +86,20 @@ grep -q "^type: *Ceph RBD image" "$tmp/info.txt" ||
     fail "info: not an RBD image: $(cat "$tmp/info.txt")"
 grep -q "^remote: .*pool rbd, image test, $SIZE bytes in 4194304-byte" \
     "$tmp/info.txt" || fail "info: the remote line: $(cat "$tmp/info.txt")"
+grep -q "; librbd cache writearound;" "$tmp/info.txt" ||
+    fail "info: librbd's cache is not write-around from the start:" \
+    "$(cat "$tmp/info.txt")"
+# The configuration has the last word.
+for c in "--rbd_cache_writethrough_until_flush=true" "--rbd_cache=false"; do
+	CEPH_ARGS=$c "$RUMPBLK" info --ceph-conf "$CEPH_CONF" rbd:rbd/test \
+	    >"$tmp/info.txt" || fail "rumpblk info with CEPH_ARGS=$c"
+	case $c in
+	*until*) want="writearound after the first FLUSH (writethrough" ;;
+	*) want="none" ;;
+	esac
+	grep -qF "; librbd cache $want" "$tmp/info.txt" ||
+	    fail "info with CEPH_ARGS=$c: $(cat "$tmp/info.txt")"
+done
 "$RUMPBLK" info --json --ceph-conf "$CEPH_CONF" rbd:rbd/test |
     jq -e '.backend == "rbd" and .size == '"$SIZE"' and
     (.remote | test("connected as client.admin"))' >/dev/null ||
