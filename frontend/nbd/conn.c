@@ -205,6 +205,7 @@ nbd_conn_serve(struct nbd_conn *c)
 		 */
 		if (be16toh(rq.type) == NBD_CMD_READ)
 			bbytes += be32toh(rq.len);
+		c->c_burst++;
 		if (++batch == NBD_CORK_MAX || bbytes >= NBD_CORK_BYTES) {
 			nbd_out_uncork(c);
 			batch = 0;

@@ -75,6 +75,8 @@
 #define NBD_CORK_BYTES		(256u << 10)	/* read bytes per batch */
 #define NBD_SPLICE_MIN		(64u << 10)	/* lent replies spliced */
 #define NBD_SNDBUF		(4u << 20)	/* a Unix client's SO_SNDBUF */
+#define NBD_SPIN_MIN_NS		4000u	/* the reader's first busy-wait */
+#define NBD_SPIN_MAX_NS		32000u	/* and its longest (wire.c) */
 
 struct nbd_conn;
 
@@ -240,6 +242,8 @@ struct nbd_conn {
 	char		*c_rbuf;	/* R */
 	size_t		c_rpos;		/* R: next byte to parse */
 	size_t		c_rlen;		/* R: bytes in the buffer */
+	uint64_t	c_spin_ns;	/* R: busy-wait before poll (wire.c) */
+	unsigned	c_burst;	/* R: requests since the last wait */
 	/* Replies and accounting. */
 	pthread_mutex_t	c_lock;
 	pthread_cond_t	c_cv;		/* c: writer work; space in flight */
