@@ -88,42 +88,42 @@ nbd_conn_sendv(struct nbd_conn *c, struct iovec *iov, int iovcnt)
  * polls before it blocks (its poll-max-ns is 32 us too): a client that
  * sends its next request as soon as it has the reply finds the reader
  * awake, and the wake-up of a sleeping thread is most of a round trip's
- * time on a virtual CPU.
- * The wait adapts to what the sleeps show: one that ended within
- * NBD_SPIN_MAX_NS doubles it (from NBD_SPIN_MIN_NS), one that lasted
- * longer ends it, so an idle or a slow client costs no CPU.  A client
- * with more in flight sends bursts, or has requests in the library's
- * workers: spinning then takes CPU that those requests need.
+ * time on a virtual CPU.  The wait adapts to what the sleeps show: one
+ * that ended within NBD_SPIN_MAX_NS doubles it (from NBD_SPIN_MIN_NS),
+ * one that lasted longer ends it, so an idle or a slow client costs no
+ * CPU.  A client with more in flight sends bursts, or has requests in
+ * the library's workers: spinning then takes CPU that those requests
+ * need.
  */
 static ssize_t
 recv_wait(struct nbd_conn *c, void *buf, size_t n, int flags)
 {
 	struct pollfd p = { .fd = c->c_fd, .events = POLLIN };
-	uint64_t t0, end, slept;
+	uint64_t t0 = 0, end = 0, slept;
 	ssize_t got;
-	bool one;
+	bool one = false;
 	int r;
 
 	for (;;) {
 		got = recv(c->c_fd, buf, n, flags | MSG_DONTWAIT);
 		if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
 			return got;
-		one = c->c_burst <= 1;
-		c->c_burst = 0;
-		if (one && c->c_spin_ns > 0) {
-			lock(&c->c_lock);
-			one = c->c_nreqs == 0;
-			unlock(&c->c_lock);
+		if (t0 == 0) {		/* a wait begins: busy or not */
+			one = c->c_burst <= 1;
+			c->c_burst = 0;
+			if (one && c->c_spin_ns > 0) {
+				lock(&c->c_lock);
+				one = c->c_nreqs == 0;
+				unlock(&c->c_lock);
+			}
+			t0 = nbd_now_ns();
+			end = one ? t0 + c->c_spin_ns : t0;
 		}
-		t0 = nbd_now_ns();
-		for (end = t0 + c->c_spin_ns; one && c->c_spin_ns > 0 &&
-		    nbd_now_ns() < end;) {
-			got = recv(c->c_fd, buf, n, flags | MSG_DONTWAIT);
-			if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
-				return got;
-		}
+		if (end > t0 && nbd_now_ns() < end)
+			continue;
 		r = poll(&p, 1, c->c_hs_deadline == UINT64_MAX ? -1 : 1000);
 		slept = nbd_now_ns() - t0;
+		t0 = 0;
 		if (slept > NBD_SPIN_MAX_NS)
 			c->c_spin_ns = 0;
 		else if (one && c->c_spin_ns < NBD_SPIN_MAX_NS)
